@@ -1,0 +1,37 @@
+# Two entry points (see README): `make demo` sets everything up and runs the main job;
+# `make test` runs the whole test suite against a real Kafka broker and Redis it starts itself.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+# The test stack runs on its own ports and state dir, so it never touches a stack you run by hand.
+TEST_ENV = STREAMREC_KAFKA_BOOTSTRAP=127.0.0.1:19092 \
+           STREAMREC_REDIS_URL=redis://127.0.0.1:16379/0 \
+           STREAMREC_STATE_DIR=$(CURDIR)/.state/test
+
+.PHONY: install demo test unit down-test clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+demo: install
+	$(BIN)/streamrec up
+	$(BIN)/streamrec topics create
+	$(BIN)/python -m streamrec.demo
+
+unit: install
+	$(BIN)/pytest -q -m "not integration"
+
+test: install
+	$(TEST_ENV) $(BIN)/streamrec up
+	$(TEST_ENV) $(BIN)/pytest; rc=$$?; $(TEST_ENV) $(BIN)/streamrec down; exit $$rc
+
+down-test:
+	$(TEST_ENV) $(BIN)/streamrec down
+
+clean: down-test
+	rm -rf $(VENV) .state

@@ -1,0 +1,3 @@
+from streamrec.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,229 @@
+"""The ``streamrec`` command: one entrypoint, a subcommand per job.
+
+Each subcommand is a thin wrapper: it builds the :class:`~streamrec.settings.Settings` once, calls
+plain functions from the package and turns their errors into a one-line message and exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from streamrec import __version__
+from streamrec.settings import Settings, SettingsError
+
+EPILOG = """\
+Configuration comes from STREAMREC_* environment variables (see `streamrec settings`).
+Typical session:
+  streamrec up && streamrec topics create
+  streamrec publish events.jsonl
+  streamrec recs u42
+"""
+
+
+def _err(msg: str) -> None:
+    print(f"streamrec: error: {msg}", file=sys.stderr)
+
+
+# ---------------------------------------------------------------- stack
+
+
+def cmd_up(settings: Settings, args) -> int:
+    from streamrec import localstack
+
+    for s in localstack.up(settings):
+        print(s.line())
+    return 0
+
+
+def cmd_down(settings: Settings, args) -> int:
+    from streamrec import localstack
+
+    stopped = localstack.down(settings)
+    print("\n".join(stopped) if stopped else "nothing started by streamrec is running")
+    return 0
+
+
+def cmd_status(settings: Settings, args) -> int:
+    from streamrec import localstack
+
+    statuses = localstack.status(settings)
+    print(f"streamrec {__version__}; state dir {settings.state_dir}")
+    for s in statuses:
+        print(s.line())
+    return 0 if all(s.running for s in statuses) else 1
+
+
+def cmd_settings(settings: Settings, args) -> int:
+    for name, doc in Settings.variables().items():
+        value = getattr(settings, name[len("STREAMREC_") :].lower())
+        print(f"{name:<34} {str(value):<28} {doc}")
+    return 0
+
+
+# ---------------------------------------------------------------- topics
+
+
+def _topics(settings: Settings):
+    from streamrec.schemas.topics import Topics
+
+    return Topics(prefix=settings.topic_prefix)
+
+
+def cmd_topics_create(settings: Settings, args) -> int:
+    from streamrec.schemas.admin import admin_client, create_topics
+
+    admin = admin_client(settings.kafka_bootstrap)
+    results = create_topics(admin, _topics(settings), settings.partitions, settings.replication)
+    for r in results:
+        what = "created" if r.created else "exists "
+        kind = "compacted" if r.spec.compacted else "delete"
+        print(f"{what} {r.spec.name:<32} partitions={r.partitions:<4} cleanup={kind}")
+    return 0
+
+
+# ---------------------------------------------------------------- publish and read
+
+
+def cmd_publish(settings: Settings, args) -> int:
+    from tqdm import tqdm
+
+    from streamrec.schemas.lines import Rejected, guess_format, parse_lines
+    from streamrec.schemas.publisher import DeliveryError, Publisher
+
+    fmt = args.format or guess_format(None if args.file == "-" else args.file)
+    stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8", newline="")
+    rejected: list[Rejected] = []
+    publisher = Publisher(settings.kafka_bootstrap, _topics(settings))
+    with stream, tqdm(unit=" lines", desc="publishing", file=sys.stderr, disable=args.quiet) as bar:
+        for out in parse_lines(stream, fmt=fmt, now=time.time(), default_type=args.type):
+            if isinstance(out, Rejected):
+                rejected.append(out)
+            else:
+                publisher.publish(out)
+            bar.update(1)
+    try:
+        delivered = publisher.flush()
+        failed = 0
+    except DeliveryError as exc:
+        delivered, failed = publisher.delivered, len(exc.failures) + exc.pending
+        _err(str(exc))
+    for r in rejected[: args.show_rejected]:
+        print(f"rejected line {r.line}: {r.reason}", file=sys.stderr)
+    if len(rejected) > args.show_rejected:
+        print(f"... and {len(rejected) - args.show_rejected} more rejected", file=sys.stderr)
+    print(f"published {delivered}, rejected {len(rejected)}, failed {failed}")
+    return 1 if failed else 0
+
+
+def cmd_recs(settings: Settings, args) -> int:
+    from streamrec.schemas.keys import RedisKeys
+    from streamrec.schemas.reader import RecsReader
+
+    reader = RecsReader.from_url(settings.redis_url, RedisKeys(prefix=settings.redis_prefix))
+    recs = reader.get(args.user)
+    if args.json:
+        lst = recs.list
+        print(json.dumps({
+            "user": args.user, "personal": recs.personal, "items": recs.items[: args.k],
+            "model_version": lst.model_version if lst else None,
+            "generated_at": lst.generated_at if lst else None,
+        }))  # fmt: skip
+        return 0 if lst else 1
+    if recs.list is None:
+        print(f"no list for {args.user!r} and no global fallback list yet")
+        return 1
+    age = time.time() - recs.list.generated_at
+    kind = "personal" if recs.personal else "global fallback"
+    print(f"{kind} list for {args.user!r}: model {recs.list.model_version}, {age:.0f}s old")
+    for rank, (item, score) in enumerate(recs.items[: args.k], 1):
+        print(f"{rank:>4}  {item:<24} {score:.4f}")
+    return 0
+
+
+def cmd_peek(settings: Settings, args) -> int:
+    from streamrec.schemas.codec import decode, to_mapping
+    from streamrec.schemas.events import SchemaError
+    from streamrec.schemas.peek import read_topic
+
+    from streamrec.schemas.topics import LAYOUT
+
+    topic = _topics(settings).name(args.topic) if args.topic in LAYOUT else args.topic
+    n = 0
+    for n, (key, value) in enumerate(read_topic(settings.kafka_bootstrap, topic, args.n), 1):
+        try:
+            print(json.dumps(to_mapping(decode(value)), default=str))
+        except SchemaError as exc:
+            print(json.dumps({"key": repr(key), "error": str(exc)}))
+    print(f"{n} record(s) from {topic}", file=sys.stderr)
+    return 0
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamrec",
+        description="Streaming recommendations: Kafka events in, fresh top-K lists in Redis.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"streamrec {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def add(name, func, help_, **kw):
+        p = sub.add_parser(name, help=help_, description=help_, **kw)
+        p.set_defaults(func=func)
+        return p
+
+    add("up", cmd_up, "start the local stack (Kafka broker in KRaft mode, Redis) if not running")
+    add("down", cmd_down, "stop what `streamrec up` started, and nothing else")
+    add("status", cmd_status, "show what runs where, with versions (exit 1 if something is down)")
+    add("settings", cmd_settings, "list every STREAMREC_* setting with its current value")
+
+    topics = add("topics", None, "manage the Kafka topics")
+    tsub = topics.add_subparsers(dest="topics_command", metavar="ACTION", required=True)
+    tc = tsub.add_parser("create", help="create every streamrec topic (idempotent)")
+    tc.set_defaults(func=cmd_topics_create)
+
+    pub = add("publish", cmd_publish, "publish events or items from JSON lines or CSV")
+    pub.add_argument("file", nargs="?", default="-", help="input file; '-' or omitted for stdin")
+    pub.add_argument("--format", choices=("jsonl", "csv"), help="default: by file extension")
+    pub.add_argument("--type", choices=("click", "rating", "item"),
+                     help="record type for lines without a 'type' field")  # fmt: skip
+    pub.add_argument("--show-rejected", type=int, default=20, metavar="N",
+                     help="print the first N rejected lines with their reasons (default 20)")  # fmt: skip
+    pub.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    recs = add("recs", cmd_recs, "print a user's recommendation list from Redis")
+    recs.add_argument("user")
+    recs.add_argument("-k", type=int, default=10, help="how many items to show (default 10)")
+    recs.add_argument("--json", action="store_true", help="print JSON")
+
+    peek = add("peek", cmd_peek, "print the records of a topic as JSON lines (reads, commits nothing)")
+    peek.add_argument("topic", help="a topic name, e.g. events.clicks (the prefix is added)")
+    peek.add_argument("-n", type=int, default=None, help="at most N records")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except SettingsError as exc:
+        _err(f"invalid settings: {exc}")
+        return 2
+    from streamrec.localstack import StackError
+    from streamrec.schemas.admin import TopicAdminError
+    from streamrec.schemas.events import SchemaError
+
+    try:
+        return args.func(settings, args)
+    except (StackError, TopicAdminError, SchemaError, OSError) as exc:
+        _err(str(exc))
+        return 2
+    except KeyboardInterrupt:
+        return 130

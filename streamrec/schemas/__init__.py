@@ -1,0 +1,54 @@
+"""The wire contract: topic names, Redis keys, and the records that travel between them.
+
+Everything a producer or reader needs is importable from here: the record types, the one
+:class:`SchemaError` every validation failure raises, and the msgpack/JSON codec.
+"""
+
+from .codec import decode, encode, from_mapping, to_mapping
+from .events import (
+    MAX_ID_LEN,
+    RATING_MAX,
+    RATING_MIN,
+    RECORD_TYPES,
+    SCHEMA_VERSION,
+    TS_MAX,
+    TS_MIN,
+    Attributes,
+    Click,
+    DeadLetter,
+    EnrichRequest,
+    Item,
+    ItemEmbedding,
+    ItemTags,
+    Rating,
+    Record,
+    RecommendationList,
+    SchemaError,
+    content_hash,
+)
+
+__all__ = [
+    "MAX_ID_LEN",
+    "RATING_MAX",
+    "RATING_MIN",
+    "RECORD_TYPES",
+    "SCHEMA_VERSION",
+    "TS_MAX",
+    "TS_MIN",
+    "Attributes",
+    "Click",
+    "DeadLetter",
+    "EnrichRequest",
+    "Item",
+    "ItemEmbedding",
+    "ItemTags",
+    "Rating",
+    "Record",
+    "RecommendationList",
+    "SchemaError",
+    "content_hash",
+    "decode",
+    "encode",
+    "from_mapping",
+    "to_mapping",
+]

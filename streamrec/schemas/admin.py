@@ -1,0 +1,68 @@
+"""Topic administration: create every streamrec topic idempotently.
+
+Creating topics twice is harmless: topics that exist already are reported, not recreated, and
+their partition count is checked so a mismatch (say, created by hand with one partition) is visible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamrec.schemas.topics import Topics, TopicSpec
+
+
+class TopicAdminError(RuntimeError):
+    """A topic could not be created; the message names the topic and the broker's reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicResult:
+    spec: TopicSpec
+    created: bool
+    partitions: int  # as found on the broker after the call
+
+
+def admin_client(bootstrap: str, extra: dict | None = None, timeout_s: float = 10.0):
+    """An AdminClient for a broker that answers; fails fast with a clear error otherwise."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    # librdkafka's own connection-refused chatter is replaced by one clear error below
+    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, **(extra or {})})
+    try:
+        admin.list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise TopicAdminError(
+            f"no Kafka broker answers at {bootstrap} ({exc.args[0].str() if exc.args else exc}); "
+            "is it running (`streamrec status`)?"
+        ) from None
+    return admin
+
+
+def create_topics(
+    admin, topics: Topics, partitions: int, replication: int, timeout_s: float = 30.0
+) -> list[TopicResult]:
+    """Create the missing topics among ``topics.specs()``; return what exists afterwards."""
+    from confluent_kafka import KafkaError
+    from confluent_kafka.admin import NewTopic
+
+    specs = topics.specs(partitions=partitions, replication=replication)
+    new = [NewTopic(s.name, num_partitions=s.partitions, replication_factor=s.replication,
+                    config=s.config()) for s in specs]  # fmt: skip
+    futures = admin.create_topics(new, operation_timeout=timeout_s, request_timeout=timeout_s)
+    created: set[str] = set()
+    for name, future in futures.items():
+        try:
+            future.result()
+            created.add(name)
+        except Exception as exc:  # KafkaException wrapping a KafkaError
+            error = exc.args[0] if exc.args else None
+            if getattr(error, "code", lambda: None)() == KafkaError.TOPIC_ALREADY_EXISTS:
+                continue
+            raise TopicAdminError(f"creating topic {name!r} failed: {exc}") from exc
+    metadata = admin.list_topics(timeout=timeout_s)
+    results = []
+    for spec in specs:
+        found = metadata.topics.get(spec.name)
+        results.append(TopicResult(spec, spec.name in created, len(found.partitions) if found else 0))
+    return results

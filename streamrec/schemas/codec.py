@@ -1,0 +1,230 @@
+"""Records to bytes and back: msgpack on the wire, plain dicts for JSON and the CLI.
+
+A wire message is a msgpack map ``{"type": <name>, "v": <version>, **fields}``, so readers in any
+language need only msgpack. Embedding vectors travel as one bin of little-endian float32 (4 bytes a
+dimension rather than 9). :func:`decode` turns *any* input into a record or a :class:`SchemaError`,
+never another exception: consumers dead-letter on exactly one exception type. Decoding builds the
+record through its constructor, so the checks in :mod:`.events` are the only ones; the wire-only
+conversions (vector bytes, base64 in JSON) happen here first.
+
+In :func:`to_mapping` output vectors are lists of floats and a dead letter's ``key``/``value`` are
+standard base64 strings (with padding); :func:`from_mapping` accepts those or raw bytes.
+
+>>> click = Click("u1", "i9", 1_700_000_000)
+>>> decode(encode(click)) == click
+True
+>>> to_mapping(click)
+{'type': 'click', 'v': 1, 'user': 'u1', 'item': 'i9', 'ts': 1700000000.0}
+>>> from_mapping({"type": "click", "user": "u1", "item": "i9", "ts": 1700000000}) == click
+True
+>>> decode(encode(click), expected=Rating)
+Traceback (most recent call last):
+...
+streamrec.schemas.events.SchemaError: type: expected rating, got click
+>>> decode(encode(click)[:-3])
+Traceback (most recent call last):
+...
+streamrec.schemas.events.SchemaError: <payload>: not valid msgpack (Unpack failed: incomplete input)
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import struct
+from collections.abc import Callable, Mapping
+from dataclasses import fields
+from typing import Any
+
+import msgpack
+import numpy as np
+
+from .events import (
+    MAX_ATTRIBUTES,
+    MAX_PAYLOAD_BYTES,
+    MAX_TEXT_LEN,
+    MAX_VECTOR_DIM,
+    RECORD_TYPES,
+    SCHEMA_VERSION,
+    Attributes,
+    Click,  # noqa: F401  (doctests)
+    DeadLetter,
+    ItemEmbedding,
+    Rating,  # noqa: F401  (doctests)
+    Record,
+    SchemaError,
+)
+
+__all__ = ["SCHEMA_VERSION", "decode", "encode", "from_mapping", "to_mapping"]
+
+PAYLOAD = "<payload>"
+
+#: Generous enough for every valid record, small enough that no header can make us allocate much.
+_UNPACK = dict(
+    raw=False,
+    strict_map_key=True,
+    use_list=False,
+    max_str_len=4 * MAX_TEXT_LEN,  # UTF-8 is at most 4 bytes a char
+    max_bin_len=MAX_PAYLOAD_BYTES,
+    max_array_len=MAX_VECTOR_DIM,
+    max_map_len=2 * MAX_ATTRIBUTES,
+    max_ext_len=0,  # no extension types (nor msgpack Timestamps) in this schema
+)
+
+_MISSING = object()
+_FIELDS: dict[type, tuple[str, ...]] = {cls: tuple(f.name for f in fields(cls)) for cls in RECORD_TYPES.values()}
+_REQUIRED: dict[type, tuple[str, ...]] = {
+    cls: tuple(f.name for f in fields(cls) if f.default is f.default_factory)  # both MISSING
+    for cls in RECORD_TYPES.values()
+}
+_ALLOWED: dict[type, frozenset[str]] = {cls: frozenset(("type", "v", *names)) for cls, names in _FIELDS.items()}
+
+
+def _vector_in(value: Any) -> Any:
+    """Wire bin of little-endian float32 -> array (the constructor checks it); lists pass through."""
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        if not value or len(value) % 4 or len(value) > 4 * MAX_VECTOR_DIM:
+            raise SchemaError("vector", f"{len(value)} bytes is not 1 to {MAX_VECTOR_DIM} float32 values")
+        return np.frombuffer(value, dtype="<f4")
+    return value
+
+
+def _base64_in(name: str) -> Callable[[Any], Any]:
+    def convert(value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                return base64.b64decode(value, validate=True)
+            except (binascii.Error, ValueError):
+                raise SchemaError(name, "is not valid base64") from None
+        return value
+
+    return convert
+
+
+_FROM: dict[type, dict[str, Callable[[Any], Any]]] = {
+    ItemEmbedding: {"vector": _vector_in},
+    DeadLetter: {"key": _base64_in("key"), "value": _base64_in("value")},
+}
+
+
+def _pairs_out(pairs: tuple[tuple[str, float], ...]) -> list[list[Any]]:
+    return [[k, s] for k, s in pairs]
+
+
+def _b64(value: bytes | None) -> str | None:
+    return None if value is None else base64.b64encode(value).decode("ascii")
+
+
+#: field name -> conversion to msgpack-able / to JSON-able values (the rest is already both)
+_TO_WIRE: dict[str, Callable[[Any], Any]] = {
+    "attributes": lambda a: dict(a.items()),
+    "vector": lambda v: struct.pack(f"<{len(v)}f", *v),
+}
+_TO_JSON: dict[str, Callable[[Any], Any]] = {
+    "attributes": Attributes.to_dict,
+    "vector": list,
+    "items": _pairs_out,
+    "tags": _pairs_out,
+    "key": _b64,
+    "value": _b64,
+}
+
+
+def _fields_of(record: Record, convert: dict[str, Callable[[Any], Any]]) -> dict[str, Any]:
+    cls = type(record)
+    if cls not in _FIELDS:
+        raise TypeError(f"not a streamrec record: {cls.__name__}")
+    out: dict[str, Any] = {"type": cls.TYPE, "v": cls.VERSION}
+    for name in _FIELDS[cls]:
+        value = getattr(record, name)
+        fn = convert.get(name)
+        out[name] = value if fn is None else fn(value)
+    return out
+
+
+def encode(record: Record) -> bytes:
+    """The record as a msgpack map with its ``type`` and ``v``; a TypeError for a non-record."""
+    return msgpack.packb(_fields_of(record, _TO_WIRE), use_bin_type=True)
+
+
+def to_mapping(record: Record) -> dict[str, Any]:
+    """A plain, JSON-serialisable dict with ``type`` and ``v`` (see the module docstring)."""
+    return _fields_of(record, _TO_JSON)
+
+
+def _name(key: Any) -> str:
+    return key if isinstance(key, str) else repr(key)
+
+
+def _build(obj: Mapping[Any, Any], default_version: Any) -> Record:
+    """The one path from a mapping (decoded or given) to a checked record."""
+    tname = obj.get("type", _MISSING)
+    if tname is _MISSING:
+        raise SchemaError("type", "missing")
+    if type(tname) is not str:
+        raise SchemaError("type", f"expected str, got {type(tname).__name__}")
+    cls = RECORD_TYPES.get(tname)
+    if cls is None:
+        raise SchemaError("type", f"unknown record type {tname[:60]!r} (known: {', '.join(RECORD_TYPES)})")
+    v = obj.get("v", default_version)
+    if v is _MISSING:
+        raise SchemaError("v", "missing")
+    if type(v) is not int:
+        raise SchemaError("v", f"expected int, got {type(v).__name__}")
+    if v != cls.VERSION:
+        raise SchemaError("v", f"unsupported schema version {v} for {tname!r}")
+    extra = obj.keys() - _ALLOWED[cls]
+    if extra:
+        names = sorted(map(_name, extra))
+        also = f" (also: {', '.join(names[1:])})" if len(names) > 1 else ""
+        raise SchemaError(names[0][:100], f"unknown field for {tname!r}{also}"[:500])
+    for name in _REQUIRED[cls]:
+        if name not in obj:
+            raise SchemaError(name, f"missing (required for {tname!r})")
+    kwargs = {name: obj[name] for name in _FIELDS[cls] if name in obj}
+    for name, convert in _FROM.get(cls, {}).items():
+        if name in kwargs:
+            kwargs[name] = convert(kwargs[name])
+    return cls(**kwargs)
+
+
+def from_mapping(data: Mapping[str, Any]) -> Record:
+    """A record from a dict such as a parsed JSON line; ``v`` defaults to the current version.
+
+    >>> from_mapping({"type": "click", "user": "u1", "ts": 1})
+    Traceback (most recent call last):
+    ...
+    streamrec.schemas.events.SchemaError: item: missing (required for 'click')
+    >>> from_mapping({"type": "click", "v": 7, "user": "u1", "item": "i9", "ts": 1})
+    Traceback (most recent call last):
+    ...
+    streamrec.schemas.events.SchemaError: v: unsupported schema version 7 for 'click'
+    """
+    if not isinstance(data, Mapping):
+        raise SchemaError(PAYLOAD, f"expected a mapping, got {type(data).__name__}")
+    return _build(data, SCHEMA_VERSION)
+
+
+def decode(data: bytes, expected: type | tuple[type, ...] | None = None) -> Record:
+    """The record in ``data``, optionally required to be of type(s) ``expected``.
+
+    Raises :class:`SchemaError` and nothing else, whatever ``data`` holds.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise SchemaError(PAYLOAD, f"expected bytes, got {type(data).__name__}")
+    try:
+        obj = msgpack.unpackb(data, **_UNPACK)
+    except Exception as exc:  # msgpack raises ValueError subclasses, TypeError, UnicodeDecodeError...
+        detail = str(exc)[:200] or type(exc).__name__
+        raise SchemaError(PAYLOAD, f"not valid msgpack ({detail})") from None
+    if type(obj) is not dict:
+        raise SchemaError(PAYLOAD, f"expected a msgpack map, got {type(obj).__name__}")
+    if expected is not None:
+        tname = obj.get("type")
+        cls = RECORD_TYPES.get(tname) if type(tname) is str else None
+        if cls is not None and not issubclass(cls, expected):
+            want = expected if isinstance(expected, tuple) else (expected,)
+            names = " or ".join(getattr(t, "TYPE", t.__name__) for t in want)
+            raise SchemaError("type", f"expected {names}, got {cls.TYPE}")
+    return _build(obj, _MISSING)
+

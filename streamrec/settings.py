@@ -1,0 +1,154 @@
+"""One settings object per process, read from ``STREAMREC_*`` environment variables.
+
+Every process builds its :class:`Settings` once in ``main()`` and passes it down; nothing else reads
+the environment. Validation happens at start-up and reports every bad variable at once, so a
+misconfigured container fails in its first second with a message that names the variable.
+
+>>> s = Settings.from_env({"STREAMREC_KAFKA_BOOTSTRAP": "127.0.0.1:9192", "STREAMREC_PARTITIONS": "3"})
+>>> s.kafka_bootstrap, s.partitions
+('127.0.0.1:9192', 3)
+>>> Settings.from_env({"STREAMREC_PARTITIONS": "zero"})
+Traceback (most recent call last):
+...
+streamrec.settings.SettingsError: STREAMREC_PARTITIONS: 'zero' is not an integer
+>>> Settings.from_env({"STREAMREC_PARTITON": "3"})  # doctest: +ELLIPSIS
+Traceback (most recent call last):
+...
+streamrec.settings.SettingsError: STREAMREC_PARTITON: unknown setting (known: ...)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+PREFIX = "STREAMREC_"
+
+
+class SettingsError(ValueError):
+    """One or more settings are invalid; the message names each variable and what is wrong."""
+
+
+def _int(lo: int, hi: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not an integer") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"{value} is outside [{lo}, {hi}]")
+        return value
+
+    return parse
+
+
+def _float(lo: float, hi: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"{raw!r} is not a number") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"{value} is outside [{lo}, {hi}]")
+        return value
+
+    return parse
+
+
+def _hostport(raw: str) -> str:
+    for part in raw.split(","):
+        host, sep, port = part.strip().rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{raw!r} is not a comma-separated list of host:port")
+    return raw
+
+
+def _redis_url(raw: str) -> str:
+    if urlparse(raw).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError(f"{raw!r} is not a redis://, rediss:// or unix:// URL")
+    return raw
+
+
+def _str(raw: str) -> str:
+    return raw
+
+
+def _path(raw: str) -> Path:
+    return Path(raw).expanduser()
+
+
+def _choice(*options: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw not in options:
+            raise ValueError(f"{raw!r} is not one of {', '.join(options)}")
+        return raw
+
+    return parse
+
+
+def _setting(default, parse: Callable[[str], object], doc: str):
+    return field(default=default, metadata={"parse": parse, "doc": doc})
+
+
+def _default_state_dir() -> Path:
+    return Path("~/.local/state/streamrec").expanduser()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable, one field per ``STREAMREC_<FIELD>`` variable."""
+
+    kafka_bootstrap: str = _setting("127.0.0.1:9092", _hostport, "Kafka bootstrap servers")
+    redis_url: str = _setting("redis://127.0.0.1:6379/0", _redis_url, "Redis URL")
+    topic_prefix: str = _setting("", _str, "prefix for every topic name (multi-tenant clusters)")
+    redis_prefix: str = _setting("", _str, "prefix for every Redis key")
+    partitions: int = _setting(6, _int(1, 10_000), "partitions per topic on creation")
+    replication: int = _setting(1, _int(1, 16), "replication factor per topic on creation")
+    state_dir: Path = field(
+        default_factory=_default_state_dir,
+        metadata={"parse": _path, "doc": "where the local stack keeps data, logs and pids"},
+    )
+    kafka_version: str = _setting("4.1.1", _str, "Apache Kafka version of the local broker")
+    kafka_heap: str = _setting("512m", _str, "JVM heap of the local broker")
+    kafka_start_timeout_s: float = _setting(
+        90.0, _float(1, 3600), "how long `up` waits for the broker to answer"
+    )
+    log_level: str = _setting(
+        "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "log level of every process"
+    )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:
+        """Build settings from ``env`` (default ``os.environ``); ``overrides`` win over both."""
+        env = os.environ if env is None else env
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, object] = {}
+        errors: list[str] = []
+        for key, raw in env.items():
+            if not key.startswith(PREFIX):
+                continue
+            name = key[len(PREFIX) :].lower()
+            if name not in fields:
+                known = ", ".join(PREFIX + n.upper() for n in fields)
+                errors.append(f"{key}: unknown setting (known: {known})")
+                continue
+            try:
+                values[name] = fields[name].metadata["parse"](raw)
+            except ValueError as exc:
+                errors.append(f"{key}: {exc}")
+        if errors:
+            raise SettingsError("; ".join(errors))
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def variables(cls) -> dict[str, str]:
+        """Every environment variable and what it sets, for docs and config checks."""
+        return {PREFIX + f.name.upper(): f.metadata["doc"] for f in dataclasses.fields(cls)}
+
+    def replace(self, **changes) -> Settings:
+        return dataclasses.replace(self, **changes)

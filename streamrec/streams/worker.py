@@ -17,8 +17,13 @@ confluent-kafka consumer delivers millions, and the worker's throughput target i
 River's bare ``learn_one`` rate (well above 18k/s). Faust's acknowledgement-driven commits also
 commit on rebalance and shutdown on their own schedule, which is not tied to our checkpoints.
 
-The catalogue (and, later, enrichment) topics are read in full by every worker with a group-less
-consumer, because each worker needs every item, not just its partitions' share.
+The catalogue and the enrichment topics (embeddings, tags) are read in full by every worker with a
+group-less consumer, because each worker needs every item, not just its partitions' share; their
+positions are kept in the checkpoint too.
+
+Replays (``bench replay``) run the same worker on a *logical* clock: lists are written whenever an
+event's timestamp crosses a refresh boundary, before that event is learned, and an observer hook
+sees each event before it is learned, so it can read the list a user had at that moment.
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamrec.schemas.codec import encode
-from streamrec.schemas.events import Click, DeadLetter, Item, Rating
+from streamrec.schemas.events import Click, DeadLetter, Item, ItemEmbedding, ItemTags, Rating
 from streamrec.schemas.keys import RedisKeys
 from streamrec.schemas.topics import Topics
 from streamrec.settings import Settings
+from streamrec.streams.catalog import Catalog
 from streamrec.streams.checkpoint import Checkpoint, FileCheckpointStore
 from streamrec.streams.ingest import Boundary
 from streamrec.streams.recommender import Recommender
@@ -44,6 +50,7 @@ log = logging.getLogger("streamrec.worker")
 MODEL_NAME = "streamrec-blend"
 BATCH = 1000
 HEARTBEAT_S = 2.0
+LOGICAL_CHECKPOINT_S = 30.0  # wall-clock checkpoint period of a logical-clock (replay) worker
 
 
 @dataclass
@@ -51,6 +58,8 @@ class Stats:
     learned: int = 0
     dead_letters: int = 0
     lists_written: int = 0
+    enrich_requests: int = 0
+    enrichments: int = 0
     refreshes: int = 0
     early_refreshes: int = 0
     redis_failures: int = 0
@@ -69,13 +78,21 @@ def build_recommender(settings: Settings) -> Recommender:
 
 
 class StreamWorker:
-    """One stream worker process. ``run()`` until stopped; ``run(burst=True)`` until caught up."""
+    """One stream worker process. ``run()`` until stopped; ``run(burst=True)`` until caught up.
 
-    def __init__(self, settings: Settings, clock=time.time):
+    ``logical=True`` drives refreshes by event time instead of wall time (replays); ``observer``,
+    if given, is called as ``observer(record, worker)`` before each click or rating is learned.
+    """
+
+    def __init__(self, settings: Settings, clock=time.time, logical: bool = False,
+                 observer=None, model: Recommender | None = None):  # fmt: skip
         import redis
 
         self.settings = settings
         self.clock = clock
+        self.logical = logical
+        self.observer = observer
+        self.next_boundary = float("-inf")
         self.topics = Topics(prefix=settings.topic_prefix)
         self.keys = RedisKeys(prefix=settings.redis_prefix)
         self.boundary = Boundary(self.topics)
@@ -88,10 +105,12 @@ class StreamWorker:
             self.seq = checkpoint.seq
             self.active: set[str] = set(checkpoint.pending)
             self.stats.learned = int(checkpoint.meta.get("learned", 0))
+            self.catalog_state = Catalog(checkpoint.meta.get("content_hashes", {}))
             log.info("restored checkpoint %d (%d partitions)", self.seq, len(self.offsets))
         else:
-            self.model = build_recommender(settings)
+            self.model = model or build_recommender(settings)
             self.offsets, self.seq, self.active = {}, 0, set()
+            self.catalog_state = Catalog()
         self.digest = config_digest(
             {"model": MODEL_NAME, "k": settings.top_k, "negatives": settings.negatives,
              "seed": settings.seed}
@@ -124,7 +143,7 @@ class StreamWorker:
         )
         # every worker reads the whole catalogue: assigned by hand, positions kept in the checkpoint
         self.catalog = Consumer({**base, "group.id": f"{self.settings.group_id}-catalog"})
-        catalog_topics = [self.topics.items]
+        catalog_topics = [self.topics.items, self.topics.embeddings, self.topics.tags]
         metadata = self.catalog.list_topics(timeout=30)
         parts = []
         for topic in catalog_topics:
@@ -162,27 +181,51 @@ class StreamWorker:
             return  # already inside the restored state: never learn an event twice
         record = self.boundary.decode(topic, key, value, now)
         kind = type(record)
-        if kind is Click:
-            self.model.learn_click(record.user, record.item, record.ts)
-            self._touch(record.user, now)
-        elif kind is Rating:
-            self.model.learn_rating(record.user, record.item, record.rating, record.ts)
+        if kind is Click or kind is Rating:
+            if self.logical:
+                now = record.ts
+                if now >= self.next_boundary:
+                    self.write_active(now)  # the lists as of every earlier event
+                    interval = self.settings.refresh_interval_s
+                    self.next_boundary = (now // interval + 1) * interval
+            if self.observer is not None:
+                self.observer(record, self)
+            if kind is Click:
+                self.model.learn_click(record.user, record.item, record.ts)
+            else:
+                self.model.learn_rating(record.user, record.item, record.rating, record.ts)
             self._touch(record.user, now)
         elif kind is Item:
-            if record.deleted:
-                self.model.delete_item(record.item)
-            else:
-                self.model.upsert_item(record.item, record.ts)
+            self._item(record, now)
+        elif kind is ItemEmbedding:
+            if self.catalog_state.is_current(record.item, record.content_hash):
+                self.model.set_embedding(record.item, record.vector, record.ts)
+                self.stats.enrichments += 1
+        elif kind is ItemTags:
+            if self.catalog_state.is_current(record.item, record.content_hash):
+                self.model.set_tags(record.item, record.tags, record.ts)
+                self.stats.enrichments += 1
         elif kind is DeadLetter:
             self.producer.produce(self.topics.deadletter, key=key or b"", value=encode(record))
             self.stats.dead_letters += 1
             log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, record.reason)
         self.offsets[position] = offset + 1
 
+    def _item(self, item: Item, now: float) -> None:
+        if item.deleted:
+            self.model.delete_item(item.item)
+            self.catalog_state.delete(item.item)
+            return
+        self.model.upsert_item(item.item, item.ts)
+        request = self.catalog_state.upsert(item, now)
+        if request is not None:  # new or changed content: queue it for the LLM workers
+            self.producer.produce(self.topics.enrich, key=item.item.encode(), value=encode(request))
+            self.stats.enrich_requests += 1
+
     def _touch(self, user: str, now: float) -> None:
         self.stats.learned += 1
         self.active.add(user)
-        if self.settings.early_refresh_s > 0 and user not in self.early:
+        if self.settings.early_refresh_s > 0 and not self.logical and user not in self.early:
             self.early[user] = now + self.settings.early_refresh_s
 
     def poll(self, timeout: float = 0.1) -> int:
@@ -228,17 +271,23 @@ class StreamWorker:
         self.stats.lists_written += written
         return True
 
+    def write_active(self, now: float) -> bool:
+        """Write the lists of every active user and the global list; keep them owed on failure."""
+        users = sorted(self.active)
+        if not self._write(users, with_fallback=True, now=now):
+            return False
+        self.active.clear()
+        for user in users:
+            self.early.pop(user, None)
+        self.stats.refreshes += 1
+        return True
+
     def refresh(self) -> None:
         """The minute pass: lists of every active user, then checkpoint, then commit."""
         started = time.perf_counter()
         now = self.clock()
-        users = sorted(self.active)
-        if self._write(users, with_fallback=True, now=now):
-            self.active.clear()
-            for user in users:
-                self.early.pop(user, None)
+        if not self.logical and self.write_active(now):
             self._write_stats(now)
-        self.stats.refreshes += 1
         self.checkpoint()
         self.stats.last_refresh_s = time.perf_counter() - started
 
@@ -271,7 +320,8 @@ class StreamWorker:
             Checkpoint(
                 seq=self.seq, created=self.clock(), offsets=dict(self.offsets),
                 model=self.model.to_bytes(), pending=tuple(sorted(self.active)),
-                meta={"learned": self.stats.learned, "model_version": self.model_version()},
+                meta={"learned": self.stats.learned, "model_version": self.model_version(),
+                      "content_hashes": self.catalog_state.hashes},
             )
         )  # fmt: skip
         event_topics = {self.topics.clicks, self.topics.ratings}
@@ -324,7 +374,8 @@ class StreamWorker:
         signal.signal(signal.SIGTERM, self.stop)
         signal.signal(signal.SIGINT, self.stop)
         started = self.clock()
-        next_refresh = started + self.settings.refresh_interval_s
+        period = LOGICAL_CHECKPOINT_S if self.logical else self.settings.refresh_interval_s
+        next_refresh = started + period
         try:
             while not self._stop:
                 n = self.poll()
@@ -332,7 +383,7 @@ class StreamWorker:
                 self.early_refresh()
                 if now >= next_refresh:
                     self.refresh()
-                    next_refresh = now + self.settings.refresh_interval_s
+                    next_refresh = now + period
                 self.heartbeat(now)
                 if burst and n == 0 and self.caught_up():
                     break

@@ -246,3 +246,39 @@ def test_redis_outage_does_not_stop_learning(worker_env, stack, topics, prefix, 
             server.terminate()
             server.wait()
     assert "Redis unavailable" in log
+
+
+def test_new_or_changed_items_are_queued_for_enrichment_once(worker_env, stack, topics):
+    from streamrec.schemas.events import EnrichRequest
+
+    heat = Item(item="i1", title="Heat", text="a heist thriller", ts=TS)
+    publish(stack, topics, [heat, Item(item="i2", title="Ronin", text="car chases", ts=TS)])
+    first = start_worker(worker_env, "--burst")
+    assert first.wait(120) == 0, stop(first)
+    # unchanged i1 again (nothing to do), i2 with new text (re-enrich), a new item i3
+    publish(stack, topics, [heat, Item(item="i2", title="Ronin", text="car chases in Paris", ts=TS),
+                            Item(item="i3", title="Alien", text="space horror", ts=TS)])  # fmt: skip
+    second = start_worker(worker_env, "--burst")  # restarts from the first one's checkpoint
+    assert second.wait(120) == 0, stop(second)
+    requests = [decode(v, EnrichRequest) for _, v in read_topic(stack.kafka_bootstrap, topics.enrich)]
+    assert sorted((r.item, r.text) for r in requests) == [
+        ("i1", "a heist thriller"), ("i2", "car chases"), ("i2", "car chases in Paris"),
+        ("i3", "space horror"),
+    ]
+    assert all(r.content_hash for r in requests)
+
+
+def test_debounced_early_refresh_beats_the_minute_pass(worker_env, stack, topics, prefix, redis_client):
+    env = {**worker_env, "STREAMREC_REFRESH_INTERVAL_S": "60", "STREAMREC_EARLY_REFRESH_S": "1"}
+    worker = start_worker(env)
+    try:
+        publish(stack, topics, taste_events(n_users=4, per_user=10))
+        wait_for(lambda: all(read_list(redis_client, prefix, f"u{u}") for u in range(4)), 30,
+                 "the early refresh of every user's list", worker)  # fmt: skip
+        sent = time.time()
+        publish(stack, topics, [Click(user="u1", item="i1_39", ts=TS)])
+        wait_for(lambda: read_list(redis_client, prefix, "u1").generated_at >= sent, 15,
+                 "u1's list refreshed seconds (not a minute) after the click", worker)  # fmt: skip
+        print(f"u1's list refreshed {time.time() - sent:.1f}s after the click")
+    finally:
+        stop(worker)

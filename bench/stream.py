@@ -25,7 +25,8 @@ import time
 import uuid
 from pathlib import Path
 
-from streamrec.schemas.admin import admin_client, create_topics
+from streamrec.connect import redis_client
+from streamrec.schemas.admin import admin_for, create_topics
 from streamrec.schemas.codec import decode, from_mapping
 from streamrec.schemas.events import Click, RecommendationList
 from streamrec.schemas.keys import RedisKeys
@@ -53,7 +54,7 @@ def _fresh(settings: Settings, tmp: Path, tag: str) -> Settings:
     prefix = f"bench{uuid.uuid4().hex[:8]}.{tag}."
     s = settings.replace(topic_prefix=prefix, redis_prefix=prefix, group_id=f"{prefix}stream",
                          checkpoint_dir=tmp / tag)  # fmt: skip
-    create_topics(admin_client(s.kafka_bootstrap), Topics(prefix), s.partitions, s.replication)
+    create_topics(admin_for(s), Topics(prefix), s.partitions, s.replication)
     return s
 
 
@@ -64,7 +65,7 @@ def measure_throughput(settings: Settings, n_events: int, tmp: Path) -> dict:
     data = generate(SynthConfig(n_users=max(50, n_events // 100), n_items=2000, n_events=n_events))
     s = _fresh(settings, tmp, "throughput")
     _progress(f"publishing {n_events} events")
-    with Publisher(s.kafka_bootstrap, Topics(s.topic_prefix)) as pub:
+    with Publisher.from_settings(s) as pub:
         pub.publish_many(from_mapping(r) for r in data.events)
     river = bare_river_learn_rate(data.events, build_recommender(s).config.mf)
     _progress(f"River bare learn_one: {river:,.0f} events/s; starting the worker")
@@ -91,7 +92,6 @@ def measure_throughput(settings: Settings, n_events: int, tmp: Path) -> dict:
 
 def measure_freshness(settings: Settings, probes: int, tmp: Path) -> dict:
     s = _fresh(settings, tmp, "freshness")
-    topics = Topics(s.topic_prefix)
     keys = RedisKeys(prefix=s.redis_prefix)
     data = generate(SynthConfig(n_users=probes, n_items=500, n_events=probes * 20, seed=5))
     env = {**os.environ, "STREAMREC_TOPIC_PREFIX": s.topic_prefix,
@@ -100,12 +100,10 @@ def measure_freshness(settings: Settings, probes: int, tmp: Path) -> dict:
            "STREAMREC_REFRESH_INTERVAL_S": str(s.refresh_interval_s),
            "STREAMREC_EARLY_REFRESH_S": str(s.early_refresh_s), "STREAMREC_LOG_LEVEL": "WARNING"}  # fmt: skip
     worker = subprocess.Popen([sys.executable, "-m", "streamrec", "worker", "streams"], env=env)
-    import redis
-
-    client = redis.Redis.from_url(s.redis_url)
+    client = redis_client(s)
     lags: list[float] = []
     try:
-        with Publisher(s.kafka_bootstrap, topics) as pub:  # warm-up history for every user
+        with Publisher.from_settings(s) as pub:  # warm-up history for every user
             pub.publish_many(from_mapping(r) for r in data.events)
         # wait until the worker has caught up with the warm-up (every user has a list)
         users = sorted(data.user_topics)
@@ -121,7 +119,7 @@ def measure_freshness(settings: Settings, probes: int, tmp: Path) -> dict:
         pending: dict[str, float] = {}
         start = time.time()
         _progress(f"{probes} probes over {span:.0f}s (refresh every {s.refresh_interval_s}s)")
-        with Publisher(s.kafka_bootstrap, topics) as pub:
+        with Publisher.from_settings(s) as pub:
             while schedule or pending:
                 now = time.time()
                 while schedule and start + schedule[0][0] <= now:

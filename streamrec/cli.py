@@ -73,9 +73,9 @@ def _topics(settings: Settings):
 
 
 def cmd_topics_create(settings: Settings, args) -> int:
-    from streamrec.schemas.admin import admin_client, create_topics
+    from streamrec.schemas.admin import admin_for, create_topics
 
-    admin = admin_client(settings.kafka_bootstrap)
+    admin = admin_for(settings)
     results = create_topics(admin, _topics(settings), settings.partitions, settings.replication)
     for r in results:
         what = "created" if r.created else "exists "
@@ -96,7 +96,7 @@ def cmd_publish(settings: Settings, args) -> int:
     fmt = args.format or guess_format(None if args.file == "-" else args.file)
     stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8", newline="")
     rejected: list[Rejected] = []
-    publisher = Publisher(settings.kafka_bootstrap, _topics(settings))
+    publisher = Publisher.from_settings(settings)
     with stream, tqdm(unit=" lines", desc="publishing", file=sys.stderr, disable=args.quiet) as bar:
         for out in parse_lines(stream, fmt=fmt, now=time.time(), default_type=args.type):
             if isinstance(out, Rejected):
@@ -119,10 +119,11 @@ def cmd_publish(settings: Settings, args) -> int:
 
 
 def cmd_recs(settings: Settings, args) -> int:
+    from streamrec.connect import redis_client
     from streamrec.schemas.keys import RedisKeys
     from streamrec.schemas.reader import RecsReader
 
-    reader = RecsReader.from_url(settings.redis_url, RedisKeys(prefix=settings.redis_prefix))
+    reader = RecsReader(redis_client(settings), RedisKeys(prefix=settings.redis_prefix))
     recs = reader.get(args.user)
     if args.json:
         lst = recs.list
@@ -152,7 +153,10 @@ def cmd_peek(settings: Settings, args) -> int:
 
     topic = _topics(settings).name(args.topic) if args.topic in LAYOUT else args.topic
     n = 0
-    for n, (key, value) in enumerate(read_topic(settings.kafka_bootstrap, topic, args.n), 1):
+    from streamrec.connect import kafka_config
+
+    records = read_topic(settings.kafka_bootstrap, topic, args.n, config=kafka_config(settings))
+    for n, (key, value) in enumerate(records, 1):
         try:
             print(json.dumps(to_mapping(decode(value)), default=str))
         except SchemaError as exc:
@@ -352,17 +356,16 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         _err(f"invalid settings: {exc}")
         return 2
-    import logging
+    from streamrec.logs import configure
 
-    logging.basicConfig(level=settings.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    configure(settings.log_level, settings.log_format)
     from streamrec.localstack import StackError
     from streamrec.schemas.admin import TopicAdminError
     from streamrec.schemas.events import SchemaError
 
     try:
         return args.func(settings, args)
-    except (StackError, TopicAdminError, SchemaError, OSError) as exc:
+    except (StackError, TopicAdminError, SchemaError, SettingsError, OSError) as exc:
         _err(str(exc))
         return 2
     except KeyboardInterrupt:

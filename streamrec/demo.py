@@ -14,11 +14,11 @@ import subprocess
 import sys
 import time
 
+from streamrec.connect import redis_client
 from streamrec.schemas.codec import from_mapping
 from streamrec.schemas.keys import RedisKeys
 from streamrec.schemas.publisher import Publisher
 from streamrec.schemas.reader import RecsReader
-from streamrec.schemas.topics import Topics
 from streamrec.settings import Settings
 from streamrec.synth import SynthConfig, generate
 
@@ -47,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                                 seed=int(time.time()) % 1000))  # fmt: skip
 
     _step(f"publishing {len(data.items)} items and {len(data.events)} events to Kafka")
-    with Publisher(settings.kafka_bootstrap, Topics(settings.topic_prefix)) as pub:
+    with Publisher.from_settings(settings) as pub:
         pub.publish_many(from_mapping(r) for r in data.records())
     print(f"   {pub.delivered} records acknowledged by the broker")
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         _run_worker("streams")
 
     _step("reading lists back from Redis")
-    reader = RecsReader.from_url(settings.redis_url, RedisKeys(prefix=settings.redis_prefix))
+    reader = RecsReader(redis_client(settings), RedisKeys(prefix=settings.redis_prefix))
     hits = total = 0
     for user in sorted(data.user_topics)[:5]:
         likes = data.user_topics[user]

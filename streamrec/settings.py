@@ -77,6 +77,21 @@ def _str(raw: str) -> str:
     return raw
 
 
+class Secret(str):
+    """A string that never shows itself in reprs, logs or `streamrec settings`.
+
+    >>> Secret("hunter2"), str(Secret("hunter2")) == "hunter2"
+    (<secret>, True)
+    """
+
+    def __repr__(self) -> str:
+        return "<secret>" if self else "''"
+
+
+def _secret(raw: str) -> Secret:
+    return Secret(raw)
+
+
 def _path(raw: str) -> Path:
     return Path(raw).expanduser()
 
@@ -154,6 +169,24 @@ class Settings:
     )
     tag_openai_url: str = _setting("", _str, "base URL of the OpenAI-compatible endpoint (opt-in)")
     tag_openai_model: str = _setting("", _str, "model name at that endpoint")
+    # --- secured clusters (secrets come from the environment or a Kubernetes Secret)
+    kafka_security_protocol: str = _setting(
+        "PLAINTEXT", _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),
+        "how clients talk to Kafka",
+    )  # fmt: skip
+    kafka_sasl_mechanism: str = _setting(
+        "PLAIN", _choice("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"), "SASL mechanism"
+    )
+    kafka_sasl_username: str = _setting("", _str, "SASL user")
+    kafka_sasl_password: Secret = _setting(Secret(""), _secret, "SASL password (secret)")
+    kafka_ssl_ca_location: str = _setting("", _str, "CA certificate file for Kafka TLS")
+    redis_username: str = _setting("", _str, "Redis ACL user (or put it in the URL)")
+    redis_password: Secret = _setting(Secret(""), _secret, "Redis password (secret)")
+    redis_ssl_ca_location: str = _setting("", _str, "CA certificate file for rediss:// URLs")
+    metrics_port: int = _setting(
+        0, _int(0, 65535), "port of the /metrics and /healthz HTTP endpoint (0: off)"
+    )
+    log_format: str = _setting("text", _choice("text", "json"), "log lines as text or JSON")
     log_level: str = _setting(
         "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "log level of every process"
     )

@@ -39,6 +39,13 @@ def admin_client(bootstrap: str, extra: dict | None = None, timeout_s: float = 1
     return admin
 
 
+def admin_for(settings, timeout_s: float = 10.0):
+    """:func:`admin_client` with the deployment's security options."""
+    from streamrec.connect import kafka_config
+
+    return admin_client(settings.kafka_bootstrap, kafka_config(settings), timeout_s)
+
+
 def create_topics(
     admin, topics: Topics, partitions: int, replication: int, timeout_s: float = 30.0
 ) -> list[TopicResult]:

@@ -74,6 +74,14 @@ class Publisher:
     topics: Topics = Topics()
     config: dict | None = None  # extra librdkafka settings (security, tuning)
 
+    @classmethod
+    def from_settings(cls, settings, topics: Topics | None = None, **config) -> Publisher:
+        """A publisher with the deployment's bootstrap servers, security options and topic prefix."""
+        from streamrec.connect import kafka_config
+
+        topics = topics or Topics(prefix=settings.topic_prefix)
+        return cls(settings.kafka_bootstrap, topics, {**kafka_config(settings), **config})
+
     def __post_init__(self) -> None:
         from confluent_kafka import Producer
 

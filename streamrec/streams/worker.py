@@ -35,10 +35,12 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from streamrec.connect import kafka_config, redis_client
 from streamrec.schemas.codec import encode
 from streamrec.schemas.events import Click, DeadLetter, Item, ItemEmbedding, ItemTags, Rating
 from streamrec.schemas.keys import RedisKeys
 from streamrec.schemas.topics import Topics
+from streamrec.metrics import WorkerMetrics, serve
 from streamrec.settings import Settings
 from streamrec.streams.catalog import Catalog
 from streamrec.streams.checkpoint import Checkpoint, FileCheckpointStore
@@ -86,8 +88,6 @@ class StreamWorker:
 
     def __init__(self, settings: Settings, clock=time.time, logical: bool = False,
                  observer=None, model: Recommender | None = None):  # fmt: skip
-        import redis
-
         self.settings = settings
         self.clock = clock
         self.logical = logical
@@ -118,21 +118,22 @@ class StreamWorker:
         self.early: dict[str, float] = {}  # user -> when their early refresh is due
         self._early_tokens = float(settings.early_refresh_max_per_s)
         self._early_last = self.clock()
-        self.redis = redis.Redis.from_url(
-            settings.redis_url, socket_connect_timeout=2, socket_timeout=5
-        )
+        self.redis = redis_client(settings)
         self._redis_retry_at = 0.0
         self._redis_backoff = 0.0
         self._stop = False
         self._last_heartbeat = 0.0
         self._consumers()
+        self.metrics = WorkerMetrics("streams")
+        if settings.metrics_port:
+            serve(self.metrics, settings.metrics_port, self.healthy)
 
     # ------------------------------------------------------------ Kafka plumbing
 
     def _consumers(self) -> None:
         from confluent_kafka import Consumer, Producer
 
-        base = {"bootstrap.servers": self.settings.kafka_bootstrap, "enable.auto.commit": False,
+        base = {**kafka_config(self.settings), "enable.auto.commit": False,
                 "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed"}  # fmt: skip
         self.events = Consumer({**base, "group.id": self.settings.group_id})
@@ -152,7 +153,7 @@ class StreamWorker:
                 raise RuntimeError(f"topic {topic!r} does not exist; run `streamrec topics create`")
             parts += [self._position(topic, p) for p in info.partitions]
         self.catalog.assign(parts)
-        self.producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap,
+        self.producer = Producer({**kafka_config(self.settings),
                                   "acks": "all", "enable.idempotence": True, "linger.ms": 20})  # fmt: skip
 
     def _position(self, topic: str, partition: int):
@@ -290,6 +291,8 @@ class StreamWorker:
             self._write_stats(now)
         self.checkpoint()
         self.stats.last_refresh_s = time.perf_counter() - started
+        self.metrics.refresh_seconds.observe(self.stats.last_refresh_s)
+        self.metrics.lag.set(self.lag())
 
     def early_refresh(self) -> None:
         """Lists of users whose debounce delay has passed, within the per-second budget."""
@@ -341,10 +344,27 @@ class StreamWorker:
 
     # ------------------------------------------------------------ health and the loop
 
+    def lag(self) -> int:
+        """Messages behind the end of the assigned event partitions (from cached watermarks)."""
+        behind = 0
+        for tp in self.events.assignment():
+            try:
+                _, high = self.events.get_watermark_offsets(tp, cached=True)
+            except Exception:  # no fetch response yet for this partition
+                continue
+            if high >= 0:
+                behind += max(0, high - self.offsets.get((tp.topic, tp.partition), 0))
+        return behind
+
+    def healthy(self) -> bool:
+        return time.time() - self._last_heartbeat <= max(30.0, 3 * HEARTBEAT_S)
+
     def heartbeat(self, now: float) -> None:
         if now - self._last_heartbeat < HEARTBEAT_S:
             return
         self._last_heartbeat = now
+        self.metrics.sync(vars(self.stats))
+        self.metrics.heartbeat.set(now)
         path = Path(self.store.dir) / "health.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         body = {"ts": now, "seq": self.seq, "learned": self.stats.learned,

@@ -282,3 +282,28 @@ def test_debounced_early_refresh_beats_the_minute_pass(worker_env, stack, topics
         print(f"u1's list refreshed {time.time() - sent:.1f}s after the click")
     finally:
         stop(worker)
+
+
+def test_metrics_and_health_endpoint(worker_env, stack, topics):
+    import urllib.request
+
+    port = _free_port()
+    worker = start_worker({**worker_env, "STREAMREC_METRICS_PORT": str(port)})
+    events = taste_events(n_users=5, per_user=8)
+    try:
+        publish(stack, topics, events)
+
+        def scrape():
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                return ""
+
+        text = wait_for(lambda: (t := scrape()) and f'streamrec_learned_total{{worker="streams"}} {len(events)}.0' in t
+                        and t, 30, "the learned counter to reach every event", worker)  # fmt: skip
+        assert "streamrec_refresh_duration_seconds_count" in text
+        assert 'streamrec_consumer_lag{worker="streams"}' in text
+        health = urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=2)
+        assert health.status == 200
+    finally:
+        stop(worker)

@@ -1,0 +1,96 @@
+"""Prometheus metrics and an HTTP health endpoint for every worker.
+
+Workers keep plain counters in their ``Stats`` on the hot path and this module copies them into
+Prometheus metrics at each heartbeat, so exporting costs nothing per event. ``serve`` starts a
+small HTTP server (``STREAMREC_METRICS_PORT``; 0 turns it off) with ``/metrics`` in the Prometheus
+text format and ``/healthz`` answering 200 while the worker's heartbeat is fresh, 503 otherwise.
+
+>>> m = WorkerMetrics("streams")
+>>> m.sync({"learned": 5, "dead_letters": 1}); m.sync({"learned": 7, "dead_letters": 1})
+>>> m.counters["learned"]._value.get()
+7.0
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+#: stat name -> help text; every worker exports the ones it has
+COUNTERS = {
+    "learned": "events learned (clicks and ratings)",
+    "dead_letters": "messages sent to the dead-letter topic",
+    "lists_written": "recommendation lists written to Redis",
+    "refreshes": "refresh passes completed",
+    "early_refreshes": "lists written by the debounced early refresh",
+    "redis_failures": "failed Redis writes (retried with backoff)",
+    "enrich_requests": "items queued for LLM enrichment",
+    "enrichments": "embeddings and tags applied to the model",
+    "items": "items processed by an LLM worker",
+    "cache_hits": "embedding cache hits",
+    "errors": "errors handled without stopping",
+}
+
+
+class WorkerMetrics:
+    def __init__(self, worker: str):
+        self.registry = CollectorRegistry()
+        self.worker = worker
+        self.counters = {
+            name: Counter(f"streamrec_{name}", text, ["worker"], registry=self.registry).labels(worker)
+            for name, text in COUNTERS.items()
+        }
+        self._seen: dict[str, float] = {}
+        self.lag = Gauge("streamrec_consumer_lag", "messages behind the end of the input topics",
+                         ["worker"], registry=self.registry).labels(worker)  # fmt: skip
+        self.refresh_seconds = Histogram(
+            "streamrec_refresh_duration_seconds", "duration of a refresh pass (lists + checkpoint)",
+            ["worker"], registry=self.registry,
+            buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+        ).labels(worker)  # fmt: skip
+        self.heartbeat = Gauge("streamrec_heartbeat_timestamp_seconds", "last loop heartbeat",
+                               ["worker"], registry=self.registry).labels(worker)  # fmt: skip
+
+    def sync(self, stats: dict) -> None:
+        """Advance the counters to the worker's current totals."""
+        for name, value in stats.items():
+            counter = self.counters.get(name)
+            if counter is None or not isinstance(value, (int, float)):
+                continue
+            delta = value - self._seen.get(name, 0)
+            if delta > 0:
+                counter.inc(delta)
+                self._seen[name] = value
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def serve(metrics: WorkerMetrics, port: int, healthy: Callable[[], bool], host: str = "0.0.0.0"):
+    """Serve ``/metrics`` and ``/healthz`` on ``port`` in a daemon thread; returns the server."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 (http.server's naming)
+            if self.path.startswith("/metrics"):
+                body, status, ctype = metrics.exposition(), 200, CONTENT_TYPE_LATEST
+            elif self.path.startswith("/healthz"):
+                ok = healthy()
+                body, status, ctype = (b"ok\n" if ok else b"stale\n"), (200 if ok else 503), "text/plain"
+            else:
+                body, status, ctype = b"not found\n", 404, "text/plain"
+            self.send_response(status)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):  # keep request logs out of the worker's log
+            pass
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
+    return server

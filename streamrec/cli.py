@@ -12,7 +12,7 @@ import sys
 import time
 
 from streamrec import __version__
-from streamrec.settings import Settings, SettingsError
+from streamrec.settings import Secret, Settings, SettingsError
 
 EPILOG = """\
 Configuration comes from STREAMREC_* environment variables (see `streamrec settings`).
@@ -59,7 +59,8 @@ def cmd_status(settings: Settings, args) -> int:
 def cmd_settings(settings: Settings, args) -> int:
     for name, doc in Settings.variables().items():
         value = getattr(settings, name[len("STREAMREC_") :].lower())
-        print(f"{name:<34} {str(value):<28} {doc}")
+        shown = repr(value) if isinstance(value, Secret) else str(value)
+        print(f"{name:<34} {shown:<28} {doc}")
     return 0
 
 
@@ -246,6 +247,14 @@ def cmd_bench_embed(settings: Settings, args) -> int:
     return _bench("embed").main(settings, items=args.items, json_path=args.json)
 
 
+def cmd_bench_replay(settings: Settings, args) -> int:
+    try:
+        return _bench("replay").main(settings, args)
+    except ValueError as exc:
+        _err(str(exc))
+        return 2
+
+
 # ---------------------------------------------------------------- parser
 
 
@@ -346,6 +355,35 @@ def build_parser() -> argparse.ArgumentParser:
     bs.add_argument("--early-refresh", type=float, default=None, metavar="S",
                     help="debounced early refresh delay (default: STREAMREC_EARLY_REFRESH_S)")
     bs.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    br = bsub.add_parser(
+        "replay", help="prequential replay of MovieLens or synthetic data: HR@10, NDCG@10, cold "
+        "HR@10, coverage, Gini, freshness, events/s per configuration and refresh interval",
+        description="Replay a dataset in timestamp order through Kafka and the stream worker on a "
+        "logical clock (or in-process with --in-process); score each event of a user with history "
+        "against the list published before it. Protocol: bench/replay.py.",
+    )  # fmt: skip
+    br.set_defaults(func=cmd_bench_replay)
+    br.add_argument("--dataset", choices=("movielens", "synthetic"), default="movielens")
+    br.add_argument("--path", metavar="DIR", help="MovieLens directory, ml-latest-small or ml-100k "
+                    "layout (default: $STREAMREC_MOVIELENS_DIR, else ../shared/data/ml-latest-small)")
+    br.add_argument("--configs", default="popularity,crm,crm+llm",
+                    help="comma-separated: popularity, crm, crm+llm (default all three)")
+    br.add_argument("--refresh", default="60,5", metavar="S,S",
+                    help="comma-separated refresh intervals in stream seconds (default 60,5)")
+    br.add_argument("--in-process", action="store_true",
+                    help="fast mode: same model and refresh rule without Kafka and Redis")
+    br.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N events")
+    br.add_argument("--tags", choices=("worker", "none"), default="worker",
+                    help="crm+llm item tags: from the tag worker's functions (default) or none")
+    br.add_argument("--no-user-tags", action="store_true",
+                    help="leave MovieLens user tags out of the item texts")
+    br.add_argument("--synthetic-users", type=int, default=200, metavar="N")
+    br.add_argument("--synthetic-items", type=int, default=1000, metavar="N")
+    br.add_argument("--synthetic-events", type=int, default=20_000, metavar="N")
+    br.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default 0)")
+    br.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    br.add_argument("--plots", metavar="DIR", help="write the PNG plots here (default: beside --json)")
+    br.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
@@ -359,14 +397,26 @@ def main(argv: list[str] | None = None) -> int:
     from streamrec.logs import configure
 
     configure(settings.log_level, settings.log_format)
+    from streamrec.connect import KafkaUnreachable
     from streamrec.localstack import StackError
     from streamrec.schemas.admin import TopicAdminError
     from streamrec.schemas.events import SchemaError
 
     try:
         return args.func(settings, args)
-    except (StackError, TopicAdminError, SchemaError, SettingsError, OSError) as exc:
+    except (StackError, TopicAdminError, SchemaError, SettingsError, KafkaUnreachable, OSError) as exc:
         _err(str(exc))
         return 2
+    except Exception as exc:
+        import redis
+
+        if isinstance(exc, redis.AuthenticationError):
+            _err(f"Redis at {settings.redis_url} refused the credentials ({exc}); check "
+                 "STREAMREC_REDIS_USERNAME / STREAMREC_REDIS_PASSWORD")  # fmt: skip
+            return 2
+        if isinstance(exc, redis.RedisError):
+            _err(f"Redis at {settings.redis_url}: {exc}")
+            return 2
+        raise
     except KeyboardInterrupt:
         return 130

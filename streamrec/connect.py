@@ -40,6 +40,39 @@ def kafka_config(settings: Settings) -> dict:
     return cfg
 
 
+class KafkaUnreachable(RuntimeError):
+    """No broker answered, or it refused our credentials; the message says which."""
+
+
+def check_kafka(config: dict, timeout_s: float = 10.0):
+    """An AdminClient that has answered a metadata request; a clear error otherwise.
+
+    Authentication failures are reported as such (librdkafka otherwise only says "transport
+    failure"), and librdkafka's own retry chatter is kept out of the output.
+    """
+    from confluent_kafka import KafkaError, KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    errors: list = []
+    admin = AdminClient({**config, "log_level": 0, "error_cb": errors.append})
+    try:
+        admin.list_topics(timeout=timeout_s)
+        return admin
+    except KafkaException as exc:
+        admin.poll(0)  # serve the error callbacks queued meanwhile
+        bootstrap = config.get("bootstrap.servers")
+        auth = [e for e in errors if e.code() == KafkaError._AUTHENTICATION]
+        if auth:
+            raise KafkaUnreachable(
+                f"Kafka at {bootstrap} refused the credentials ({auth[0].str()}); check "
+                "STREAMREC_KAFKA_SASL_USERNAME / STREAMREC_KAFKA_SASL_PASSWORD / _MECHANISM"
+            ) from None
+        reason = exc.args[0].str() if exc.args else str(exc)
+        raise KafkaUnreachable(
+            f"no Kafka broker answers at {bootstrap} ({reason}); is it running (`streamrec status`)?"
+        ) from None
+
+
 def redis_client(settings: Settings, **kwargs):
     """A Redis client for ``settings.redis_url`` with the configured user, password and TLS CA."""
     import redis

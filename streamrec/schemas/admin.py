@@ -24,19 +24,12 @@ class TopicResult:
 
 def admin_client(bootstrap: str, extra: dict | None = None, timeout_s: float = 10.0):
     """An AdminClient for a broker that answers; fails fast with a clear error otherwise."""
-    from confluent_kafka import KafkaException
-    from confluent_kafka.admin import AdminClient
+    from streamrec.connect import KafkaUnreachable, check_kafka
 
-    # librdkafka's own connection-refused chatter is replaced by one clear error below
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0, **(extra or {})})
     try:
-        admin.list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise TopicAdminError(
-            f"no Kafka broker answers at {bootstrap} ({exc.args[0].str() if exc.args else exc}); "
-            "is it running (`streamrec status`)?"
-        ) from None
-    return admin
+        return check_kafka({"bootstrap.servers": bootstrap, **(extra or {})}, timeout_s)
+    except KafkaUnreachable as exc:
+        raise TopicAdminError(str(exc)) from None
 
 
 def admin_for(settings, timeout_s: float = 10.0):

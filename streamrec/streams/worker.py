@@ -35,7 +35,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamrec.connect import kafka_config, redis_client
+from streamrec.connect import check_kafka, kafka_config, redis_client
 from streamrec.schemas.codec import encode
 from streamrec.schemas.events import Click, DeadLetter, Item, ItemEmbedding, ItemTags, Rating
 from streamrec.schemas.keys import RedisKeys
@@ -145,7 +145,7 @@ class StreamWorker:
         # every worker reads the whole catalogue: assigned by hand, positions kept in the checkpoint
         self.catalog = Consumer({**base, "group.id": f"{self.settings.group_id}-catalog"})
         catalog_topics = [self.topics.items, self.topics.embeddings, self.topics.tags]
-        metadata = self.catalog.list_topics(timeout=30)
+        metadata = check_kafka(kafka_config(self.settings)).list_topics(timeout=30)
         parts = []
         for topic in catalog_topics:
             info = metadata.topics.get(topic)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +134,10 @@ class Settings:
         90.0, _float(1, 3600), "how long `up` waits for the broker to answer"
     )
     group_id: str = _setting("streamrec-stream", _str, "consumer group of the stream workers")
+    worker_id: str = field(
+        default_factory=socket.gethostname,
+        metadata={"parse": _str, "doc": "this worker's name (default: the host name); names its checkpoint"},
+    )
     refresh_interval_s: float = _setting(
         60.0, _float(1, 86_400), "seconds between refreshes of active users' lists (and checkpoints)"
     )
@@ -222,7 +227,7 @@ class Settings:
 
     @property
     def checkpoints(self) -> Path:
-        return self.checkpoint_dir or self.state_dir / "checkpoints" / self.group_id
+        return self.checkpoint_dir or self.state_dir / "checkpoints" / self.group_id / self.worker_id
 
     def replace(self, **changes) -> Settings:
         return dataclasses.replace(self, **changes)

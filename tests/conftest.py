@@ -7,6 +7,7 @@ the tests fail with a message saying so: they are never skipped silently.
 
 from __future__ import annotations
 
+import os
 import uuid
 from pathlib import Path
 
@@ -80,3 +81,17 @@ def redis_client(stack):
     client = redis.Redis.from_url(stack.redis_url)
     yield client
     client.close()
+
+
+@pytest.fixture
+def worker_env(topics, stack, prefix, tmp_path):
+    """Environment of a stream worker on this test's topics, keys, group and checkpoint dir."""
+    return {
+        **os.environ,
+        "STREAMREC_TOPIC_PREFIX": prefix,
+        "STREAMREC_REDIS_PREFIX": prefix,
+        "STREAMREC_GROUP_ID": f"{prefix}stream",
+        "STREAMREC_REFRESH_INTERVAL_S": "1",  # workerkit.REFRESH_S
+        "STREAMREC_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
+        "STREAMREC_LOG_LEVEL": "WARNING",
+    }

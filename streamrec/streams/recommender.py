@@ -1,7 +1,9 @@
 """The one object the stream worker talks to: learn from events, answer top-K, checkpoint.
 
 :class:`Recommender` owns the online MF, the co-occurrence counts, the decayed popularity, each
-user's seen set and the deleted items, all on one shared :class:`ItemIndex` so their score vectors
+user's seen set and the deleted items, and the LLM-derived content (item embeddings and tags fed
+back from the enrichment workers with :meth:`Recommender.set_embedding` / :meth:`Recommender.set_tags`,
+see :mod:`streamrec.streams.content`), all on one shared :class:`ItemIndex` so their score vectors
 line up row for row. It does no I/O: the worker decodes events, calls ``learn_*``, and once a
 minute calls :meth:`Recommender.recommend` for the active users and :meth:`Recommender.to_bytes`
 for the checkpoint it stores next to the committed offsets. ``n_learned`` counts the events
@@ -21,27 +23,37 @@ registered with :meth:`Recommender.add_source` are code, not state, and are not 
 True
 >>> rec.delete_item("b"); [item for item, _ in rec.recommend("cat", k=5)]
 []
+
+An item with an embedding and no interaction at all reaches the users whose history resembles it:
+
+>>> rec.set_embedding("a", [1.0, 0.0]); rec.set_embedding("b", [0.0, 1.0])
+>>> rec.learn_click("dan", "a", ts=1.0)
+>>> rec.set_embedding("c", [0.9, 0.1]); rec.set_embedding("d", [0.1, 0.9])
+>>> [item for item, _ in rec.recommend("dan", k=1)]
+['c']
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
-from typing import Callable, Hashable
+from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
+from streamrec.streams.content import ContentConfig, ContentModel, unit
 from streamrec.streams.cooccur import CooccurConfig, Cooccurrence, Popularity, PopularityConfig
-from streamrec.streams.model import (
-    FORMAT,
-    ItemIndex,
-    MFConfig,
-    OnlineMF,
-    RatingPolicy,
-    dumps,
-    grow,
-    loads,
+from streamrec.streams.model import MFConfig, OnlineMF
+from streamrec.streams.ranking import (
+    CONTENT_WEIGHTS,
+    DEFAULT_WEIGHTS,
+    BlendLearner,
+    BlendWeights,
+    LearnedBlendConfig,
+    Signal,
+    rank,
+    rank_learned,
 )
-from streamrec.streams.ranking import BlendWeights, Signal, rank
+from streamrec.streams.state import FORMAT, ItemIndex, RatingPolicy, dumps, grow, loads
 
 #: an extra candidate source: (user, recommender) -> a Signal named after its weight, or None
 Source = Callable[[Hashable, "Recommender"], "Signal | None"]
@@ -52,7 +64,12 @@ class RecommenderConfig:
     mf: MFConfig = field(default_factory=MFConfig)
     cooccur: CooccurConfig = field(default_factory=CooccurConfig)
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
-    weights: BlendWeights = field(default_factory=BlendWeights)
+    #: blend weights; the default also weighs the content signals (``DEFAULT_WEIGHTS``)
+    weights: BlendWeights = field(default_factory=lambda: DEFAULT_WEIGHTS)
+    #: how embeddings and tags become signals
+    content: ContentConfig = field(default_factory=ContentConfig)
+    #: learn the blend weights online from the users' picks (off by default)
+    learn_blend: LearnedBlendConfig = field(default_factory=LearnedBlendConfig)
     #: how ratings are learned; applies to every part (it replaces the parts' own policies)
     ratings: RatingPolicy = field(default_factory=RatingPolicy)
     #: candidates nominated per source before blending
@@ -72,14 +89,16 @@ class RecommenderConfig:
         d["cooccur"] = CooccurConfig(**{**d["cooccur"], "ratings": RatingPolicy(**d["cooccur"]["ratings"])})
         pop = d["popularity"]
         d["popularity"] = PopularityConfig(**{**pop, "ratings": RatingPolicy(**pop["ratings"])})
-        w = dict(d["weights"])
+        w = {**CONTENT_WEIGHTS, **d["weights"]}  # checkpoints from before content lack them
         w["extra"] = tuple((str(k), float(v)) for k, v in w["extra"])
         d["weights"] = BlendWeights(**w)
+        d["content"] = ContentConfig.from_dict(d.get("content"))
+        d["learn_blend"] = LearnedBlendConfig(**d.get("learn_blend", {}))
         return cls(**d)
 
 
 class Recommender:
-    """MF + co-occurrence + popularity + seen/deleted filtering behind one small API."""
+    """MF + co-occurrence + popularity + content + seen/deleted filtering behind one small API."""
 
     KIND = "Recommender"
 
@@ -99,6 +118,8 @@ class Recommender:
         self.mf = OnlineMF(cfg.mf, self.index)
         self.cooccur = Cooccurrence(cfg.cooccur, self.index)
         self.popularity = Popularity(cfg.popularity, self.index)
+        self.content = ContentModel(cfg.content, self.index)
+        self.blend = BlendLearner(cfg.learn_blend) if cfg.learn_blend.enabled else None
         self._available = np.ones(16, dtype=bool)
         self._seen: dict[Hashable, set[int]] = {}
         self._learned: dict[Hashable, int] = {}
@@ -120,15 +141,26 @@ class Recommender:
         self.cooccur._add(user, row)
         self.popularity._add(row, ts)
         self._saw(user, row)
+        if self.content.live:
+            self.content.learn(user, row)
+        if self.blend is not None:
+            self.blend.learn(user, row)
 
     def learn_rating(self, user: Hashable, item: Hashable, rating: float, ts: float | None = None) -> None:
         """Explicit feedback, learned as the configured :class:`RatingPolicy` says."""
         row = self.index.add(item)
         self.mf._rating(self.mf._user(user), row, rating)
-        if self.config.ratings.positive(rating):
+        positive = self.config.ratings.positive(rating)
+        if positive:
             self.cooccur._add(user, row)
             self.popularity._add(row, ts)
         self._saw(user, row)
+        if self.content.live:
+            weight = 1.0 if positive else self.config.content.negative_weight
+            if weight:
+                self.content.learn(user, row, weight)
+        if positive and self.blend is not None:
+            self.blend.learn(user, row)
 
     def learn_event(self, record: dict) -> None:
         """Dispatch one decoded record (the synth / JSON-lines shape) to the method above.
@@ -156,10 +188,44 @@ class Recommender:
     def upsert_item(self, item: Hashable, ts: float | None = None) -> None:
         """A catalogue item exists (again): it may be recommended."""
         self._set_available(item, True)
+        self.content.saw(self.index.rows[item], ts)
 
     def delete_item(self, item: Hashable) -> None:
         """Never recommend ``item`` until it is upserted again (unknown ids are remembered too)."""
         self._set_available(item, False)
+
+    # -- content (the LLM workers' ItemEmbedding / ItemTags records) ---------------------------------
+
+    def set_embedding(self, item: Hashable, vector, ts: float | None = None) -> None:
+        """Store or replace ``item``'s embedding (kept L2-normalised, float32).
+
+        The item becomes a known row, recommendable unless deleted, even before any interaction.
+        The first vector fixes the dimension; another dimension (or a zero or non-finite vector)
+        raises ``ValueError`` and changes nothing.
+        """
+        vector = unit(vector, self.content.dim)  # validate before the item becomes a row
+        self.content.set_embedding(self.index.add(item), vector, ts)
+
+    def reset_embeddings(self) -> None:
+        """Forget all embeddings and content profiles, e.g. before switching the embedding model."""
+        self.content.reset_embeddings()
+
+    def set_tags(self, item: Hashable, tags: Sequence[tuple[str, float]], ts: float | None = None) -> None:
+        """Replace ``item``'s tags, ``(tag, score)`` pairs (non-positive scores dropped; [] clears)."""
+        self.content.set_tags(self.index.add(item), tags, ts)
+
+    def embedding_of(self, item: Hashable) -> np.ndarray | None:
+        """A copy of ``item``'s stored (unit, float32) embedding, or ``None``."""
+        return self.content.embedding(self.index.get(item))
+
+    def tags_of(self, item: Hashable) -> list[tuple[str, float]]:
+        """``item``'s stored tags, scores scaled to unit L2 norm."""
+        return self.content.tags_of(self.index.get(item))
+
+    @property
+    def has_content(self) -> bool:
+        """Whether any item has an embedding."""
+        return self.content.has_embeddings
 
     def is_available(self, item: Hashable) -> bool:
         row = self.index.get(item)
@@ -190,11 +256,15 @@ class Recommender:
         return mask
 
     def add_source(self, name: str, source: Source) -> None:
-        """Register an extra candidate source; its Signal's weight is ``weights.of(name)``."""
+        """Register an extra candidate source, weighed by ``weights.extra`` under the Signal's name
+        (never by a named field: a source called "fresh" weighs 0 until ``extra`` says otherwise)."""
         self.sources[name] = source
 
-    def signals(self, user: Hashable) -> list[Signal]:
-        """Every signal for ``user``; empty when there is nothing personal to go on."""
+    def signals(self, user: Hashable, allowed: np.ndarray | None = None) -> list[Signal]:
+        """Every signal for ``user``; empty when there is nothing personal to go on.
+
+        ``allowed`` (default ``self.allowed(user)``) only shapes the content signals' references.
+        """
         cfg = self.config
         out = []
         co = self.cooccur.scores_for(user)
@@ -206,18 +276,34 @@ class Recommender:
         for source in self.sources.values():
             sig = source(user, self)
             if sig is not None:
-                out.append(sig)
+                out.append(sig if sig.source else replace(sig, source=True))
+        if out and self.content.live:
+            if allowed is None:
+                allowed = self.allowed(user)
+            history = () if user in self.content.users else self._history(user)
+            out += self.content.signals(user, allowed, self.cooccur._pop, history, self._now())
         if out:
             out.append(Signal("popularity", self.popularity.scores(), cfg.n_popular, "max"))
         return out
 
+    def _history(self, user: Hashable) -> list[int]:
+        return list(self.cooccur._hist.get(user, ()))
+
+    def _now(self) -> float | None:
+        times = [t for t in (self.popularity.now, self.content.now) if t is not None]
+        return max(times) if times else None
+
     def recommend(self, user: Hashable, k: int | None = None) -> list[tuple[Hashable, float]]:
         """Top-``k`` (item, blended score), never a seen or deleted item; else the fallback."""
         k = self.config.k if k is None else k
-        signals = self.signals(user)
+        allowed = self.allowed(user)
+        signals = self.signals(user, allowed)
         if not signals:
             return self.fallback(k)
-        rows, scores = rank(signals, self.config.weights, self.allowed(user), k)
+        if self.blend is None:
+            rows, scores = rank(signals, self.config.weights, allowed, k)
+        else:
+            rows, scores = rank_learned(signals, self.config.weights, allowed, k, self.blend, user)
         items = self.index.items
         return [(items[r], s) for r, s in zip(rows.tolist(), scores.tolist())]
 
@@ -237,6 +323,8 @@ class Recommender:
             "popularity": self.popularity.to_state(with_index=False),
             "seen": {u: sorted(s) for u, s in self._seen.items()},
             "learned": self._learned,
+            "content": self.content.to_state(),
+            "blend": self.blend.to_state() if self.blend is not None else None,
         }
 
     @classmethod
@@ -249,6 +337,9 @@ class Recommender:
         self._available = grow(state["available"].copy(), 16, fill=True)
         self._seen = {u: set(rows) for u, rows in state["seen"].items()}
         self._learned = dict(state["learned"])
+        self.content = ContentModel.from_state(state.get("content"), self.config.content, index)
+        if self.blend is not None:
+            self.blend = BlendLearner.from_state(state.get("blend"), self.config.learn_blend)
         return self
 
     def to_bytes(self) -> bytes:

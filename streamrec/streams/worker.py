@@ -7,9 +7,12 @@ The loop, and why it is ordered this way::
         write lists of active users to Redis ─► flush dead letters ─► checkpoint (state+offsets)
         ─► commit offsets to Kafka
 
-Offsets are committed only after the checkpoint that contains their events is durable, and the
-checkpoint carries its own offsets (see :mod:`streamrec.streams.checkpoint`): a restart seeks every
-partition to the checkpoint's position, so no event is lost and none is learned twice.
+The checkpoint carries the offset of every input partition (see :mod:`streamrec.streams.checkpoint`):
+a restart seeks every partition to the checkpoint's position, so no event is lost and none is
+learned twice. Offsets are committed to Kafka only after the checkpoint is durable, for monitoring.
+
+Scale-out (see :mod:`streamrec.streams.membership`): every worker reads and learns every partition;
+the consumer group only decides which partitions' users each worker writes lists for.
 
 Events are consumed with confluent-kafka in batches rather than through faust agents: on this
 two-core box faust's per-message path alone topped out near 18k messages/s while a batched
@@ -17,9 +20,8 @@ confluent-kafka consumer delivers millions, and the worker's throughput target i
 River's bare ``learn_one`` rate (well above 18k/s). Faust's acknowledgement-driven commits also
 commit on rebalance and shutdown on their own schedule, which is not tied to our checkpoints.
 
-The catalogue and the enrichment topics (embeddings, tags) are read in full by every worker with a
-group-less consumer, because each worker needs every item, not just its partitions' share; their
-positions are kept in the checkpoint too.
+All input topics, events, catalogue and enrichments, are read by one reader with manually
+assigned partitions; its positions live only in the checkpoint.
 
 Replays (``bench replay``) run the same worker on a *logical* clock: lists are written whenever an
 event's timestamp crosses a refresh boundary, before that event is learned, and an observer hook
@@ -45,6 +47,7 @@ from streamrec.settings import Settings
 from streamrec.streams.catalog import Catalog
 from streamrec.streams.checkpoint import Checkpoint, FileCheckpointStore
 from streamrec.streams.ingest import Boundary
+from streamrec.streams.membership import Membership
 from streamrec.streams.recommender import Recommender
 from streamrec.streams.refresh import config_digest, write_lists
 
@@ -103,19 +106,26 @@ class StreamWorker:
             self.model = Recommender.from_bytes(checkpoint.model)
             self.offsets: dict[tuple[str, int], int] = dict(checkpoint.offsets)
             self.seq = checkpoint.seq
-            self.active: set[str] = set(checkpoint.pending)
+            self.active = {u: (t, p) for u, t, p in checkpoint.meta.get("active", [])}
             self.stats.learned = int(checkpoint.meta.get("learned", 0))
             self.catalog_state = Catalog(checkpoint.meta.get("content_hashes", {}))
             log.info("restored checkpoint %d (%d partitions)", self.seq, len(self.offsets))
         else:
             self.model = model or build_recommender(settings)
-            self.offsets, self.seq, self.active = {}, 0, set()
+            self.offsets, self.seq = {}, 0
+            #: user -> the event partition their latest event came from (serving ownership)
+            self.active: dict[str, tuple[str, int]] = {}
             self.catalog_state = Catalog()
         self.digest = config_digest(
             {"model": MODEL_NAME, "k": settings.top_k, "negatives": settings.negatives,
              "seed": settings.seed}
         )  # fmt: skip
         self.early: dict[str, float] = {}  # user -> when their early refresh is due
+        # users recently active on partitions other workers serve: if one of those partitions comes
+        # to us (its worker left), their lists may be owed, so we write them. Kept long enough to
+        # outlast the group's session timeout and a rebalance.
+        self.others: dict[str, tuple[tuple[str, int], float]] = {}
+        self.others_keep_s = max(60.0, 3 * settings.refresh_interval_s)
         self._early_tokens = float(settings.early_refresh_max_per_s)
         self._early_last = self.clock()
         self.redis = redis_client(settings)
@@ -133,45 +143,42 @@ class StreamWorker:
     def _consumers(self) -> None:
         from confluent_kafka import Consumer, Producer
 
-        base = {**kafka_config(self.settings), "enable.auto.commit": False,
-                "enable.auto.offset.store": False, "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed"}  # fmt: skip
-        self.events = Consumer({**base, "group.id": self.settings.group_id})
-        self.events.subscribe(
-            [self.topics.clicks, self.topics.ratings],
-            on_assign=self._on_assign,
-            on_revoke=self._on_revoke,
-        )
-        # every worker reads the whole catalogue: assigned by hand, positions kept in the checkpoint
-        self.catalog = Consumer({**base, "group.id": f"{self.settings.group_id}-catalog"})
-        catalog_topics = [self.topics.items, self.topics.embeddings, self.topics.tags]
-        metadata = check_kafka(kafka_config(self.settings)).list_topics(timeout=30)
+        config = kafka_config(self.settings)
+        metadata = check_kafka(config).list_topics(timeout=30)
+        event_topics = [self.topics.clicks, self.topics.ratings]
         parts = []
-        for topic in catalog_topics:
+        for topic in [*event_topics, self.topics.items, self.topics.embeddings, self.topics.tags]:
             info = metadata.topics.get(topic)
             if info is None or info.error is not None:
                 raise RuntimeError(f"topic {topic!r} does not exist; run `streamrec topics create`")
             parts += [self._position(topic, p) for p in info.partitions]
-        self.catalog.assign(parts)
-        self.producer = Producer({**kafka_config(self.settings),
-                                  "acks": "all", "enable.idempotence": True, "linger.ms": 20})  # fmt: skip
+        # one reader for every partition of every input topic, positioned from the checkpoint
+        self.reader = Consumer({**config, "group.id": f"{self.settings.group_id}-reader",
+                                "enable.auto.commit": False, "enable.auto.offset.store": False,
+                                "isolation.level": "read_committed"})  # fmt: skip
+        self.reader.assign(parts)
+        self.event_partitions = {(tp.topic, tp.partition) for tp in parts if tp.topic in event_topics}
+        self.membership = None
+        if not self.logical:  # a replay serves everything itself
+            self.membership = Membership(config, self.settings.group_id, self.settings.worker_id,
+                                         event_topics,
+                                         on_gained=self._on_gained)  # fmt: skip
+        self.producer = Producer({**config, "acks": "all", "enable.idempotence": True,
+                                  "linger.ms": 20})  # fmt: skip
 
     def _position(self, topic: str, partition: int):
         from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
         return TopicPartition(topic, partition, self.offsets.get((topic, partition), OFFSET_BEGINNING))
 
-    def _on_assign(self, consumer, partitions) -> None:
-        # resume exactly where the restored state ends; Kafka's committed offset only when we have none
-        for tp in partitions:
-            if (tp.topic, tp.partition) in self.offsets:
-                tp.offset = self.offsets[(tp.topic, tp.partition)]
-        consumer.assign(partitions)
-        log.info("assigned %s", [(tp.topic, tp.partition, tp.offset) for tp in partitions])
+    def serves(self, position: tuple[str, int]) -> bool:
+        return self.membership is None or position in self.membership.owned
 
-    def _on_revoke(self, consumer, partitions) -> None:
-        if not self._stop:
-            self.checkpoint()
+    def _on_gained(self, gained: set[tuple[str, int]]) -> None:
+        for user, (position, _) in list(self.others.items()):
+            if position in gained:
+                self.active[user] = position
+                del self.others[user]
 
     # ------------------------------------------------------------ the per-event path
 
@@ -195,18 +202,22 @@ class StreamWorker:
                 self.model.learn_click(record.user, record.item, record.ts)
             else:
                 self.model.learn_rating(record.user, record.item, record.rating, record.ts)
-            self._touch(record.user, now)
+            self._touch(record.user, position, now)
         elif kind is Item:
             self._item(record, now)
         elif kind is ItemEmbedding:
             if self.catalog_state.is_current(record.item, record.content_hash):
-                self.model.set_embedding(record.item, record.vector, record.ts)
-                self.stats.enrichments += 1
+                try:
+                    self.model.set_embedding(record.item, record.vector, record.ts)
+                    self.stats.enrichments += 1
+                except ValueError as exc:  # e.g. another model's dimension: refuse, keep going
+                    record = DeadLetter(topic=topic, key=key, value=value, reason=str(exc), ts=now)
+                    kind = DeadLetter
         elif kind is ItemTags:
             if self.catalog_state.is_current(record.item, record.content_hash):
                 self.model.set_tags(record.item, record.tags, record.ts)
                 self.stats.enrichments += 1
-        elif kind is DeadLetter:
+        if kind is DeadLetter:
             self.producer.produce(self.topics.deadletter, key=key or b"", value=encode(record))
             self.stats.dead_letters += 1
             log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, record.reason)
@@ -223,26 +234,25 @@ class StreamWorker:
             self.producer.produce(self.topics.enrich, key=item.item.encode(), value=encode(request))
             self.stats.enrich_requests += 1
 
-    def _touch(self, user: str, now: float) -> None:
+    def _touch(self, user: str, position: tuple[str, int], now: float) -> None:
         self.stats.learned += 1
-        self.active.add(user)
+        self.active[user] = position
         if self.settings.early_refresh_s > 0 and not self.logical and user not in self.early:
             self.early[user] = now + self.settings.early_refresh_s
 
     def poll(self, timeout: float = 0.1) -> int:
         """Consume and learn one batch from the catalogue and the event topics."""
-        n = 0
-        for consumer, wait in ((self.catalog, 0), (self.events, timeout)):
-            messages = consumer.consume(BATCH, wait)
-            now = self.clock()
-            for msg in messages:
-                if msg.error():
-                    log.warning("consumer error: %s", msg.error())
-                    continue
-                self.handle(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), now)
-            n += len(messages)
+        if self.membership is not None:
+            self.membership.poll()
+        messages = self.reader.consume(BATCH, timeout)
+        now = self.clock()
+        for msg in messages:
+            if msg.error():
+                log.warning("consumer error: %s", msg.error())
+                continue
+            self.handle(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), now)
         self.producer.poll(0)
-        return n
+        return len(messages)
 
     # ------------------------------------------------------------ refresh and checkpoint
 
@@ -273,13 +283,17 @@ class StreamWorker:
         return True
 
     def write_active(self, now: float) -> bool:
-        """Write the lists of every active user and the global list; keep them owed on failure."""
-        users = sorted(self.active)
-        if not self._write(users, with_fallback=True, now=now):
+        """Write the lists of the active users we serve, and the global list; keep them on failure."""
+        mine = sorted(u for u, position in self.active.items() if self.serves(position))
+        if not self._write(mine, with_fallback=True, now=now):
             return False
+        for user, position in self.active.items():
+            if not self.serves(position):
+                self.others[user] = (position, now)
+        horizon = now - self.others_keep_s
+        self.others = {u: v for u, v in self.others.items() if v[1] >= horizon}
         self.active.clear()
-        for user in users:
-            self.early.pop(user, None)
+        self.early.clear()
         self.stats.refreshes += 1
         return True
 
@@ -302,18 +316,17 @@ class StreamWorker:
         rate = self.settings.early_refresh_max_per_s
         self._early_tokens = min(rate, self._early_tokens + (now - self._early_last) * rate)
         self._early_last = now
-        due = [u for u, t in self.early.items() if t <= now][: int(self._early_tokens)]
+        due = [u for u, t in self.early.items()
+               if t <= now and self.serves(self.active.get(u, ("", -1)))][: int(self._early_tokens)]  # fmt: skip
         if due and self._write(due, with_fallback=False, now=now):
             for user in due:
                 del self.early[user]
-                self.active.discard(user)
+                self.active.pop(user, None)
             self._early_tokens -= len(due)
             self.stats.early_refreshes += len(due)
 
     def checkpoint(self) -> None:
         """Make state durable, then commit the offsets it covers."""
-        from confluent_kafka import TopicPartition
-
         pending = self.producer.flush(30)
         if pending:  # dead letters not yet acknowledged: keep their events uncommitted
             log.warning("%d dead letters unacknowledged; checkpoint postponed", pending)
@@ -324,16 +337,12 @@ class StreamWorker:
                 seq=self.seq, created=self.clock(), offsets=dict(self.offsets),
                 model=self.model.to_bytes(), pending=tuple(sorted(self.active)),
                 meta={"learned": self.stats.learned, "model_version": self.model_version(),
-                      "content_hashes": self.catalog_state.hashes},
+                      "content_hashes": self.catalog_state.hashes,
+                      "active": [[u, t, p] for u, (t, p) in self.active.items()]},
             )
         )  # fmt: skip
-        event_topics = {self.topics.clicks, self.topics.ratings}
-        commits = [TopicPartition(t, p, o) for (t, p), o in self.offsets.items() if t in event_topics]
-        if commits:
-            try:
-                self.events.commit(offsets=commits, asynchronous=False)
-            except Exception as exc:  # e.g. mid-rebalance; the checkpoint already has them
-                log.info("offset commit deferred: %s", exc)
+        if self.membership is not None:
+            self.membership.commit(self.offsets)
 
     def _write_stats(self, now: float) -> None:
         key = self.keys.stats(self.settings.group_id)
@@ -346,14 +355,16 @@ class StreamWorker:
 
     def lag(self) -> int:
         """Messages behind the end of the assigned event partitions (from cached watermarks)."""
+        from confluent_kafka import TopicPartition
+
         behind = 0
-        for tp in self.events.assignment():
+        for topic, partition in self.event_partitions:
             try:
-                _, high = self.events.get_watermark_offsets(tp, cached=True)
+                _, high = self.reader.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
             except Exception:  # no fetch response yet for this partition
                 continue
             if high >= 0:
-                behind += max(0, high - self.offsets.get((tp.topic, tp.partition), 0))
+                behind += max(0, high - self.offsets.get((topic, partition), 0))
         return behind
 
     def healthy(self) -> bool:
@@ -369,21 +380,20 @@ class StreamWorker:
         path.parent.mkdir(parents=True, exist_ok=True)
         body = {"ts": now, "seq": self.seq, "learned": self.stats.learned,
                 "active": len(self.active), "dead_letters": self.stats.dead_letters,
-                "redis_ok": self._redis_backoff == 0.0}  # fmt: skip
+                "redis_ok": self._redis_backoff == 0.0, "worker_id": self.settings.worker_id,
+                "serving": sorted(self.membership.owned) if self.membership else "all"}  # fmt: skip
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(body))
         tmp.replace(path)
 
     def caught_up(self) -> bool:
-        """True when every assigned partition (events and catalogue) has been read to its end."""
-        for consumer in (self.events, self.catalog):
-            assignment = consumer.assignment()
-            if consumer is self.events and not assignment:
+        """True when every input partition has been read to its end (and, in a group, we serve)."""
+        if self.membership is not None and not self.membership.assigned_once:
+            return False
+        for tp in self.reader.assignment():
+            _, high = self.reader.get_watermark_offsets(tp, timeout=5, cached=False)
+            if self.offsets.get((tp.topic, tp.partition), 0) < high:
                 return False
-            for tp in consumer.position(assignment):
-                _, high = consumer.get_watermark_offsets(tp, timeout=5, cached=False)
-                if self.offsets.get((tp.topic, tp.partition), 0) < high:
-                    return False
         return True
 
     def stop(self, *_args) -> None:
@@ -417,5 +427,6 @@ class StreamWorker:
     def close(self) -> None:
         self._stop = True
         self.producer.flush(10)
-        self.events.close()
-        self.catalog.close()
+        if self.membership is not None:
+            self.membership.close()
+        self.reader.close()

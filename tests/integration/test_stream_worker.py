@@ -3,102 +3,30 @@
 from __future__ import annotations
 
 import json
-import os
-import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections import Counter
 
-import pytest
+from workerkit import (
+    GROUPS,
+    REFRESH_S,
+    TS,
+    group_of,
+    learned_counts,
+    publish,
+    read_list,
+    start_worker,
+    stop,
+    taste_events,
+    wait_for,
+)
 
 from streamrec.schemas.codec import decode
 from streamrec.schemas.events import Click, DeadLetter, Item, RecommendationList
 from streamrec.schemas.keys import RedisKeys
 from streamrec.schemas.peek import read_topic
-from streamrec.schemas.publisher import Publisher
-from streamrec.streams.checkpoint import FileCheckpointStore
-from streamrec.streams.recommender import Recommender
-
-GROUPS = 4
-ITEMS_PER_GROUP = 40
-REFRESH_S = 1.0
-TS = 1_700_000_000.0
-
-
-def taste_events(n_users: int, per_user: int, seed: int = 1) -> list[Click]:
-    """Users of group g click only items of group g (items i{g}_{j}); interleaved in time."""
-    rng = random.Random(seed)
-    events = []
-    for u in range(n_users):
-        g = u % GROUPS
-        for _ in range(per_user):
-            events.append(Click(user=f"u{u}", item=f"i{g}_{rng.randrange(ITEMS_PER_GROUP)}", ts=TS))
-    rng.shuffle(events)
-    return events
-
-
-def group_of(item: str) -> int:
-    return int(item[1 : item.index("_")])
-
-
-@pytest.fixture
-def worker_env(topics, stack, prefix, tmp_path):
-    return {
-        **os.environ,
-        "STREAMREC_TOPIC_PREFIX": prefix,
-        "STREAMREC_REDIS_PREFIX": prefix,
-        "STREAMREC_GROUP_ID": f"{prefix}stream",
-        "STREAMREC_REFRESH_INTERVAL_S": str(REFRESH_S),
-        "STREAMREC_CHECKPOINT_DIR": str(tmp_path / "checkpoints"),
-        "STREAMREC_LOG_LEVEL": "WARNING",
-    }
-
-
-def start_worker(env: dict, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "streamrec", "worker", "streams", *args], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
-
-
-def stop(proc: subprocess.Popen) -> str:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
-    return out + err
-
-
-def wait_for(predicate, timeout_s: float, what: str, proc: subprocess.Popen | None = None):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        if proc is not None and proc.poll() is not None:
-            pytest.fail(f"worker exited ({proc.returncode}) while waiting for {what}:\n{stop(proc)}")
-        time.sleep(0.2)
-    pytest.fail(f"timed out after {timeout_s}s waiting for {what}")
-
-
-def publish(stack, topics, records) -> None:
-    with Publisher(stack.kafka_bootstrap, topics) as pub:
-        for r in records:
-            pub.publish(r)
-
-
-def read_list(redis_client, prefix: str, user: str) -> RecommendationList | None:
-    raw = redis_client.get(RedisKeys(prefix=prefix).recs(user))
-    return decode(raw, RecommendationList) if raw else None
-
-
-def learned_counts(env: dict) -> dict[str, int] | None:
-    checkpoint = FileCheckpointStore(env["STREAMREC_CHECKPOINT_DIR"]).load()
-    if checkpoint is None:
-        return None
-    model = Recommender.from_bytes(checkpoint.model)
-    return {u: model.n_learned(u) for u in model._learned}
-
 
 def test_lists_follow_tastes_and_skip_seen_items(worker_env, stack, topics, prefix, redis_client):
     events = taste_events(n_users=24, per_user=25)

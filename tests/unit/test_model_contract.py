@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import pickle
 
+import numpy as np
 import pytest
 
 from streamrec.streams.cooccur import CooccurConfig, Cooccurrence, Popularity
 from streamrec.streams.model import MFConfig, OnlineMF
-from streamrec.streams.recommender import Recommender
+from streamrec.streams.ranking import LearnedBlendConfig
+from streamrec.streams.recommender import Recommender, RecommenderConfig
 from streamrec.synth import SynthConfig, generate
 
 DATA = generate(SynthConfig(n_users=25, n_items=150, n_topics=5, n_events=1600, seed=21))
@@ -28,7 +30,25 @@ WRAPPERS = {
     "cooccur": lambda: Cooccurrence(CooccurConfig(max_neighbours=8, sweep_every=50)),
     "popularity": lambda: Popularity(),
     "recommender": lambda: Recommender(seed=13),
+    "recommender-content": lambda: with_content(Recommender(seed=13)),
+    "recommender-learned-blend": lambda: with_content(
+        Recommender(RecommenderConfig(learn_blend=LearnedBlendConfig(enabled=True, warmup=20)), seed=13)
+    ),
 }
+
+
+def with_content(rec: Recommender) -> Recommender:
+    """Embeddings (4 of 5 items) and tags (every other item), as the LLM workers would send."""
+    rng = np.random.default_rng(3)
+    names = sorted(set(DATA.item_topic.values()))
+    for k, item in enumerate(DATA.items):
+        topic = DATA.item_topic[item["item"]]
+        if k % 5:
+            v = np.eye(8)[names.index(topic)] + 0.3 * rng.normal(size=8)
+            rec.set_embedding(item["item"], v, item["ts"])
+        if k % 2:
+            rec.set_tags(item["item"], [(topic, 0.9), (item["text"].split()[0], 0.4)], item["ts"])
+    return rec
 
 
 def feed(model, events) -> None:

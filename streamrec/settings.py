@@ -151,6 +151,10 @@ class Settings:
     checkpoint_dir: Path | None = _setting(
         None, _path, "where the stream worker checkpoints (default: <state dir>/checkpoints/<group>)"
     )
+    cold_start_users: int = _setting(
+        50, _int(0, 100_000),
+        "when a new item's embedding arrives, refresh the lists of this many closest users (0: off)",
+    )  # fmt: skip
     negatives: int = _setting(3, _int(0, 50), "negatives sampled per implicit positive")
     seed: int = _setting(42, _int(0, 2**31), "random seed of the models")
     # --- LLM workers (embedding, tags)

@@ -336,6 +336,22 @@ class ContentModel:
         norm = float(np.sqrt(p.dot(p)))
         return p / np.float32(norm) if norm > 0 and math.isfinite(norm) else None
 
+    def users_near(self, row: int, n: int) -> list[Hashable]:
+        """The ``n`` users whose content profiles are closest to item ``row`` (best first).
+
+        One mat-vec over the profiles; used when a new item's embedding arrives, so the users it
+        suits get a fresh list without waiting for their next event (zero-shot cold start).
+        """
+        if n <= 0 or not self.users or row >= len(self._has) or not self._has[row]:
+            return []
+        nu = len(self.users)
+        P = self._P[:nu]
+        norms = np.sqrt(np.einsum("ij,ij->i", P, P))
+        cos = (P @ self._E[row]) / np.where(norms > 0, norms, np.inf)
+        best = np.argsort(-cos, kind="stable")[: min(n, nu)]
+        by_row = {u: user for user, u in self.users.items()}
+        return [by_row[int(u)] for u in best if cos[u] > 0]
+
     def scores(self, user: Hashable, history: Sequence[int] = ()) -> np.ndarray | None:
         """Cosine of ``user``'s profile to every item row (``-inf``: no embedding).
 

@@ -206,6 +206,11 @@ class Recommender:
         vector = unit(vector, self.content.dim)  # validate before the item becomes a row
         self.content.set_embedding(self.index.add(item), vector, ts)
 
+    def users_near(self, item: Hashable, n: int) -> list[Hashable]:
+        """Users whose content profile is closest to ``item``'s embedding (for cold-start refreshes)."""
+        row = self.index.rows.get(item)
+        return [] if row is None else self.content.users_near(row, n)
+
     def reset_embeddings(self) -> None:
         """Forget all embeddings and content profiles, e.g. before switching the embedding model."""
         self.content.reset_embeddings()

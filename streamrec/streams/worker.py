@@ -106,15 +106,17 @@ class StreamWorker:
             self.model = Recommender.from_bytes(checkpoint.model)
             self.offsets: dict[tuple[str, int], int] = dict(checkpoint.offsets)
             self.seq = checkpoint.seq
-            self.active = {u: (t, p) for u, t, p in checkpoint.meta.get("active", [])}
+            self.active = {u: None if t is None else (t, p)
+                           for u, t, p in checkpoint.meta.get("active", [])}
             self.stats.learned = int(checkpoint.meta.get("learned", 0))
             self.catalog_state = Catalog(checkpoint.meta.get("content_hashes", {}))
             log.info("restored checkpoint %d (%d partitions)", self.seq, len(self.offsets))
         else:
             self.model = model or build_recommender(settings)
             self.offsets, self.seq = {}, 0
-            #: user -> the event partition their latest event came from (serving ownership)
-            self.active: dict[str, tuple[str, int]] = {}
+            #: user -> the event partition their latest event came from (serving ownership;
+            #: None: unknown, written by every serving worker)
+            self.active: dict[str, tuple[str, int] | None] = {}
             self.catalog_state = Catalog()
         self.digest = config_digest(
             {"model": MODEL_NAME, "k": settings.top_k, "negatives": settings.negatives,
@@ -171,8 +173,8 @@ class StreamWorker:
 
         return TopicPartition(topic, partition, self.offsets.get((topic, partition), OFFSET_BEGINNING))
 
-    def serves(self, position: tuple[str, int]) -> bool:
-        return self.membership is None or position in self.membership.owned
+    def serves(self, position: tuple[str, int] | None) -> bool:
+        return self.membership is None or position is None or position in self.membership.owned
 
     def _on_gained(self, gained: set[tuple[str, int]]) -> None:
         for user, (position, _) in list(self.others.items()):
@@ -210,6 +212,11 @@ class StreamWorker:
                 try:
                     self.model.set_embedding(record.item, record.vector, record.ts)
                     self.stats.enrichments += 1
+                    # zero-shot cold start: the users it suits get a list with it at the next
+                    # refresh, not at their next event (which partition they are on is unknown
+                    # here, so every serving worker writes them; writes are idempotent)
+                    for user in self.model.users_near(record.item, self.settings.cold_start_users):
+                        self.active.setdefault(user, None)
                 except ValueError as exc:  # e.g. another model's dimension: refuse, keep going
                     record = DeadLetter(topic=topic, key=key, value=value, reason=str(exc), ts=now)
                     kind = DeadLetter
@@ -338,7 +345,7 @@ class StreamWorker:
                 model=self.model.to_bytes(), pending=tuple(sorted(self.active)),
                 meta={"learned": self.stats.learned, "model_version": self.model_version(),
                       "content_hashes": self.catalog_state.hashes,
-                      "active": [[u, t, p] for u, (t, p) in self.active.items()]},
+                      "active": [[u, *(pos or (None, None))] for u, pos in self.active.items()]},
             )
         )  # fmt: skip
         if self.membership is not None:
@@ -380,6 +387,7 @@ class StreamWorker:
         path.parent.mkdir(parents=True, exist_ok=True)
         body = {"ts": now, "seq": self.seq, "learned": self.stats.learned,
                 "active": len(self.active), "dead_letters": self.stats.dead_letters,
+                "enrichments": self.stats.enrichments,
                 "redis_ok": self._redis_backoff == 0.0, "worker_id": self.settings.worker_id,
                 "serving": sorted(self.membership.owned) if self.membership else "all"}  # fmt: skip
         tmp = path.with_suffix(".tmp")

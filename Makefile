@@ -4,8 +4,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
 # The test stack runs on its own ports and state dir, so it never touches a stack you run by hand.
-TEST_ENV = STREAMREC_KAFKA_BOOTSTRAP=127.0.0.1:19092 \
-           STREAMREC_REDIS_URL=redis://127.0.0.1:16379/0 \
+TEST_KAFKA ?= 127.0.0.1:19092
+TEST_REDIS ?= redis://127.0.0.1:16379/0
+TEST_ENV = STREAMREC_KAFKA_BOOTSTRAP=$(TEST_KAFKA) \
+           STREAMREC_REDIS_URL=$(TEST_REDIS) \
            STREAMREC_STATE_DIR=$(CURDIR)/.state/test
 
 .PHONY: install demo test unit down-test clean

@@ -305,35 +305,26 @@ def build_parser() -> argparse.ArgumentParser:
     peek = add("peek", cmd_peek, "print the records of a topic as JSON lines (reads, commits nothing)")
     peek.add_argument("topic", help="a topic name, e.g. events.clicks (the prefix is added)")
     peek.add_argument("-n", type=int, default=None, help="at most N records")
+
     worker = add("worker", None, "run a worker (stream worker, LLM workers)")
     wsub = worker.add_subparsers(dest="worker", metavar="KIND", required=True)
-    ws = wsub.add_parser(
-        "streams", help="the stream worker: learn from every event, refresh lists in Redis",
-        description="Consume clicks, ratings and the catalogue; learn online; every "
-        "STREAMREC_REFRESH_INTERVAL_S write the lists of active users to Redis, checkpoint, commit.",
-    )  # fmt: skip
-    ws.set_defaults(func=cmd_worker_streams)
-    ws.add_argument("--burst", action="store_true",
-                    help="process until caught up with every partition, refresh, checkpoint, exit")
-    ws.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
-    ws.add_argument("--health", action="store_true",
-                    help="exit 0 if a running worker's heartbeat is fresh, 1 otherwise")
-    ws.add_argument("--max-age", type=float, default=30.0,
-                    help="heartbeat age (s) still counted healthy (default 30)")  # fmt: skip
     for kind, func, help_ in (
+        ("streams", cmd_worker_streams, "the stream worker: consume clicks, ratings and the "
+         "catalogue, learn online, and every STREAMREC_REFRESH_INTERVAL_S write the lists of active "
+         "users to Redis, checkpoint, commit"),
         ("embed", cmd_worker_embed, "the embedding worker: items.enrich -> items.embeddings, "
          "each distinct text embedded once (Redis cache by content hash)"),
         ("tag", cmd_worker_tag, "the tag worker: items.enrich -> items.tags (keyphrases and "
          "zero-shot tags from the sentence encoder, or an OpenAI-compatible endpoint)"),
     ):  # fmt: skip
-        wl = wsub.add_parser(kind, help=help_, description=help_)
-        wl.set_defaults(func=func)
-        wl.add_argument("--burst", action="store_true",
-                        help="process until caught up with every partition, commit, exit")
-        wl.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
-        wl.add_argument("--health", action="store_true",
+        wp = wsub.add_parser(kind, help=help_, description=help_)
+        wp.set_defaults(func=func)
+        wp.add_argument("--burst", action="store_true",
+                        help="process until caught up with every partition, then finish and exit")
+        wp.add_argument("--max-seconds", type=float, default=None, help="stop after this long")
+        wp.add_argument("--health", action="store_true",
                         help="exit 0 if a running worker's heartbeat is fresh, 1 otherwise")
-        wl.add_argument("--max-age", type=float, default=30.0,
+        wp.add_argument("--max-age", type=float, default=30.0,
                         help="heartbeat age (s) still counted healthy (default 30)")  # fmt: skip
 
     bench = add("bench", None, "benchmarks against the running stack")

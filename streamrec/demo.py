@@ -1,8 +1,8 @@
 """The demo behind ``make demo``: synthetic shop, real Kafka and Redis, lists you can read back.
 
-It publishes a synthetic catalogue and a stream of clicks and ratings (users with known tastes),
-runs the stream worker, the LLM workers and the stream worker again over them (burst mode, as in
-tests), and prints a
+It publishes a synthetic catalogue, lets the stream worker queue it for enrichment and the LLM
+workers embed and tag it, then publishes a stream of clicks and ratings (users with known tastes)
+and runs the stream worker over them (every worker in burst mode, as in tests), and prints a
 few users' lists next to what each user actually likes, then how to read any list yourself.
 Run it after ``streamrec up`` and ``streamrec topics create`` (``make demo`` does all three).
 """
@@ -43,22 +43,24 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-llm", action="store_true", help="skip the embedding and tag workers")
     args = parser.parse_args(argv)
     settings = Settings.from_env()
-    data = generate(SynthConfig(n_users=args.users, n_items=args.items, n_events=args.events,
-                                seed=int(time.time()) % 1000))  # fmt: skip
+    # a fixed seed: running the demo again replays the same shop, so the tastes stay consistent
+    data = generate(SynthConfig(n_users=args.users, n_items=args.items, n_events=args.events, seed=7))
 
-    _step(f"publishing {len(data.items)} items and {len(data.events)} events to Kafka")
     with Publisher.from_settings(settings) as pub:
-        pub.publish_many(from_mapping(r) for r in data.records())
-    print(f"   {pub.delivered} records acknowledged by the broker")
-
-    _step("stream worker: learn every event, queue new items for enrichment, write lists to Redis")
+        _step(f"publishing a catalogue of {len(data.items)} items to Kafka")
+        pub.publish_many(from_mapping(r) for r in data.items)
+    _step("stream worker: take in the catalogue, queue the new items for enrichment")
     _run_worker("streams")
     if not args.no_llm:
         _step("LLM workers: embeddings and tags for the queued items (asynchronous, off the read path)")
         _run_worker("embed")
         _run_worker("tag")
-        _step("stream worker again: pick up the enrichments (cold start, rerank)")
-        _run_worker("streams")
+    with Publisher.from_settings(settings) as pub:
+        _step(f"publishing {len(data.events)} clicks and ratings")
+        pub.publish_many(from_mapping(r) for r in data.events)
+    print(f"   {pub.delivered} records acknowledged by the broker")
+    _step("stream worker: learn every event (and the enrichments), write lists to Redis")
+    _run_worker("streams")
 
     _step("reading lists back from Redis")
     reader = RecsReader(redis_client(settings), RedisKeys(prefix=settings.redis_prefix))

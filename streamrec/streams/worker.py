@@ -264,7 +264,8 @@ class StreamWorker:
     # ------------------------------------------------------------ refresh and checkpoint
 
     def model_version(self) -> str:
-        return f"{MODEL_NAME}.{self.seq}"
+        """The name of the state the lists come from: the checkpoint that will hold it."""
+        return f"{MODEL_NAME}.{self.seq + 1}"
 
     def _write(self, users: list[str], with_fallback: bool, now: float) -> bool:
         import redis

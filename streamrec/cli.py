@@ -379,6 +379,9 @@ def build_parser() -> argparse.ArgumentParser:
     br.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default 0)")
     br.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     br.add_argument("--plots", metavar="DIR", help="write the PNG plots here (default: beside --json)")
+    br.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                    help="override a RecommenderConfig field for every configuration, e.g. "
+                    "popularity.half_life_s=2592000 or weights.embedding=0.6 (repeatable)")
     br.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 

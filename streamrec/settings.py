@@ -195,6 +195,9 @@ class Settings:
     metrics_port: int = _setting(
         0, _int(0, 65535), "port of the /metrics and /healthz HTTP endpoint (0: off)"
     )
+    movielens_dir: Path | None = _setting(
+        None, _path, "MovieLens directory for `bench replay` and its tests (default: beside the repo)"
+    )
     log_format: str = _setting("text", _choice("text", "json"), "log lines as text or JSON")
     log_level: str = _setting(
         "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "log level of every process"

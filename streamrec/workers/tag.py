@@ -170,10 +170,13 @@ def select_tags(doc: np.ndarray, phrases: list[str], phrase_vecs: np.ndarray, vo
     picked = mmr(doc, phrase_vecs[keep], top_n - len(chosen), diversity) if keep else []
     relevance = phrase_vecs @ doc if len(phrases) else np.zeros(0)
     chosen += [(phrases[keep[j]], _score(relevance[keep[j]])) for j in picked]
+    taken = {t.lower() for t, _ in chosen}
     for i in fit[top_n // 2 :]:  # not enough keyphrases: more of the vocabulary
         if len(chosen) >= top_n:
             break
-        chosen.append((vocab[i], _score(vocab_scores[i])))
+        if vocab[i].lower() not in taken:  # a keyphrase may already be this tag
+            chosen.append((vocab[i], _score(vocab_scores[i])))
+            taken.add(vocab[i].lower())
     return sorted(chosen, key=lambda ts: -ts[1])
 
 

@@ -174,20 +174,11 @@ def cmd_peek(settings: Settings, args) -> int:
 # ---------------------------------------------------------------- workers
 
 
-def health_of(path, max_age_s: float) -> tuple[bool, str]:
-    """Is a worker's heartbeat file fresh? (used by ``--health`` and container health checks)"""
-    try:
-        beat = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return False, f"no heartbeat at {path}"
-    age = time.time() - float(beat.get("ts", 0))
-    ok = age <= max_age_s
-    return ok, f"{'healthy' if ok else 'stale'}: last heartbeat {age:.1f}s ago, {json.dumps(beat)}"
-
-
 def cmd_worker_streams(settings: Settings, args) -> int:
+    from streamrec.metrics import heartbeat_health
+
     if args.health:
-        ok, msg = health_of(settings.checkpoints / "health.json", args.max_age)
+        ok, msg = heartbeat_health(settings.checkpoints / "health.json", args.max_age)
         print(msg)
         return 0 if ok else 1
     from streamrec.streams.worker import StreamWorker
@@ -200,8 +191,10 @@ def cmd_worker_streams(settings: Settings, args) -> int:
 
 def _llm_worker(kind: str, settings: Settings, args) -> int:
     """``worker embed`` / ``worker tag``: torch is imported here only, never by the stream worker."""
+    from streamrec.metrics import heartbeat_health
+
     if args.health:
-        ok, msg = health_of(settings.state_dir / "workers" / kind / "health.json", args.max_age)
+        ok, msg = heartbeat_health(settings.state_dir / "workers" / kind / "health.json", args.max_age)
         print(msg)
         return 0 if ok else 1
     import importlib
@@ -229,13 +222,9 @@ def cmd_worker_tag(settings: Settings, args) -> int:
 
 
 def _bench(name: str):
-    """``bench.<name>`` from the checkout: benchmarks sit next to the package, not inside it."""
+    """``bench.<name>``, imported only when that benchmark runs (they pull in heavy modules)."""
     import importlib
-    from pathlib import Path
 
-    root = str(Path(__file__).resolve().parent.parent)
-    if root not in sys.path:
-        sys.path.append(root)
     return importlib.import_module(f"bench.{name}")
 
 

@@ -13,8 +13,12 @@ text format and ``/healthz`` answering 200 while the worker's heartbeat is fresh
 
 from __future__ import annotations
 
+import json
+import os
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -94,3 +98,22 @@ def serve(metrics: WorkerMetrics, port: int, healthy: Callable[[], bool], host: 
     server = ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
     return server
+
+
+def write_heartbeat(path: Path, body: dict) -> None:
+    """Atomically replace a worker's heartbeat file (what ``--health`` and container checks read)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(body))
+    tmp.replace(path)
+
+
+def heartbeat_health(path: Path, max_age_s: float) -> tuple[bool, str]:
+    """Is the heartbeat at ``path`` fresh? Returns (healthy, a line saying why)."""
+    try:
+        beat = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False, f"no heartbeat at {path}"
+    age = time.time() - float(beat.get("ts", 0))
+    ok = age <= max_age_s
+    return ok, f"{'healthy' if ok else 'stale'}: last heartbeat {age:.1f}s ago, {json.dumps(beat)}"

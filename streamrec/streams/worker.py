@@ -30,7 +30,6 @@ sees each event before it is learned, so it can read the list a user had at that
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import time
@@ -42,7 +41,7 @@ from streamrec.schemas.codec import encode
 from streamrec.schemas.events import Click, DeadLetter, Item, ItemEmbedding, ItemTags, Rating
 from streamrec.schemas.keys import RedisKeys
 from streamrec.schemas.topics import Topics
-from streamrec.metrics import WorkerMetrics, serve
+from streamrec.metrics import WorkerMetrics, serve, write_heartbeat
 from streamrec.settings import Settings
 from streamrec.streams.catalog import Catalog
 from streamrec.streams.checkpoint import Checkpoint, FileCheckpointStore
@@ -384,16 +383,12 @@ class StreamWorker:
         self._last_heartbeat = now
         self.metrics.sync(vars(self.stats))
         self.metrics.heartbeat.set(now)
-        path = Path(self.store.dir) / "health.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
         body = {"ts": now, "seq": self.seq, "learned": self.stats.learned,
                 "active": len(self.active), "dead_letters": self.stats.dead_letters,
                 "enrichments": self.stats.enrichments,
                 "redis_ok": self._redis_backoff == 0.0, "worker_id": self.settings.worker_id,
                 "serving": sorted(self.membership.owned) if self.membership else "all"}  # fmt: skip
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body))
-        tmp.replace(path)
+        write_heartbeat(Path(self.store.dir) / "health.json", body)
 
     def caught_up(self) -> bool:
         """True when every input partition has been read to its end (and, in a group, we serve)."""

@@ -23,7 +23,6 @@ Like the stream worker, this consumes with confluent-kafka in batches; see
 
 from __future__ import annotations
 
-import json
 import logging
 import signal
 import threading
@@ -32,7 +31,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from streamrec.metrics import WorkerMetrics, serve
+from streamrec.metrics import WorkerMetrics, serve, write_heartbeat
 from streamrec.schemas.codec import decode, encode
 from streamrec.schemas.events import MAX_REASON_LEN, DeadLetter, EnrichRequest, SchemaError, content_hash
 from streamrec.schemas.publisher import route
@@ -274,12 +273,9 @@ class EnrichWorker:
         if not force and now - self._last_heartbeat < HEARTBEAT_S:
             return
         self._last_heartbeat = now
-        self.health_path.parent.mkdir(parents=True, exist_ok=True)
         body = {"ts": time.time(), "worker": self.name, "group": self.group, **asdict(self.stats),
                 **self.extra_health()}  # fmt: skip
-        tmp = self.health_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(body))
-        tmp.replace(self.health_path)
+        write_heartbeat(self.health_path, body)
         self.metrics.sync({"items": self.stats.processed, "cache_hits": self.stats.cache_hits,
                            "dead_letters": self.stats.dead_letters,
                            "redis_failures": self.stats.redis_failures})  # fmt: skip

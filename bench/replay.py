@@ -54,29 +54,48 @@ Execution modes
 
 Embeddings and tags are cached under ``<state dir>/replay/`` keyed by the encoder's name and a
 hash of every item text, so reruns do not re-encode.
+
+Code
+----
+This module is the entry point (:func:`main`, which the CLI calls) and holds the configurations
+(:func:`model_config`, :func:`build_model`); each stage has a module beside it:
+
+- :mod:`bench.replay_data`: the datasets (MovieLens layouts, synthetic);
+- :mod:`bench.replay_enrich`: the ``crm+llm`` embeddings and tags, and their cache;
+- :mod:`bench.replay_run`: one run, in process or through Kafka and Redis;
+- :mod:`bench.replay_metrics`: the prequential metrics;
+- :mod:`bench.replay_report`: the markdown table, the plots, the JSON.
+
+The names other code imports from ``bench.replay`` are re-exported here. :func:`replay_in_process`
+and :func:`replay_kafka` turn a configuration into what a run needs and look :func:`build_model` up
+in this module at each run, so research code that sets ``bench.replay.build_model`` changes what
+they build.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import sys
-import tempfile
 import time
-import uuid
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from bench.replay_data import Dataset, default_movielens_dir, load_movielens, load_synthetic
-from bench.replay_metrics import K, Prequential, lorenz
+from bench.replay_enrich import TAG_MODES, Enrichment, distinct_tags, enrichment_for, item_texts, worker_tags
+from bench.replay_metrics import K
+from bench.replay_report import _clean, plot, table
+from bench.replay_run import LogicalLists, RunResult, feed_catalogue, run_in_process, run_kafka, run_settings
 from streamrec.settings import Settings
+
+__all__ = [
+    "CONFIGS", "DEFAULT_REFRESH", "REQUIRED_KEYS", "TAG_MODES", "Enrichment", "LogicalLists",
+    "RunResult", "apply_overrides", "build_model", "distinct_tags", "enrichment_for",
+    "feed_catalogue", "item_texts", "load_dataset", "main", "model_config", "parse_list", "plot",
+    "replay_in_process", "replay_kafka", "run_settings", "table", "uses_content", "worker_tags",
+]  # fmt: skip
 
 CONFIGS = ("popularity", "crm", "crm+llm")
 DEFAULT_REFRESH = (60.0, 5.0)
-TAG_MODES = ("worker", "none")
 REQUIRED_KEYS = ("hr@10", "ndcg@10", "cold_hr@10", "coverage", "gini", "events_per_s",
                  "refresh_interval_s", "freshness_mean_s", "freshness_p50_s")  # fmt: skip
 
@@ -153,521 +172,40 @@ def uses_content(name: str) -> bool:
     return name.endswith("+llm")
 
 
-# ---------------------------------------------------------------- enrichment (embeddings, tags)
+# ---------------------------------------------------------------- one run of a configuration
 
 
-@dataclass
-class Enrichment:
-    """Item embeddings (rows aligned with the catalogue) and tags, as the LLM workers make them."""
+def _builder(name: str, config):
+    """``settings -> a fresh model`` of configuration ``name`` (or ``config``) for one run.
 
-    model: str
-    vectors: np.ndarray
-    tags: list[list[tuple[str, float]]] | None
-    tag_source: str
-    seconds: dict = field(default_factory=dict)
-
-
-def item_texts(dataset: Dataset) -> list[str]:
-    """What the embedding worker embeds for each catalogue item (title, text, attribute values)."""
-    from streamrec.workers.common import text_of
-
-    return [text_of(it.title, it.text, it.attributes) for it in dataset.items]
-
-
-def _digest(*parts: str) -> str:
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(p.encode("utf-8"))
-        h.update(b"\x00")
-    return h.hexdigest()[:16]
-
-
-def _encode(encoder, texts: list[str], desc: str, progress: bool, chunk: int = 512) -> np.ndarray:
-    from tqdm import tqdm
-
-    out = np.zeros((len(texts), encoder.dim), dtype=np.float32)
-    with tqdm(total=len(texts), desc=desc, unit=" texts", file=sys.stderr, disable=not progress,
-              leave=False) as bar:  # fmt: skip
-        for start in range(0, len(texts), chunk):
-            out[start : start + chunk] = encoder.encode(texts[start : start + chunk])
-            bar.update(min(chunk, len(texts) - start))
-    return out
-
-
-def enrichment_for(dataset: Dataset, settings: Settings, tags: str = "worker",
-                   progress: bool = True, cache_dir: Path | None = None) -> Enrichment:  # fmt: skip
-    """Embeddings (and tags) of every catalogue item, from the cache or the real encoder."""
-    from streamrec.workers.encoder import resolve_model
-
-    if tags not in TAG_MODES:
-        raise ValueError(f"tags must be one of {TAG_MODES}")
-    _, model_name = resolve_model(settings.embed_model)
-    texts = item_texts(dataset)
-    cache = Path(cache_dir or settings.state_dir / "replay")
-    cache.mkdir(parents=True, exist_ok=True)
-    key = _digest(model_name, str(settings.embed_max_tokens), *texts)
-    safe = "".join(c if c.isalnum() or c in "._-" else "_" for c in model_name)
-    emb_path = cache / f"emb-{safe}-{key}.npy"
-    tag_key = _digest(key, settings.tag_vocabulary, str(settings.tag_top_n))
-    tag_path = cache / f"tags-{safe}-{tag_key}.json"
-    encoder = None
-    seconds = {}
-
-    def get_encoder():
-        nonlocal encoder
-        if encoder is None:
-            from streamrec.workers.embed import load_encoder
-
-            started = time.perf_counter()
-            encoder = load_encoder(settings)
-            seconds["load_encoder_s"] = time.perf_counter() - started
-        return encoder
-
-    if emb_path.is_file():
-        vectors = np.load(emb_path)
-        _log(f"embeddings of {len(texts)} items from cache {emb_path.name}")
-    else:
-        enc = get_encoder()
-        _log(f"embedding {len(texts)} item texts with {enc.name} on {enc.device}")
-        started = time.perf_counter()
-        vectors = _encode(enc, texts, "embedding items", progress)
-        seconds["embed_s"] = time.perf_counter() - started
-        _log(f"embedded {len(texts)} texts in {seconds['embed_s']:.1f}s")
-        tmp = emb_path.with_suffix(".tmp.npy")
-        np.save(tmp, vectors)
-        tmp.replace(emb_path)
-    item_tags = None
-    if tags == "worker":
-        if tag_path.is_file():
-            item_tags = [distinct_tags(pairs) for pairs in json.loads(tag_path.read_text())]
-            _log(f"tags of {len(texts)} items from cache {tag_path.name}")
-        else:
-            started = time.perf_counter()
-            item_tags = worker_tags(get_encoder(), texts, vectors, settings, progress)
-            seconds["tags_s"] = time.perf_counter() - started
-            _log(f"tagged {len(texts)} items in {seconds['tags_s']:.1f}s")
-            tmp = tag_path.with_suffix(".tmp")
-            tmp.write_text(json.dumps(item_tags))
-            tmp.replace(tag_path)
-    source = ("tag worker functions (keyphrases + zero-shot vocabulary, "
-              f"{model_name})" if tags == "worker" else "none")  # fmt: skip
-    return Enrichment(model_name, vectors, item_tags, source, seconds)
-
-
-def worker_tags(encoder, texts: list[str], docs: np.ndarray, settings: Settings,
-                progress: bool = True) -> list[list[tuple[str, float]]]:  # fmt: skip
-    """Tags exactly as the local tag worker computes them (its pure functions, same encoder)."""
-    from streamrec.workers.tag import candidates, parse_vocabulary, select_tags
-
-    vocab = parse_vocabulary(settings.tag_vocabulary)
-    vocab_vecs = encoder.encode(vocab)
-    cands = [candidates(t) for t in texts]
-    phrases = sorted({p for ps in cands for p in ps})
-    vecs = dict(zip(phrases, _encode(encoder, phrases, "embedding keyphrases", progress)))
-    out = []
-    for doc, ps in zip(docs, cands):
-        pv = np.stack([vecs[p] for p in ps]) if ps else np.zeros((0, encoder.dim), dtype=np.float32)
-        out.append(distinct_tags(select_tags(doc, ps, pv, vocab, vocab_vecs, settings.tag_top_n)))
-    return out
-
-
-def distinct_tags(pairs) -> list[tuple[str, float]]:
-    """Each tag once, first score wins (what ``ItemTags`` accepts and ``set_tags`` keeps).
-
-    ``select_tags`` can name a tag twice when a keyphrase equals a vocabulary tag taken to fill
-    the list ("action" from the genres and from the vocabulary); the schema refuses that.
-
-    >>> distinct_tags([("action", 0.3), ("heat", 0.4), ("action", 0.3)])
-    [('action', 0.3), ('heat', 0.4)]
+    :func:`build_model` is looked up in this module when the run calls it, not when this is
+    defined, so a ``bench.replay.build_model`` replaced by research code is the one used.
     """
-    out: dict[str, float] = {}
-    for tag, score in pairs:
-        out.setdefault(str(tag), float(score))
-    return list(out.items())
-
-
-# ---------------------------------------------------------------- one run
-
-
-@dataclass
-class RunResult:
-    config: str
-    refresh_interval_s: float
-    mode: str
-    metrics: dict
-    times: np.ndarray
-    hits: np.ndarray
-    exposure: np.ndarray
-
-    @property
-    def label(self) -> str:
-        return f"{self.config} @{self.refresh_interval_s:g}s"
-
-    def row(self) -> dict:
-        return {"config": self.config, "refresh_interval_s": self.refresh_interval_s,
-                "mode": self.mode, **self.metrics}  # fmt: skip
-
-
-def _bar(total: int, desc: str, progress: bool):
-    from tqdm import tqdm
-
-    return tqdm(total=total, desc=desc, unit=" ev", file=sys.stderr, disable=not progress,
-                mininterval=0.5, smoothing=0.05)  # fmt: skip
-
-
-def _finish(name, interval, mode, metrics: Prequential, dataset: Dataset, seconds: float, extra: dict) -> RunResult:
-    result = metrics.result(it.item for it in dataset.items)
-    result["events_per_s"] = len(dataset.events) / seconds if seconds > 0 else float("nan")
-    result["wall_s"] = seconds
-    result["refresh_interval_s"] = interval
-    result["hr@10_first_half"], result["hr@10_second_half"] = metrics.hr_split(len(dataset.events) // 2)
-    result.update(extra)
-    times, hits = metrics.series()
-    exposure = metrics.exposure_counts(it.item for it in dataset.items)
-    return RunResult(name, interval, mode, result, times, hits, exposure)
-
-
-def feed_catalogue(model, dataset: Dataset, enrichment: Enrichment | None,
-                   settings: Settings | None = None) -> set[str]:  # fmt: skip
-    """What the worker learns from the catalogue topics, in the order the Kafka path publishes it
-    (all items, then every embedding, then all tags). Returns the users the worker would mark for
-    a cold-start refresh as embeddings arrive (none, before any event: kept for fidelity)."""
-    for item in dataset.items:
-        model.upsert_item(item.item, item.ts)
-    owed: set[str] = set()
-    if enrichment is None:
-        return owed
-    near = getattr(model, "users_near", None)
-    n_near = getattr(settings, "cold_start_users", 0) if settings is not None else 0
-    for item, vec in zip(dataset.items, enrichment.vectors):
-        model.set_embedding(item.item, vec, item.ts)
-        if near is not None and n_near:
-            owed.update(near(item.item, n_near))
-    if enrichment.tags is not None:
-        for item, tags in zip(dataset.items, enrichment.tags):
-            model.set_tags(item.item, tags, item.ts)
-    return owed
-
-
-class LogicalLists:
-    """The in-process stand-in for Redis plus the worker's logical-clock refresh rule.
-
-    ``before(ts)`` must be called with each event's timestamp before the event is read or learned:
-    when ``ts`` reaches the next boundary, the lists of the users active since the last write are
-    recomputed (an empty list removes the user's list, as ``write_lists`` deletes the key) and the
-    global list is rewritten, all stamped ``ts``; the next boundary is the next multiple of the
-    interval after ``ts``.
-    """
-
-    def __init__(self, model, interval: float, k: int, keep: int = K):
-        self.model, self.interval, self.k, self.keep = model, interval, k, keep
-        self.next_boundary = float("-inf")
-        self.active: set[str] = set()
-        self.lists: dict[str, tuple[list[str], float]] = {}
-        self.global_list: tuple[list[str], float] | None = None
-        self.refreshes = 0
-        self.lists_written = 0
-
-    def before(self, ts: float) -> None:
-        if ts < self.next_boundary:
-            return
-        for user in sorted(self.active):
-            recs = self.model.recommend(user, self.k)
-            if recs:
-                self.lists[user] = ([str(i) for i, _ in recs[: self.keep]], ts)
-                self.lists_written += 1
-            else:
-                self.lists.pop(user, None)
-        self.global_list = ([str(i) for i, _ in self.model.fallback(self.k)[: self.keep]], ts)
-        self.active.clear()
-        self.refreshes += 1
-        self.next_boundary = (ts // self.interval + 1) * self.interval
-
-    def read(self, user: str) -> tuple[list[str], float] | None:
-        return self.lists.get(user) or self.global_list
-
-    def learned(self, user: str) -> None:
-        self.active.add(user)
+    return lambda settings: build_model(name, settings, config)
 
 
 def replay_in_process(dataset: Dataset, name: str, interval: float, settings: Settings,
                       enrichment: Enrichment | None = None, progress: bool = True,
                       config=None) -> RunResult:  # fmt: skip
-    """The fast mode: same Recommender, same order, same boundary rule; no Kafka, no Redis.
+    """The fast mode (:func:`bench.replay_run.run_in_process`): same Recommender, same order, same
+    boundary rule; no Kafka, no Redis. ``enrichment`` is used only by configurations with content.
 
     ``config`` (a RecommenderConfig) replaces the named configuration's, for model research.
     """
-    model = build_model(name, settings, config)
-    owed = feed_catalogue(model, dataset, enrichment if uses_content(name) else None, settings)
-    lists = LogicalLists(model, interval, settings.top_k)
-    lists.active.update(owed)
-    metrics = Prequential(len(dataset.items))
-    rating = dataset.kind == "rating"
-    step = 500
-    with _bar(len(dataset.events), f"{name} @{interval:g}s in-process", progress) as bar:
-        started = time.perf_counter()
-        for n, (user, item, ts, value) in enumerate(dataset.events, 1):
-            lists.before(ts)
-            current = lists.read(user)
-            if current is None:
-                metrics.event(user, item, ts, None, None)
-            else:
-                metrics.event(user, item, ts, current[0], current[1])
-            if rating:
-                model.learn_rating(user, item, value, ts)
-            else:
-                model.learn_click(user, item, ts)
-            lists.learned(user)
-            if n % step == 0:
-                bar.update(step)
-        seconds = time.perf_counter() - started
-        bar.update(len(dataset.events) % step)
-    extra = {"refreshes": lists.refreshes, "lists_written": lists.lists_written}
-    return _finish(name, interval, "in-process", metrics, dataset, seconds, extra)
-
-
-# ---------------------------------------------------------------- the Kafka path
-
-
-def _event_records(dataset: Dataset):
-    from streamrec.schemas.events import Click, Rating
-
-    if dataset.kind == "rating":
-        return (Rating(e.user, e.item, e.rating, e.ts) for e in dataset.events)
-    return (Click(e.user, e.item, e.ts) for e in dataset.events)
-
-
-def _drain(worker, topics: list[str], timeout_s: float = 300.0) -> None:
-    """Poll until the worker has consumed every record of the given one-partition topics.
-
-    The worker reads all its input topics through one consumer, in no guaranteed order across
-    topics; publishing the catalogue, then the enrichments, then the events, each only after the
-    worker has consumed the previous phase, makes the order of the model's calls exact.
-    """
-    from confluent_kafka import TopicPartition
-
-    highs = {}
-    for t in topics:
-        _, high = worker.reader.get_watermark_offsets(TopicPartition(t, 0), timeout=10, cached=False)
-        highs[(t, 0)] = high
-    deadline = time.monotonic() + timeout_s
-    while any(worker.offsets.get(tp, 0) < h for tp, h in highs.items()):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"the worker did not consume {topics} within {timeout_s:.0f}s")
-        worker.poll(0.05)
-
-
-def _cleanup(settings: Settings, topics) -> None:
-    from streamrec.connect import redis_client
-    from streamrec.schemas.admin import admin_for
-
-    try:
-        admin = admin_for(settings)
-        names = [s.name for s in topics.specs()]
-        for future in admin.delete_topics(names, operation_timeout=30).values():
-            try:
-                future.result()
-            except Exception:  # already gone, or never created
-                pass
-    except Exception as exc:  # cleanup is best effort
-        _log(f"could not delete the run's topics: {exc}")
-    try:
-        client = redis_client(settings)
-        keys = list(client.scan_iter(match=f"{settings.redis_prefix}*", count=1000))
-        for start in range(0, len(keys), 1000):
-            client.delete(*keys[start : start + 1000])
-        client.close()
-    except Exception as exc:
-        _log(f"could not delete the run's Redis keys: {exc}")
-
-
-def run_settings(settings: Settings, name: str, interval: float, checkpoints: Path) -> Settings:
-    """A fresh topic/key prefix and consumer group for one Kafka-path run."""
-    slug = name.replace("+", "-")
-    prefix = f"replay{uuid.uuid4().hex[:8]}.{slug}-{interval:g}s."
-    changes = {"topic_prefix": prefix, "redis_prefix": prefix, "group_id": f"{prefix}stream",
-               "checkpoint_dir": checkpoints, "refresh_interval_s": float(interval),
-               "early_refresh_s": 0.0, "partitions": 1}  # fmt: skip
-    if hasattr(settings, "metrics_port"):
-        changes["metrics_port"] = 0  # several workers in one process must not share a port
-    return settings.replace(**changes)
+    return run_in_process(dataset, name, interval, settings, build=_builder(name, config),
+                          content=enrichment if uses_content(name) else None, progress=progress)
 
 
 def replay_kafka(dataset: Dataset, name: str, interval: float, settings: Settings,
                  enrichment: Enrichment | None = None, progress: bool = True,
                  keep: bool = False, config=None) -> RunResult:  # fmt: skip
-    """The real path: Kafka topics, the StreamWorker in logical mode, lists read back from Redis."""
-    from streamrec.schemas.admin import admin_for, create_topics
-    from streamrec.schemas.codec import decode
-    from streamrec.schemas.events import ItemEmbedding, ItemTags, RecommendationList
-    from streamrec.schemas.keys import RedisKeys
-    from streamrec.schemas.publisher import Publisher
-    from streamrec.schemas.topics import Topics
-    from streamrec.streams.worker import StreamWorker
-
-    content = enrichment if uses_content(name) else None
-    with tempfile.TemporaryDirectory(prefix="streamrec-replay-") as tmp:
-        s = run_settings(settings, name, interval, Path(tmp) / "checkpoints")
-        topics = Topics(prefix=s.topic_prefix)
-        create_topics(admin_for(s), topics, partitions=1, replication=s.replication)
-        keys = RedisKeys(prefix=s.redis_prefix)
-        metrics = Prequential(len(dataset.items))
-        clock = {"first": None, "last": None, "n": 0}
-        bar = _bar(len(dataset.events), f"{name} @{interval:g}s kafka", progress)
-        worker = None
-        try:
-            with Publisher.from_settings(s, topics) as pub:
-                pub.publish_many(dataset.items)
-            client = None
-
-            def observer(record, w) -> None:
-                now = time.perf_counter()
-                if clock["first"] is None:
-                    clock["first"] = now
-                clock["last"] = now
-                raw = client.get(keys.recs(record.user)) or client.get(keys.fallback())
-                if raw is None:
-                    metrics.event(record.user, record.item, record.ts, None, None)
-                else:
-                    lst = decode(raw, RecommendationList)
-                    top = [i for i, _ in lst.items[:K]]
-                    metrics.event(record.user, record.item, record.ts, top, lst.generated_at)
-                clock["n"] += 1
-                if clock["n"] % 500 == 0:
-                    bar.update(500)
-
-            worker = StreamWorker(s, logical=True, observer=observer, model=build_model(name, s, config))
-            client = worker.redis
-            _drain(worker, [topics.items])
-            if content is not None:
-                with Publisher.from_settings(s, topics) as pub:
-                    for item, vec in zip(dataset.items, content.vectors):
-                        pub.publish(ItemEmbedding(item.item, content.model, item.content_hash(), vec, item.ts))
-                    if content.tags is not None:
-                        for item, tags in zip(dataset.items, content.tags):
-                            pub.publish(ItemTags(item.item, content.model, item.content_hash(), tags, item.ts))
-                _drain(worker, [topics.embeddings, topics.tags])
-            published = time.perf_counter()
-            with Publisher.from_settings(s, topics) as pub:
-                pub.publish_many(_event_records(dataset))
-            publish_s = time.perf_counter() - published
-            stats = worker.run(burst=True)
-            worker = None  # run() closed it
-            bar.update(clock["n"] % 500)
-        finally:
-            bar.close()
-            if worker is not None:
-                worker.close()
-            if not keep:
-                _cleanup(s, topics)
-        if stats.learned != len(dataset.events) or clock["n"] != len(dataset.events):
-            raise RuntimeError(f"the worker learned {stats.learned} and the observer saw {clock['n']} "
-                               f"of {len(dataset.events)} events")  # fmt: skip
-        if stats.dead_letters:
-            raise RuntimeError(f"{stats.dead_letters} events were dead-lettered")
-        seconds = (clock["last"] or 0) - (clock["first"] or 0)
-        extra = {"refreshes": stats.refreshes, "lists_written": stats.lists_written,
-                 "publish_events_s": publish_s, "partitions": 1}  # fmt: skip
-        return _finish(name, interval, "kafka", metrics, dataset, seconds, extra)
-
-
-# ---------------------------------------------------------------- reporting
-
-
-def table(results: list[RunResult]) -> str:
-    """The markdown table, one row per configuration x refresh interval."""
-    head = ("| config | refresh | mode | HR@10 | NDCG@10 | cold HR@10 | coverage | Gini "
-            "| list age mean / p50 (s) | events/s |")  # fmt: skip
-    rows = [head, "|" + " --- |" * 10]
-    for r in results:
-        m = r.metrics
-        rows.append(
-            f"| {r.config} | {r.refresh_interval_s:g} s | {r.mode} | {m['hr@10']:.4f} | {m['ndcg@10']:.4f} "
-            f"| {m['cold_hr@10']:.4f} | {m['coverage']:.3f} | {m['gini']:.3f} "
-            f"| {m['freshness_mean_s']:.1f} / {m['freshness_p50_s']:.1f} | {m['events_per_s']:,.0f} |"
-        )
-    return "\n".join(rows)
-
-
-def _rolling(hits: np.ndarray, window: int) -> np.ndarray:
-    if len(hits) < window:
-        window = max(1, len(hits))
-    c = np.concatenate([[0.0], np.cumsum(hits)])
-    return (c[window:] - c[:-window]) / window
-
-
-def plot(results: list[RunResult], out_dir: Path, title: str) -> list[Path]:
-    """``replay_hr.png`` (HR@10 over stream time) and ``replay_exposure.png`` (Lorenz curves)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.dates as mdates
-    import matplotlib.pyplot as plt
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 8), sharex=True)
-    for r in results:
-        if not len(r.times):
-            continue
-        when = np.asarray(r.times, dtype="datetime64[s]")
-        cum = np.cumsum(r.hits) / np.arange(1, len(r.hits) + 1)
-        ax1.plot(when, cum, label=f"{r.label} ({r.mode})")
-        window = min(5000, max(1, len(r.hits) // 10))
-        roll = _rolling(r.hits, window)
-        ax2.plot(when[len(when) - len(roll):], roll, label=r.label, linewidth=0.8)
-    ax1.set_ylabel("cumulative HR@10")
-    ax1.set_title(f"{title}: HR@10 over stream time")
-    ax1.legend(fontsize=8)
-    ax1.grid(alpha=0.3)
-    ax2.set_ylabel("rolling HR@10")
-    ax2.set_title("rolling over a tenth of the evaluated events (at most 5000)", fontsize=9)
-    ax2.grid(alpha=0.3)
-    ax2.xaxis.set_major_formatter(mdates.ConciseDateFormatter(ax2.xaxis.get_major_locator()))
-    fig.tight_layout()
-    path = out_dir / "replay_hr.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    paths.append(path)
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 5))
-    for r in results:
-        x, y = lorenz(r.exposure)
-        ax1.plot(x, y, label=f"{r.label} (Gini {r.metrics['gini']:.3f})")
-        counts = np.sort(r.exposure)[::-1]
-        counts = counts[counts > 0]
-        if len(counts):
-            ax2.loglog(np.arange(1, len(counts) + 1), counts, label=r.label)
-    ax1.plot([0, 1], [0, 1], "k--", linewidth=0.7, label="equal exposure")
-    ax1.set_xlabel("share of catalogue (least exposed first)")
-    ax1.set_ylabel("share of top-10 exposure")
-    ax1.set_title("Lorenz curve of exposure")
-    ax1.legend(fontsize=8)
-    ax1.grid(alpha=0.3)
-    ax2.set_xlabel("item rank by exposure")
-    ax2.set_ylabel("times shown in an evaluated top 10")
-    ax2.set_title("exposure distribution")
-    ax2.legend(fontsize=8)
-    ax2.grid(alpha=0.3)
-    fig.tight_layout()
-    path = out_dir / "replay_exposure.png"
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    paths.append(path)
-    return paths
-
-
-def _clean(value):
-    """JSON-safe (NaN becomes null)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.floating, np.integer)):
-        return _clean(value.item())
-    return value
+    """The real path (:func:`bench.replay_run.run_kafka`): Kafka topics, the StreamWorker in
+    logical mode, lists read back from Redis. ``enrichment`` is used only by configurations with
+    content; ``keep`` leaves the run's topics and Redis keys in place.
+    """
+    return run_kafka(dataset, name, interval, settings, build=_builder(name, config),
+                     content=enrichment if uses_content(name) else None, progress=progress,
+                     keep=keep)  # fmt: skip
 
 
 # ---------------------------------------------------------------- the command

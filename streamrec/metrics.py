@@ -28,6 +28,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 COUNTERS = {
     "learned": "events learned (clicks and ratings)",
     "dead_letters": "messages sent to the dead-letter topic",
+    "malformed_skipped": "malformed enrichment requests skipped (dead-lettered by the embedding worker)",
     "lists_written": "recommendation lists written to Redis",
     "refreshes": "refresh passes completed",
     "early_refreshes": "lists written by the debounced early refresh",

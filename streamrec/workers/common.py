@@ -13,9 +13,16 @@ batches, so the next batch is encoded while the previous one is still being ackn
 Duplicates after a crash are harmless: output topics are compacted by item and re-embedding the
 same content is a cache hit.
 
-A request is dead-lettered when it does not decode as an ``EnrichRequest`` or when its
+A request is malformed when it does not decode as an ``EnrichRequest`` or when its
 ``content_hash`` does not match its content: the hash keys the embedding cache, so a wrong one
 would hand another text's vector to every later item with that hash.
+
+Exactly one worker kind dead-letters malformed requests: the embedding worker
+(:attr:`EnrichWorker.owns_dead_letters`). Every worker kind reads every request (each is its own
+consumer group on ``items.enrich``), so if each dead-lettered what it could not decode, the
+dead-letter topic would hold every bad request once per kind. The other kinds (the tag worker)
+skip a malformed request, count it (``malformed_skipped``, in the stats and the metrics) and log it
+at debug level; the request still reaches the dead-letter topic once, through the embedding worker.
 
 Like the stream worker, this consumes with confluent-kafka in batches; see
 :mod:`streamrec.streams.worker` for why not faust.
@@ -99,6 +106,7 @@ class WorkerStats:
     cache_hits: int = 0
     model_calls: int = 0  # forward passes, from the encoder
     redis_failures: int = 0
+    malformed_skipped: int = 0  # malformed requests left to the worker that dead-letters them
 
     def line(self) -> str:
         return ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in asdict(self).items())
@@ -151,6 +159,9 @@ class EnrichWorker:
     """One LLM worker process reading ``items.enrich`` with its own group; subclasses ``handle``."""
 
     name = "enrich"
+    #: Does this worker kind dead-letter malformed requests? Exactly one kind may (the embedding
+    #: worker), or each bad request would be dead-lettered once per kind; see the module docstring.
+    owns_dead_letters = False
 
     def __init__(self, settings: Settings):
         self.settings = settings
@@ -243,10 +254,16 @@ class EnrichWorker:
     def process(self, messages: list) -> None:
         now = time.time()
         decoded = [self.decode(m, now) for m in messages]
-        letters = [d for d in decoded if isinstance(d, DeadLetter)]
+        malformed = [d for d in decoded if isinstance(d, DeadLetter)]
         requests = [d for d in decoded if isinstance(d, EnrichRequest)]
+        letters = malformed if self.owns_dead_letters else []
         for d in letters:
             log.warning("dead-lettered %s: %s", d.topic, d.reason)
+        if not self.owns_dead_letters:
+            for d in malformed:
+                log.debug("%s worker skipped a malformed request on %s (the embedding worker "
+                          "dead-letters it): %s", self.name, d.topic, d.reason)  # fmt: skip
+            self.stats.malformed_skipped += len(malformed)
         records = [*self.handle(requests, now), *letters] if requests else letters
         offsets = {}
         for m in messages:
@@ -278,6 +295,7 @@ class EnrichWorker:
         write_heartbeat(self.health_path, body)
         self.metrics.sync({"items": self.stats.processed, "cache_hits": self.stats.cache_hits,
                            "dead_letters": self.stats.dead_letters,
+                           "malformed_skipped": self.stats.malformed_skipped,
                            "redis_failures": self.stats.redis_failures})  # fmt: skip
         self.metrics.heartbeat.set(body["ts"])
         self.metrics.lag.set(self.queue_depth())

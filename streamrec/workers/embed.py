@@ -8,6 +8,10 @@ batching, dead-lettering and commit rules) is embedded like this::
     ─► one encoder call for the misses ─► one pipelined SET ... EX of the new vectors
     ─► ItemEmbedding(item, model, content_hash, vector, ts) per request, keyed by item
 
+This worker is the one that dead-letters malformed requests: the tag worker reads the same
+requests in its own consumer group and only skips and counts them, so each bad request reaches the
+dead-letter topic exactly once (see :mod:`.common`).
+
 Why cache by content hash: items are re-published whenever anything about them changes (and
 replayed after a crash), but their text rarely does; the same content is embedded once, whatever
 the item id, request count or worker instance.
@@ -170,6 +174,7 @@ class EmbedWorker(EnrichWorker):
     """Consumes with group ``{enrich_group_id}-embed``; see the module docstring."""
 
     name = "embed"
+    owns_dead_letters = True  # the one LLM worker kind that dead-letters malformed requests
 
     def __init__(self, settings: Settings, encoder=None):
         super().__init__(settings)

@@ -17,6 +17,9 @@ in-process LRU, since phrases repeat across items.
 
 ``STREAMREC_TAG_BACKEND=openai`` asks an OpenAI-compatible chat endpoint for comma-separated tags
 instead (opt-in; scores then follow the rank the model gave).
+
+Malformed requests are not dead-lettered here but skipped and counted (``malformed_skipped``): the
+embedding worker reads the same requests and dead-letters them, once (see :mod:`.common`).
 """
 
 from __future__ import annotations

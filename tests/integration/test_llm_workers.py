@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from types import SimpleNamespace
 
 import numpy as np
@@ -154,6 +155,7 @@ def test_malformed_requests_are_dead_lettered_and_the_rest_processed(embedded):
         assert d.topic == embedded.topics.enrich and d.key == b"i0"
         assert embedded.bad[d.value] in d.reason, d.reason
     assert stat(embedded.out, "dead letters") == len(embedded.bad)
+    assert stat(embedded.out, "malformed skipped") == 0  # the embedding worker owns dead-lettering
     assert "i0" in embedded.records  # published after the bad ones, on the same partition
 
 
@@ -189,6 +191,8 @@ def test_health_reports_the_last_run(embedded):
 
 @pytest.fixture(scope="module")
 def tagged(stack, tmp_path_factory):
+    """The tag worker, then the embedding worker, over the same requests (as deployed: one consumer
+    group each on ``items.enrich``), with the dead-letter topic read after each."""
     prefix, topics, env = fresh(stack, tmp_path_factory, "tag")
     env["STREAMREC_TAG_TOP_N"] = "6"
     good = [request(f"i{n}", title, text) for n, (title, text) in enumerate(PLOTS[:6])]
@@ -199,7 +203,10 @@ def tagged(stack, tmp_path_factory):
     out = run_worker(env, "tag", "--burst")
     tags = {t.item: t for t in read(stack, topics.tags, ItemTags)}
     letters = read(stack, topics.deadletter, DeadLetter)
-    return SimpleNamespace(good=good, bad=bad, out=out, tags=tags, letters=letters, topics=topics)
+    embed_out = run_worker(env, "embed", "--burst")
+    letters_after_both = read(stack, topics.deadletter, DeadLetter)
+    return SimpleNamespace(good=good, bad=bad, out=out, tags=tags, letters=letters, topics=topics,
+                           embed_out=embed_out, letters_after_both=letters_after_both)  # fmt: skip
 
 
 def test_tags_are_produced_for_every_request(tagged):
@@ -213,6 +220,18 @@ def test_tags_are_produced_for_every_request(tagged):
     assert {"cooking", "amateur bakers", "amateur bakers compete"} & set(names["i5"]), names["i5"]
 
 
-def test_tag_worker_dead_letters_malformed_requests_and_goes_on(tagged):
-    assert {d.value for d in tagged.letters} == set(tagged.bad), tagged.out
-    assert "i1" in tagged.tags
+def test_tag_worker_skips_and_counts_malformed_requests_and_goes_on(tagged):
+    assert tagged.letters == [], tagged.out  # the embedding worker owns dead-lettering
+    assert stat(tagged.out, "malformed skipped") == len(tagged.bad), tagged.out
+    assert stat(tagged.out, "dead letters") == 0
+    assert "i1" in tagged.tags  # published after the bad ones, on the same partition
+
+
+def test_both_workers_dead_letter_each_malformed_request_exactly_once(tagged):
+    values = Counter(d.value for d in tagged.letters_after_both)
+    assert values == Counter(set(tagged.bad)), (tagged.out, tagged.embed_out)
+    for d in tagged.letters_after_both:
+        assert d.topic == tagged.topics.enrich and d.key == b"i1"
+        assert tagged.bad[d.value] in d.reason, d.reason
+    assert stat(tagged.embed_out, "dead letters") == len(tagged.bad)
+    assert stat(tagged.embed_out, "malformed skipped") == 0

@@ -178,6 +178,9 @@ class Settings:
     )
     tag_openai_url: str = _setting("", _str, "base URL of the OpenAI-compatible endpoint (opt-in)")
     tag_openai_model: str = _setting("", _str, "model name at that endpoint")
+    tag_openai_api_key: Secret = _setting(
+        Secret(""), _secret, "API key for that endpoint, sent as a bearer token when set (secret)"
+    )
     # --- secured clusters (secrets come from the environment or a Kubernetes Secret)
     kafka_security_protocol: str = _setting(
         "PLAINTEXT", _choice("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"),

@@ -16,7 +16,10 @@ the embedding worker's (same key, same vector), and phrase embeddings are kept i
 in-process LRU, since phrases repeat across items.
 
 ``STREAMREC_TAG_BACKEND=openai`` asks an OpenAI-compatible chat endpoint for comma-separated tags
-instead (opt-in; scores then follow the rank the model gave).
+instead (opt-in; scores then follow the rank the model gave). ``STREAMREC_TAG_OPENAI_API_KEY``, when
+set, is sent as ``Authorization: Bearer <key>`` (hosted endpoints need one, a local server usually
+does not); it is a :class:`~streamrec.settings.Secret`, so ``streamrec settings`` and reprs show
+``<secret>`` and no log line carries it.
 
 Malformed requests are not dead-lettered here but skipped and counted (``malformed_skipped``): the
 embedding worker reads the same requests and dead-letters them, once (see :mod:`.common`).
@@ -202,13 +205,21 @@ SYSTEM_PROMPT = ("You tag catalogue items for a recommender. Reply with short lo
                  "(genres, themes, moods), comma-separated, nothing else.")  # fmt: skip
 
 
-def openai_tags(url: str, model: str, text: str, n: int, timeout_s: float = 30.0) -> list[tuple[str, float]]:
-    """Ask an OpenAI-compatible ``/chat/completions`` endpoint (plain urllib) for ``n`` tags."""
+def openai_tags(url: str, model: str, text: str, n: int, timeout_s: float = 30.0,
+                api_key: str = "") -> list[tuple[str, float]]:  # fmt: skip
+    """Ask an OpenAI-compatible ``/chat/completions`` endpoint (plain urllib) for ``n`` tags.
+
+    ``api_key`` goes out as ``Authorization: Bearer <key>`` only when set, so a server that needs
+    no key gets no header rather than an empty bearer token, which some reject.
+    """
     body = {"model": model, "temperature": 0, "messages": [
         {"role": "system", "content": SYSTEM_PROMPT},
         {"role": "user", "content": f"Give at most {n} tags for this item:\n\n{text}"}]}  # fmt: skip
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
     req = urllib.request.Request(url.rstrip("/") + "/chat/completions", data=json.dumps(body).encode(),
-                                 headers={"Content-Type": "application/json"})  # fmt: skip
+                                 headers=headers)  # fmt: skip
     with urllib.request.urlopen(req, timeout=timeout_s) as resp:
         reply = json.loads(resp.read())
     return parse_generated_tags(reply["choices"][0]["message"]["content"], n)
@@ -273,7 +284,8 @@ class TagWorker(EnrichWorker):
         (the request is fine, so it is not dead-lettered)."""
         for attempt in range(4):
             try:
-                return openai_tags(self.settings.tag_openai_url, self.model_name, text, n)
+                return openai_tags(self.settings.tag_openai_url, self.model_name, text, n,
+                                   api_key=self.settings.tag_openai_api_key)  # fmt: skip
             except (OSError, urllib.error.URLError, ValueError, KeyError, IndexError, TypeError) as exc:
                 if attempt == 3:
                     raise WorkerError(f"tag endpoint {self.settings.tag_openai_url} failed: {exc}") from exc

@@ -21,6 +21,7 @@ from streamrec.workers.tag import (
     parse_vocabulary,
     select_tags,
 )
+from streamrec.settings import Secret, Settings
 
 SPACE = ("Star Wars. A young farm boy joins a rebel pilot and an old knight to fight the evil galactic "
          "empire and destroy its planet-killing battle station.")  # fmt: skip
@@ -111,35 +112,75 @@ def test_generated_tags_are_cleaned_deduplicated_and_ranked():
     assert parse_generated_tags("", 5) == []
 
 
+class ChatServer:
+    """A local stand-in for an OpenAI-compatible endpoint: records each request, replies with tags."""
+
+    def __init__(self, reply: str = "space opera, rebellion"):
+        self.requests: list[dict] = []
+        seen, content = self.requests, reply
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                seen.append({"path": self.path, "headers": dict(self.headers), "body": body})
+                data = json.dumps({"choices": [{"message": {"role": "assistant", "content": content}}]})
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data.encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1/"
+
+    def __enter__(self) -> ChatServer:
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
 def test_openai_backend_posts_a_chat_completion_and_parses_the_reply():
-    seen = {}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            seen["path"] = self.path
-            seen["body"] = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            reply = {"choices": [{"message": {"role": "assistant", "content": "space opera, rebellion"}}]}
-            data = json.dumps(reply).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/v1/"
-        tags = openai_tags(url, "tiny-llm", "A space opera.", 4, timeout_s=5)
-    finally:
-        server.shutdown()
+    with ChatServer() as chat:
+        tags = openai_tags(chat.url, "tiny-llm", "A space opera.", 4, timeout_s=5)
     assert tags == [("space opera", 1.0), ("rebellion", 0.75)]
+    (seen,) = chat.requests
     assert seen["path"] == "/v1/chat/completions"
     assert seen["body"]["model"] == "tiny-llm" and "A space opera." in seen["body"]["messages"][-1]["content"]
+    assert "Authorization" not in seen["headers"]  # no key, no header (not an empty bearer token)
+
+
+def test_openai_backend_sends_the_api_key_as_a_bearer_token():
+    with ChatServer() as chat:
+        openai_tags(chat.url, "tiny-llm", "A space opera.", 4, timeout_s=5, api_key=Secret("sk-test-123"))
+    assert chat.requests[0]["headers"]["Authorization"] == "Bearer sk-test-123"
+
+
+def test_tag_worker_takes_the_api_key_from_the_settings(capsys):
+    from streamrec.cli import cmd_settings
+    from streamrec.workers.tag import TagWorker
+
+    with ChatServer("heist, crime") as chat:
+        settings = Settings.from_env({"STREAMREC_TAG_BACKEND": "openai",
+                                      "STREAMREC_TAG_OPENAI_URL": chat.url,
+                                      "STREAMREC_TAG_OPENAI_MODEL": "tiny-llm",
+                                      "STREAMREC_TAG_OPENAI_API_KEY": "sk-test-456"})  # fmt: skip
+        assert TagWorker(settings)._ask("A heist thriller.", 2) == [("heist", 1.0), ("crime", 0.5)]
+    assert chat.requests[0]["headers"]["Authorization"] == "Bearer sk-test-456"
+    # a secret: never shown by `streamrec settings` or in reprs (which is what logs would print)
+    assert "sk-test-456" not in repr(settings)
+    cmd_settings(settings, None)
+    shown = capsys.readouterr().out
+    assert "sk-test-456" not in shown
+    (line,) = [line for line in shown.splitlines() if line.startswith("STREAMREC_TAG_OPENAI_API_KEY ")]
+    assert "<secret>" in line
+    unset = Settings.from_env({})
+    assert unset.tag_openai_api_key == "" and repr(unset.tag_openai_api_key) == "''"
 
 
 # ---------------------------------------------------------------- with the real encoder

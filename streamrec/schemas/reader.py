@@ -2,6 +2,12 @@
 
 A convenience, not a requirement: a list is one msgpack value at ``rec:{user}``, readable with any
 Redis client. Users without a personal list get the global fallback (popular / trending) list.
+
+Works with a plain Redis client and with a Redis Cluster client alike: the user's key and the
+global fallback key are read as two GETs in one non-transactional pipeline, not one MGET. On a
+cluster the two keys hash to different slots, where a multi-key MGET fails with CROSSSLOT (and the
+fallback key cannot share a hash tag with every user's key); a cluster client splits the pipeline
+by node instead, and a plain Redis still answers both GETs in one round trip.
 """
 
 from __future__ import annotations
@@ -40,8 +46,12 @@ class RecsReader:
         return cls(redis.Redis.from_url(url, **kwargs), keys)
 
     def get(self, user: str) -> Recommendations:
-        """The user's own list, or else the global fallback list (one round trip)."""
-        personal, fallback = self.client.mget([self.keys.recs(user), self.keys.fallback()])
+        """The user's own list, or else the global fallback list (one round trip on a plain Redis;
+        a pipeline of two GETs rather than an MGET, so it also works on a cluster)."""
+        pipe = self.client.pipeline(transaction=False)
+        pipe.get(self.keys.recs(user))
+        pipe.get(self.keys.fallback())
+        personal, fallback = pipe.execute()
         if personal is not None:
             return Recommendations(user, True, decode(personal, RecommendationList))
         if fallback is not None:

@@ -4,7 +4,7 @@ Run by ``streamrec worker embed [--burst]``. Each batch of requests (see :mod:`.
 batching, dead-lettering and commit rules) is embedded like this::
 
     text of each request (title, text, attribute values)   ── keyed by its content hash
-    ─► one MGET of emb:{model}:{hash} for the batch's distinct hashes (hits skip the model)
+    ─► one pipelined GET of emb:{model}:{hash} per distinct hash of the batch (hits skip the model)
     ─► one encoder call for the misses ─► one pipelined SET ... EX of the new vectors
     ─► ItemEmbedding(item, model, content_hash, vector, ts) per request, keyed by item
 
@@ -65,7 +65,12 @@ def unpack_vector(raw: bytes | None, dim: int) -> np.ndarray | None:
 
 
 class EmbeddingCache:
-    """Embeddings in Redis at ``emb:{model}:{content_hash}``; one MGET and one pipeline per batch.
+    """Embeddings in Redis at ``emb:{model}:{content_hash}``; one pipeline of GETs and one of SETs
+    per batch.
+
+    Reads are GETs in a non-transactional pipeline rather than one MGET: on a Redis Cluster the
+    keys of a batch hash to different slots, where MGET fails with CROSSSLOT; a cluster client
+    splits the pipeline by node, and a plain Redis answers it in one round trip, like the MGET.
 
     Redis is an optimisation here, not a dependency: when it is down the worker embeds without it,
     says so once per retry period, and tries again with a growing back-off.
@@ -103,7 +108,14 @@ class EmbeddingCache:
     def get_many(self, hashes: list[str]) -> dict[str, np.ndarray]:
         if not hashes:
             return {}
-        raw = self._call(lambda: self.redis.mget([self.keys.embedding(self.model, h) for h in hashes]))
+
+        def read():
+            pipe = self.redis.pipeline(transaction=False)
+            for h in hashes:
+                pipe.get(self.keys.embedding(self.model, h))
+            return pipe.execute()
+
+        raw = self._call(read)
         found = {}
         for h, value in zip(hashes, raw or ()):
             vector = unpack_vector(value, self.dim)

@@ -3,7 +3,7 @@
 The LLM workers are precomputed feature encoders: they publish one ``ItemEmbedding`` (a sentence
 embedding of the item's text) and one ``ItemTags`` record per item, asynchronously. The cheap
 online model learned on every event (the CRM: MF, co-occurrence, popularity) stays the backbone;
-this module turns the enrichment into three more :class:`~streamrec.streams.ranking.Signal` s that
+this module turns the enrichment into four more :class:`~streamrec.streams.ranking.Signal` s that
 the ranker blends by name (filter-then-rerank: every signal nominates candidates, all of them are
 read at every candidate):
 
@@ -21,10 +21,17 @@ read at every candidate):
     This is ZESRec-style zero-shot cold start: a just-published item with no interaction at all
     reaches the users whose history reads like its text, and nobody else (a lift, not a max
     normalisation, so the best of a badly matching lot does not become 1).
+``recent``
+    what the user is doing right now: each item's similarity to the user's last ``recent_items``
+    (default 2) embedded items, cosines clipped at 0 and sharpened (``** recent_power``), the
+    older one weighing ``recent_decay``. The profile above is a mean over several items and
+    blurs a session's thread (a sequel, the same director, the same decade); this keeps it. Cost:
+    one more mat-vec per recent item at refresh time, nothing per event.
 ``tags``
     the user's decayed tag profile (sum of the tag scores of the items interacted with, half life
     ``tag_half_life`` tagged events, at most ``max_user_tags`` kept) against each item's tags,
     weighted by idf and divided by the item's tag norm; a few candidates, mostly a reranking score.
+    Kept by :class:`~streamrec.streams.tagprofile.TagModel`.
 
 Items without an embedding (or without tags) get the candidates' mean value for that signal
 (``missing="mean"``), so enrichment that has not arrived yet neither helps nor hurts an item. With
@@ -41,13 +48,14 @@ user for the CRM alone, 1.24 ms with embeddings, 1.76 ms with embeddings and tag
 itself: 0.35 ms). With BLAS threads fighting other processes for two cores the mat-vec took up to
 10 ms: pin ``OPENBLAS_NUM_THREADS=1`` in the stream worker.
 
-Quality, prequential HR@10 on synthetic data (300 users, 2000 items in 10 topics, 30k events; 20%
-of the items published halfway through with all-MiniLM-L6-v2 embeddings of their texts, fresh
-horizon 30 minutes of a 17-hour stream): overall 0.095 for the CRM alone and 0.095 with the default
-weights (synthetic clicks follow popularity *within* a topic, which the CRM already finds, so
-content cannot add much there), but on clicks of the newly published items while still cold 0.004
--> 0.047, with 99.7% of the cold items shown on the user's own topics. Without a horizon the
-never-popular long tail counts as cold forever and takes list slots (HR 0.042 at fresh weight 1).
+Quality, prequential HR@10 on synthetic data (300 users, 2000 items in 10 topics, 30k events; 20% of
+the items published halfway through with all-MiniLM-L6-v2 embeddings of their texts, fresh horizon
+30 minutes of a 17-hour stream; measured before the MovieLens tuning of the weights): overall 0.095
+for the CRM alone and 0.095 with the then default weights (synthetic clicks follow popularity
+*within* a topic, which the CRM already finds, so content cannot add much there), but on clicks of
+the newly published items while still cold 0.004 -> 0.047, with 99.7% of the cold items shown on the
+user's own topics. Without a horizon the never-popular long tail counts as cold forever and takes
+list slots (HR 0.042 at fresh weight 1).
 
 >>> cm = ContentModel(ContentConfig(profile_half_life=1.0))
 >>> for item, vec in [("a", [1.0, 0.0]), ("b", [0.0, 2.0]), ("c", [1.0, 0.1])]:
@@ -70,8 +78,7 @@ import numpy as np
 
 from streamrec.streams.ranking import Signal
 from streamrec.streams.state import ItemIndex, grow
-
-_RESCALE = 2.0**30  # lazily decayed tag weights are folded back before they grow past this
+from streamrec.streams.tagprofile import TagModel
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +101,14 @@ class ContentConfig:
     fresh_horizon_s: float = 86400.0
     #: cold candidates nominated per user
     n_fresh: int = 10
+    #: "recent": similarity to the user's last ``recent_items`` embedded items, the r-th most
+    #: recent weighing ``recent_decay ** r``, each cosine clipped at 0 and raised to
+    #: ``recent_power`` (sharp: only close neighbours count); 0 items: no such signal
+    recent_items: int = 2
+    recent_decay: float = 0.5
+    recent_power: float = 3.0
+    #: candidates nominated by recent-item similarity
+    n_recent: int = 50
     #: tag profile half life (tagged interactions) and size
     tag_half_life: float = 20.0
     max_user_tags: int = 64
@@ -141,21 +156,6 @@ def unit(vector, dim: int | None = None) -> np.ndarray:
     return (v / norm).astype(np.float32)
 
 
-def unit_tags(tags: Sequence[tuple[str, float]]) -> list[tuple[str, float]]:
-    """Distinct tags with positive finite scores, scaled to unit L2 norm (first score of a tag wins).
-
-    >>> unit_tags([("jazz", 3.0), ("live", 4.0), ("jazz", 1.0), ("bad", -1.0)])
-    [('jazz', 0.6), ('live', 0.8)]
-    """
-    out: dict[str, float] = {}
-    for tag, score in tags:
-        s = float(score)
-        if tag not in out and math.isfinite(s) and s > 0:
-            out[str(tag)] = s
-    norm = math.sqrt(sum(s * s for s in out.values()))
-    return [(t, s / norm) for t, s in out.items()] if norm > 0 else []
-
-
 class ContentModel:
     """Embedding matrix and tags aligned with the shared :class:`ItemIndex`, plus user profiles."""
 
@@ -173,16 +173,7 @@ class ContentModel:
         self._P = np.zeros((16, 0), dtype=np.float32)
         self._pn = np.zeros(16, dtype=np.int64)  # embedded interactions per user
         self._decay = np.float32(0.5 ** (1.0 / cfg.profile_half_life))
-        # tags: vocabulary, each item's unit tag vector, postings tag -> {row: score}
-        self.tag_ids: dict[str, int] = {}
-        self._item_tags: dict[int, tuple[tuple[int, float], ...]] = {}
-        self._post: dict[int, dict[int, float]] = {}
-        self._post_arr: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # cache, not state
-        self._has_tags = np.zeros(16, dtype=bool)
-        # user tag profiles: tag -> weight scaled by growth ** n (lazy decay), and n per user
-        self._ut: dict[Hashable, dict[int, float]] = {}
-        self._un: dict[Hashable, list[float]] = {}  # user -> [scale, n since last rescale]
-        self._tag_growth = 2.0 ** (1.0 / cfg.tag_half_life)
+        self.tags = TagModel(cfg.tag_half_life, cfg.max_user_tags)
 
     # -- enrichment -----------------------------------------------------------------------------
 
@@ -192,12 +183,16 @@ class ContentModel:
 
     @property
     def has_tags(self) -> bool:
-        return bool(self._item_tags)
+        return bool(self.tags)
+
+    @property
+    def tag_ids(self) -> dict[str, int]:
+        return self.tags.tag_ids
 
     @property
     def live(self) -> bool:
         """Whether events need to update profiles (some enrichment exists)."""
-        return self.n_embedded > 0 or bool(self._item_tags)
+        return self.n_embedded > 0 or bool(self.tags)
 
     def _rows(self, n: int) -> None:
         """Per-item arrays with at least ``n`` rows."""
@@ -205,7 +200,6 @@ class ContentModel:
             self._has = grow(self._has, n)
             self._E = grow(self._E, n)
             self._born = grow(self._born, n, fill=np.nan)
-            self._has_tags = grow(self._has_tags, n)
 
     def saw(self, row: int, ts: float | None) -> None:
         """A catalogue record or enrichment for ``row`` at ``ts``: remember when it first appeared."""
@@ -249,25 +243,10 @@ class ContentModel:
         """Replace ``row``'s tags (an empty list removes them)."""
         self._rows(max(row + 1, len(self.index)))
         self.saw(row, ts)
-        for t, _ in self._item_tags.pop(row, ()):
-            del self._post[t][row]
-            self._post_arr.pop(t, None)
-        pairs = []
-        for tag, score in unit_tags(tags):
-            t = self.tag_ids.get(tag)
-            if t is None:
-                t = self.tag_ids[tag] = len(self.tag_ids)
-                self._post[t] = {}
-            self._post[t][row] = score
-            self._post_arr.pop(t, None)
-            pairs.append((t, score))
-        if pairs:
-            self._item_tags[row] = tuple(pairs)
-        self._has_tags[row] = bool(pairs)
+        self.tags.set_tags(row, tags)
 
     def tags_of(self, row: int | None) -> list[tuple[str, float]]:
-        names = list(self.tag_ids)
-        return [(names[t], s) for t, s in self._item_tags.get(row, ())] if row is not None else []
+        return self.tags.tags_of(row)
 
     # -- events ---------------------------------------------------------------------------------
 
@@ -286,29 +265,7 @@ class ContentModel:
             else:
                 p += np.float32(weight) * self._E[row]
             self._pn[u] += 1
-        pairs = self._item_tags.get(row)
-        if pairs:
-            self._learn_tags(user, pairs, weight)
-
-    def _learn_tags(self, user: Hashable, pairs: tuple[tuple[int, float], ...], weight: float) -> None:
-        d = self._ut.get(user)
-        if d is None:
-            d = self._ut[user] = {}
-            self._un[user] = [1.0, 0.0]
-        state = self._un[user]
-        scale = state[0] * self._tag_growth
-        if scale > _RESCALE:  # fold the growth back into the weights (and prune)
-            for t in d:
-                d[t] /= scale
-            scale = 1.0
-        state[0] = scale
-        state[1] += 1
-        w = weight * scale
-        for t, s in pairs:
-            d[t] = d.get(t, 0.0) + w * s
-        if len(d) > 2 * self.config.max_user_tags:
-            keep = sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[: self.config.max_user_tags]
-            self._ut[user] = dict(sorted(keep))
+        self.tags.learn(user, row, weight)
 
     # -- scoring --------------------------------------------------------------------------------
 
@@ -365,6 +322,42 @@ class ContentModel:
         out[:m] = np.where(self._has[:m], self._E[:m] @ q, -np.inf)
         return out
 
+    def recent_rows(self, history: Sequence[int]) -> list[int]:
+        """The last ``recent_items`` embedded rows of ``history`` (oldest first), most recent first."""
+        out: list[int] = []
+        want = self.config.recent_items
+        for r in reversed(history):
+            if len(out) >= want:
+                break
+            if r < len(self._has) and self._has[r]:
+                out.append(r)
+        return out
+
+    def _similarities(self, user: Hashable, history: Sequence[int]):
+        """``(profile cosine, recent-item similarity)`` over every row (``-inf``: no embedding),
+        each ``None`` when there is nothing to compare with. One mat-vec per query vector: for
+        a handful of queries OpenBLAS runs separate mat-vecs faster than one skinny product."""
+        q = self.profile(user, history)
+        recent = self.recent_rows(history)
+        if q is None and not recent:
+            return None, None
+        cfg = self.config
+        n = len(self.index)
+        m = min(n, len(self._has))
+        E, missing = self._E[:m], ~self._has[:m]
+        cos = near = None
+        if q is not None:
+            cos = np.full(n, -np.inf)
+            cos[:m] = np.where(missing, -np.inf, E @ q)
+        if recent:
+            acc = np.zeros(m, dtype=np.float32)
+            for r, row in enumerate(recent):
+                sim = np.maximum(E @ self._E[row], np.float32(0.0))
+                acc += np.float32(cfg.recent_decay**r) * sim**cfg.recent_power
+            near = np.full(n, -np.inf)
+            near[:m] = np.where(missing, -np.inf, acc)
+        return cos, near
+
     def cold(self, interactions: np.ndarray, now: float | None = None) -> np.ndarray:
         """Mask of embedded rows that are cold: fewer than ``fresh_max_interactions``
         ``interactions`` (per row; missing rows count 0), first seen at most ``fresh_horizon_s``
@@ -384,35 +377,8 @@ class ContentModel:
         return mask
 
     def tag_scores(self, user: Hashable) -> np.ndarray | None:
-        """Idf-weighted affinity of the user's tag profile to each item's unit tag vector
-        (``-inf``: the item has no tags); ``None`` when the user has no tag profile."""
-        d = self._ut.get(user)
-        if not d:
-            return None
-        n = len(self.index)
-        n_tagged = len(self._item_tags)
-        keys, vals = [], []
-        for t, w in d.items():
-            if w <= 0:
-                continue
-            arr = self._post_arr.get(t)
-            if arr is None:
-                post = self._post[t]
-                arr = self._post_arr[t] = (
-                    np.fromiter(post, np.int64, len(post)),
-                    np.fromiter(post.values(), np.float64, len(post)),
-                )
-            if len(arr[0]):
-                keys.append(arr[0])
-                vals.append(arr[1] * (w * math.log(1.0 + n_tagged / len(arr[0]))))
-        if not keys:
-            return None
-        s = np.bincount(np.concatenate(keys), weights=np.concatenate(vals), minlength=n)[:n]
-        m = min(n, len(self._has_tags))
-        has = np.zeros(n, dtype=bool)
-        has[:m] = self._has_tags[:m]
-        s[~has] = -np.inf
-        return s
+        """The user's tag affinity to every item row (see :class:`TagModel`)."""
+        return self.tags.scores(user, len(self.index))
 
     def signals(
         self,
@@ -425,14 +391,15 @@ class ContentModel:
         """The content signals for ``user`` (none without a profile or when disabled).
 
         ``allowed``: rows that may be recommended; ``interactions``: per-row interaction counts
-        (what makes an item cold); ``history``: the user's recent rows, oldest first, for a profile
-        when none was learned yet; ``now``: the stream's time, for the fresh horizon.
+        (what makes an item cold); ``history``: the user's recent rows, oldest first, for the
+        ``recent`` signal (and a profile when none was learned yet); ``now``: the stream's time,
+        for the fresh horizon.
         """
         cfg = self.config
         if not cfg.enabled:
             return []
         out = []
-        cos = self.scores(user, history) if self.n_embedded else None
+        cos, near = self._similarities(user, history) if self.n_embedded else (None, None)
         if cos is not None:
             out.append(Signal("embedding", cos, cfg.n_embedding, "minmax", missing="mean"))
             ref = cos[np.isfinite(cos) & allowed]
@@ -441,7 +408,9 @@ class ContentModel:
                 fresh = np.full(len(cos), -np.inf)
                 fresh[cold] = lift(cos[cold], ref)
                 out.append(Signal("fresh", fresh, cfg.n_fresh, "raw"))
-        if self._item_tags:
+        if near is not None:
+            out.append(Signal("recent", near, cfg.n_recent, "max", missing="mean"))
+        if self.tags:
             tags = self.tag_scores(user)
             if tags is not None:
                 out.append(Signal("tags", tags, cfg.n_tags, "max", missing="mean"))
@@ -453,26 +422,13 @@ class ContentModel:
         n = len(self.index)
         self._rows(n)
         nu = len(self.users)
-        names = list(self.tag_ids)
-        irows = list(self._item_tags)
-        ipairs = [p for r in irows for p in self._item_tags[r]]
-        uusers = list(self._ut)
-        upairs = [p for u in uusers for p in self._ut[u].items()]
         return {
             "dim": self.dim,
             "E": self._E[:n] if self.dim else None,
             "has": self._has[:n], "born": self._born[:n], "now": self.now,
             "users": list(self.users),
             "P": self._P[:nu] if self.dim else None, "pn": self._pn[:nu],
-            "tag_names": names,
-            "item_tags": [np.asarray(irows, np.int64),
-                          np.asarray([len(self._item_tags[r]) for r in irows], np.int64),
-                          np.asarray([t for t, _ in ipairs], np.int64),
-                          np.asarray([s for _, s in ipairs], np.float64)],
-            "user_tags": [uusers, np.asarray([len(self._ut[u]) for u in uusers], np.int64),
-                          np.asarray([t for t, _ in upairs], np.int64),
-                          np.asarray([w for _, w in upairs], np.float64),
-                          [self._un[u] for u in uusers]],
+            **self.tags.to_state(),
         }  # fmt: skip
 
     @classmethod
@@ -493,25 +449,5 @@ class ContentModel:
         for u in state["users"]:
             self.users[u] = len(self.users)
         self._pn = grow(state["pn"].copy(), len(self._P))
-        self.tag_ids = {name: t for t, name in enumerate(state["tag_names"])}
-        self._post = {t: {} for t in range(len(self.tag_ids))}
-        rows, lens, tags, vals = state["item_tags"]
-        start = 0
-        tags, vals = tags.tolist(), vals.tolist()
-        for r, k in zip(rows.tolist(), lens.tolist()):
-            pairs = tuple(zip(tags[start : start + k], vals[start : start + k]))
-            start += k
-            self._item_tags[r] = pairs
-            for t, s in pairs:
-                self._post[t][r] = s
-        self._has_tags = np.zeros(len(self._has), dtype=bool)
-        if self._item_tags:
-            self._has_tags[list(self._item_tags)] = True
-        users, lens, tags, vals, scales = state["user_tags"]
-        start = 0
-        tags, vals = tags.tolist(), vals.tolist()
-        for u, k, sc in zip(users, lens.tolist(), scales):
-            self._ut[u] = dict(zip(tags[start : start + k], vals[start : start + k]))
-            self._un[u] = [float(sc[0]), float(sc[1])]
-            start += k
+        self.tags.load_state(state, len(self._has))
         return self

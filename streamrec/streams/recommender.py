@@ -285,8 +285,7 @@ class Recommender:
         if out and self.content.live:
             if allowed is None:
                 allowed = self.allowed(user)
-            history = () if user in self.content.users else self._history(user)
-            out += self.content.signals(user, allowed, self.cooccur._pop, history, self._now())
+            out += self.content.signals(user, allowed, self.cooccur._pop, self._history(user), self._now())
         if out:
             out.append(Signal("popularity", self.popularity.scores(), cfg.n_popular, "max"))
         return out

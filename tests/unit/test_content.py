@@ -337,3 +337,46 @@ def test_learned_blend_is_off_by_default_and_learns_from_picks_when_on(trained):
     users = list(SYNTH.user_topics)[:10]
     assert {u: back.recommend(u, 20) for u in users} == {u: rec.recommend(u, 20) for u in users}
     assert back.blend.coef == learner.coef
+
+
+def test_recent_signal_follows_the_last_items_not_the_profile():
+    """A user with a long history on one topic who just took two items of another: the profile
+    still points at the old topic, the ``recent`` signal at the new one."""
+    rec = Recommender(RecommenderConfig(content=ContentConfig(profile_half_life=50.0)), seed=1)
+    old, new = NAMES[0], NAMES[1]
+    for k in range(40):
+        rec.set_embedding(f"{old}-{k}", vec(old, seed=k))
+        rec.set_embedding(f"{new}-{k}", vec(new, seed=100 + k))
+    for k in range(20):
+        rec.learn_click("ann", f"{old}-{k}", ts=float(k))
+    rec.learn_click("ann", f"{new}-0", ts=30.0)
+    rec.learn_click("ann", f"{new}-1", ts=31.0)
+    signals = {s.name: s for s in rec.signals("ann")}
+    rows = rec.index.rows
+    unseen_new = [rows[f"{new}-{k}"] for k in range(2, 40)]
+    unseen_old = [rows[f"{old}-{k}"] for k in range(20, 40)]
+    near, cos = signals["recent"].scores, signals["embedding"].scores
+    assert np.min(near[unseen_new]) > np.max(near[unseen_old])
+    assert np.mean(cos[unseen_old]) > np.mean(cos[unseen_new])  # the profile lags behind
+    # the two queries come out of one product, equal to the profile's own scoring
+    assert np.allclose(cos, rec.content.scores("ann"), atol=1e-6)
+
+
+def test_recent_signal_weights_the_last_item_most_and_can_be_switched_off():
+    cm_cfg = ContentConfig(recent_items=2, recent_decay=0.5, recent_power=1.0)
+    rec = Recommender(RecommenderConfig(content=cm_cfg), seed=1)
+    for item, v in [("a", [1.0, 0.0, 0.0]), ("b", [0.0, 1.0, 0.0]), ("x", [0.6, 0.8, 0.0]),
+                    ("z", [0.0, 0.0, 1.0])]:  # fmt: skip
+        rec.set_embedding(item, v)
+    rec.learn_click("ann", "a", ts=0.0)
+    rec.learn_click("ann", "b", ts=1.0)
+    near = {s.name: s for s in rec.signals("ann")}["recent"].scores
+    rows = rec.index.rows
+    # x: 0.8 to the last item (b) + 0.5 * 0.6 to the one before (a); z: orthogonal to both
+    assert near[rows["x"]] == pytest.approx(0.8 + 0.5 * 0.6, abs=1e-6)
+    assert near[rows["z"]] == 0.0
+    off = Recommender(RecommenderConfig(content=dataclasses.replace(cm_cfg, recent_items=0)), seed=1)
+    for item in ("a", "b", "x"):
+        off.set_embedding(item, rec.embedding_of(item))
+    off.learn_click("ann", "a", ts=0.0)
+    assert "recent" not in {s.name for s in off.signals("ann")}

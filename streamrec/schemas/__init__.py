@@ -6,14 +6,8 @@ Everything a producer or reader needs is importable from here: the record types,
 
 from .codec import decode, encode, from_mapping, to_mapping
 from .events import (
-    MAX_ID_LEN,
-    RATING_MAX,
-    RATING_MIN,
     RECORD_TYPES,
     SCHEMA_VERSION,
-    TS_MAX,
-    TS_MIN,
-    Attributes,
     Click,
     DeadLetter,
     EnrichRequest,
@@ -23,9 +17,9 @@ from .events import (
     Rating,
     Record,
     RecommendationList,
-    SchemaError,
     content_hash,
 )
+from .fields import MAX_ID_LEN, RATING_MAX, RATING_MIN, TS_MAX, TS_MIN, Attributes, SchemaError
 
 __all__ = [
     "MAX_ID_LEN",

@@ -4,8 +4,8 @@ A wire message is a msgpack map ``{"type": <name>, "v": <version>, **fields}``, 
 language need only msgpack. Embedding vectors travel as one bin of little-endian float32 (4 bytes a
 dimension rather than 9). :func:`decode` turns *any* input into a record or a :class:`SchemaError`,
 never another exception: consumers dead-letter on exactly one exception type. Decoding builds the
-record through its constructor, so the checks in :mod:`.events` are the only ones; the wire-only
-conversions (vector bytes, base64 in JSON) happen here first.
+record through its constructor, so the checks in :mod:`.events` (written once in :mod:`.fields`) are
+the only ones; the wire-only conversions (vector bytes, base64 in JSON) happen here first.
 
 In :func:`to_mapping` output vectors are lists of floats and a dead letter's ``key``/``value`` are
 standard base64 strings (with padding); :func:`from_mapping` accepts those or raw bytes.
@@ -20,11 +20,11 @@ True
 >>> decode(encode(click), expected=Rating)
 Traceback (most recent call last):
 ...
-streamrec.schemas.events.SchemaError: type: expected rating, got click
+streamrec.schemas.fields.SchemaError: type: expected rating, got click
 >>> decode(encode(click)[:-3])
 Traceback (most recent call last):
 ...
-streamrec.schemas.events.SchemaError: <payload>: not valid msgpack (Unpack failed: incomplete input)
+streamrec.schemas.fields.SchemaError: <payload>: not valid msgpack (Unpack failed: incomplete input)
 """
 
 from __future__ import annotations
@@ -40,20 +40,15 @@ import msgpack
 import numpy as np
 
 from .events import (
-    MAX_ATTRIBUTES,
-    MAX_PAYLOAD_BYTES,
-    MAX_TEXT_LEN,
-    MAX_VECTOR_DIM,
     RECORD_TYPES,
     SCHEMA_VERSION,
-    Attributes,
     Click,  # noqa: F401  (doctests)
     DeadLetter,
     ItemEmbedding,
     Rating,  # noqa: F401  (doctests)
     Record,
-    SchemaError,
 )
+from .fields import MAX_ATTRIBUTES, MAX_PAYLOAD_BYTES, MAX_TEXT_LEN, MAX_VECTOR_DIM, Attributes, SchemaError
 
 __all__ = ["SCHEMA_VERSION", "decode", "encode", "from_mapping", "to_mapping"]
 
@@ -194,11 +189,11 @@ def from_mapping(data: Mapping[str, Any]) -> Record:
     >>> from_mapping({"type": "click", "user": "u1", "ts": 1})
     Traceback (most recent call last):
     ...
-    streamrec.schemas.events.SchemaError: item: missing (required for 'click')
+    streamrec.schemas.fields.SchemaError: item: missing (required for 'click')
     >>> from_mapping({"type": "click", "v": 7, "user": "u1", "item": "i9", "ts": 1})
     Traceback (most recent call last):
     ...
-    streamrec.schemas.events.SchemaError: v: unsupported schema version 7 for 'click'
+    streamrec.schemas.fields.SchemaError: v: unsupported schema version 7 for 'click'
     """
     if not isinstance(data, Mapping):
         raise SchemaError(PAYLOAD, f"expected a mapping, got {type(data).__name__}")

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from streamrec.schemas.codec import from_mapping
-from streamrec.schemas.events import SchemaError
+from streamrec.schemas.fields import SchemaError
 
 FORMATS = ("jsonl", "csv")
 _NUMERIC = ("rating", "ts")

@@ -19,16 +19,8 @@ Click(user='u1', item='i1', ts=1700000000.0)
 from __future__ import annotations
 
 from streamrec.schemas.codec import decode
-from streamrec.schemas.events import (
-    MAX_REASON_LEN,
-    Click,
-    DeadLetter,
-    Item,
-    ItemEmbedding,
-    ItemTags,
-    Rating,
-    SchemaError,
-)
+from streamrec.schemas.events import Click, DeadLetter, Item, ItemEmbedding, ItemTags, Rating
+from streamrec.schemas.fields import MAX_REASON_LEN, SchemaError
 from streamrec.schemas.topics import Topics
 
 class Boundary:

@@ -40,7 +40,8 @@ from pathlib import Path
 
 from streamrec.metrics import WorkerMetrics, serve, write_heartbeat
 from streamrec.schemas.codec import decode, encode
-from streamrec.schemas.events import MAX_REASON_LEN, DeadLetter, EnrichRequest, SchemaError, content_hash
+from streamrec.schemas.events import DeadLetter, EnrichRequest, content_hash
+from streamrec.schemas.fields import MAX_REASON_LEN, SchemaError
 from streamrec.schemas.publisher import route
 from streamrec.schemas.topics import Topics
 from streamrec.settings import Settings

@@ -38,7 +38,8 @@ from pathlib import Path
 
 import numpy as np
 
-from streamrec.schemas.events import MAX_TAG_LEN, EnrichRequest, ItemTags
+from streamrec.schemas.events import EnrichRequest, ItemTags
+from streamrec.schemas.fields import MAX_TAG_LEN
 from streamrec.settings import Settings
 from streamrec.workers.common import EnrichWorker, WorkerError, request_text
 from streamrec.workers.embed import cache_for, distinct_texts, embed_cached, load_encoder

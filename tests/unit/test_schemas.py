@@ -423,11 +423,22 @@ def test_rating_message_reads_well():
 def test_schema_error_is_a_value_error_and_pickles():
     err = SchemaError("rating", "7.0 is outside [0.0, 5.0]")
     assert isinstance(err, ValueError)
-    # (pytest's doctest collection may import events.py a second time, so rebuild via __reduce__
+    # (pytest's doctest collection may import fields.py a second time, so rebuild via __reduce__
     # rather than trusting pickle's lookup of the class by module name)
     cls, args = err.__reduce__()
     back = cls(*args)
     assert (back.field, back.reason, str(back)) == (err.field, err.reason, str(err))
+
+
+def test_events_still_exports_the_names_that_moved_to_fields():
+    # code outside this package imports the limits, SchemaError and Attributes from events
+    from streamrec.schemas import fields
+
+    moved = [n for n in vars(fields) if n.isupper() or n in ("SchemaError", "Attributes", "AttrValue")]
+    assert "MAX_REASON_LEN" in moved and "TS_MAX" in moved
+    for name in moved:
+        assert getattr(ev, name) is getattr(fields, name), name
+        assert name in ev.__all__, name
 
 
 # --- properties -------------------------------------------------------------------------------

@@ -1,0 +1,101 @@
+"""``streamrec bench NAME``: the benchmarks against the running stack, and their flags.
+
+Apart from the rest of the command because the benchmarks carry most of its flags (the replay's
+alone outnumber all the others, each a knob of the evaluation protocol in bench/replay.py), and
+because their code lives in the ``bench`` package, imported only when a benchmark runs, so no other
+subcommand and no worker ever loads it.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from streamrec.cli import error
+from streamrec.settings import Settings
+
+
+def _bench(name: str):
+    """``bench.<name>``, imported only when that benchmark runs (they pull in heavy modules)."""
+    import importlib
+
+    return importlib.import_module(f"bench.{name}")
+
+
+def cmd_bench_stream(settings: Settings, args) -> int:
+    if args.refresh_interval is not None:
+        settings = settings.replace(refresh_interval_s=args.refresh_interval)
+    if args.early_refresh is not None:
+        settings = settings.replace(early_refresh_s=args.early_refresh)
+    _bench("stream").run(settings, n_events=args.events, probes=args.probes, json_path=args.json)
+    return 0
+
+
+def cmd_bench_embed(settings: Settings, args) -> int:
+    return _bench("embed").main(settings, items=args.items, json_path=args.json)
+
+
+def cmd_bench_replay(settings: Settings, args) -> int:
+    try:
+        return _bench("replay").main(settings, args)
+    except ValueError as exc:
+        error(str(exc))
+        return 2
+
+
+def add_benches(bench: argparse.ArgumentParser) -> None:
+    """The NAME subcommands of ``streamrec bench``: ``embed``, ``stream`` and ``replay``."""
+    bsub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
+    be = bsub.add_parser(
+        "embed", help="items/s through the embedding worker end to end vs the raw encoder",
+        description="Publish N unique enrichment requests under a fresh topic and key prefix, time "
+        "the embedding worker until every embedding is read back, and compare with the encoder alone.",
+    )  # fmt: skip
+    be.set_defaults(func=cmd_bench_embed)
+    be.add_argument("--items", type=int, default=2000, metavar="N", help="requests (default 2000)")
+    be.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    bs = bsub.add_parser(
+        "stream", help="events/s through the stream worker vs River's bare learn_one; freshness",
+        description="Publish N synthetic events and time the stream worker through them, next to "
+        "River's learn_one rate for the same model in the same run; then publish probe clicks and "
+        "measure publish-to-fresh-list latency (p50, p99) in Redis.",
+    )  # fmt: skip
+    bs.set_defaults(func=cmd_bench_stream)
+    bs.add_argument("--events", type=int, default=100_000, metavar="N", help="default 100000")
+    bs.add_argument("--probes", type=int, default=100, help="freshness probes (default 100)")
+    bs.add_argument("--refresh-interval", type=float, default=None, metavar="S",
+                    help="refresh interval for the run (default: STREAMREC_REFRESH_INTERVAL_S)")
+    bs.add_argument("--early-refresh", type=float, default=None, metavar="S",
+                    help="debounced early refresh delay (default: STREAMREC_EARLY_REFRESH_S)")
+    bs.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    br = bsub.add_parser(
+        "replay", help="prequential replay of MovieLens or synthetic data: HR@10, NDCG@10, cold "
+        "HR@10, coverage, Gini, freshness, events/s per configuration and refresh interval",
+        description="Replay a dataset in timestamp order through Kafka and the stream worker on a "
+        "logical clock (or in-process with --in-process); score each event of a user with history "
+        "against the list published before it. Protocol: bench/replay.py.",
+    )  # fmt: skip
+    br.set_defaults(func=cmd_bench_replay)
+    br.add_argument("--dataset", choices=("movielens", "synthetic"), default="movielens")
+    br.add_argument("--path", metavar="DIR", help="MovieLens directory, ml-latest-small or ml-100k "
+                    "layout (default: $STREAMREC_MOVIELENS_DIR, else ../shared/data/ml-latest-small)")
+    br.add_argument("--configs", default="popularity,crm,crm+llm",
+                    help="comma-separated: popularity, crm, crm+llm (default all three)")
+    br.add_argument("--refresh", default="60,5", metavar="S,S",
+                    help="comma-separated refresh intervals in stream seconds (default 60,5)")
+    br.add_argument("--in-process", action="store_true",
+                    help="fast mode: same model and refresh rule without Kafka and Redis")
+    br.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N events")
+    br.add_argument("--tags", choices=("worker", "none"), default="worker",
+                    help="crm+llm item tags: from the tag worker's functions (default) or none")
+    br.add_argument("--no-user-tags", action="store_true",
+                    help="leave MovieLens user tags out of the item texts")
+    br.add_argument("--synthetic-users", type=int, default=200, metavar="N")
+    br.add_argument("--synthetic-items", type=int, default=1000, metavar="N")
+    br.add_argument("--synthetic-events", type=int, default=20_000, metavar="N")
+    br.add_argument("--seed", type=int, default=0, help="seed of the synthetic data (default 0)")
+    br.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    br.add_argument("--plots", metavar="DIR", help="write the PNG plots here (default: beside --json)")
+    br.add_argument("--set", action="append", metavar="FIELD=VALUE",
+                    help="override a RecommenderConfig field for every configuration, e.g. "
+                    "popularity.half_life_s=2592000 or weights.embedding=0.6 (repeatable)")
+    br.add_argument("--no-progress", action="store_true", help="no progress bars")

@@ -106,7 +106,8 @@ def feed_catalogue(model, dataset: Dataset, enrichment: Enrichment | None,
 
 
 class LogicalLists:
-    """The in-process stand-in for Redis plus the worker's logical-clock refresh rule.
+    """The in-process stand-in for Redis plus the worker's logical-clock refresh rule (see
+    :class:`streamrec.streams.schedule.RefreshSchedule`).
 
     ``before(ts)`` must be called with each event's timestamp before the event is read or learned:
     when ``ts`` reaches the next boundary, the lists of the users active since the last write are

@@ -21,11 +21,16 @@ River's bare ``learn_one`` rate (well above 18k/s). Faust's acknowledgement-driv
 commit on rebalance and shutdown on their own schedule, which is not tied to our checkpoints.
 
 All input topics, events, catalogue and enrichments, are read by one reader with manually
-assigned partitions; its positions live only in the checkpoint.
+assigned partitions; its positions live only in the checkpoint (see
+:mod:`streamrec.streams.positions`).
 
 Replays (``bench replay``) run the same worker on a *logical* clock: lists are written whenever an
 event's timestamp crosses a refresh boundary, before that event is learned, and an observer hook
 sees each event before it is learned, so it can read the list a user had at that moment.
+
+Which users are owed a list and when it is written (refresh interval, early refresh, logical
+clock, owed users across a rebalance, Redis backoff) is decided by pure bookkeeping in
+:mod:`streamrec.streams.schedule`; this module does the I/O around it.
 """
 
 from __future__ import annotations
@@ -43,12 +48,14 @@ from streamrec.schemas.keys import RedisKeys
 from streamrec.schemas.topics import Topics
 from streamrec.metrics import WorkerMetrics, serve, write_heartbeat
 from streamrec.settings import Settings
+from streamrec.streams import positions
 from streamrec.streams.catalog import Catalog
 from streamrec.streams.checkpoint import Checkpoint, FileCheckpointStore
 from streamrec.streams.ingest import Boundary
 from streamrec.streams.membership import Membership
 from streamrec.streams.recommender import Recommender
 from streamrec.streams.refresh import config_digest, write_lists
+from streamrec.streams.schedule import RefreshSchedule, active_from_meta, active_to_meta
 
 log = logging.getLogger("streamrec.worker")
 MODEL_NAME = "streamrec-blend"
@@ -94,7 +101,6 @@ class StreamWorker:
         self.clock = clock
         self.logical = logical
         self.observer = observer
-        self.next_boundary = float("-inf")
         self.topics = Topics(prefix=settings.topic_prefix)
         self.keys = RedisKeys(prefix=settings.redis_prefix)
         self.boundary = Boundary(self.topics)
@@ -105,33 +111,22 @@ class StreamWorker:
             self.model = Recommender.from_bytes(checkpoint.model)
             self.offsets: dict[tuple[str, int], int] = dict(checkpoint.offsets)
             self.seq = checkpoint.seq
-            self.active = {u: None if t is None else (t, p)
-                           for u, t, p in checkpoint.meta.get("active", [])}
+            active = active_from_meta(checkpoint.meta.get("active", []))
             self.stats.learned = int(checkpoint.meta.get("learned", 0))
             self.catalog_state = Catalog(checkpoint.meta.get("content_hashes", {}))
             log.info("restored checkpoint %d (%d partitions)", self.seq, len(self.offsets))
         else:
             self.model = model or build_recommender(settings)
             self.offsets, self.seq = {}, 0
-            #: user -> the event partition their latest event came from (serving ownership;
-            #: None: unknown, written by every serving worker)
-            self.active: dict[str, tuple[str, int] | None] = {}
+            active = {}
             self.catalog_state = Catalog()
         self.digest = config_digest(
             {"model": MODEL_NAME, "k": settings.top_k, "negatives": settings.negatives,
              "seed": settings.seed}
         )  # fmt: skip
-        self.early: dict[str, float] = {}  # user -> when their early refresh is due
-        # users recently active on partitions other workers serve: if one of those partitions comes
-        # to us (its worker left), their lists may be owed, so we write them. Kept long enough to
-        # outlast the group's session timeout and a rebalance.
-        self.others: dict[str, tuple[tuple[str, int], float]] = {}
-        self.others_keep_s = max(60.0, 3 * settings.refresh_interval_s)
-        self._early_tokens = float(settings.early_refresh_max_per_s)
-        self._early_last = self.clock()
+        #: owed users and when their lists are due (see :mod:`streamrec.streams.schedule`)
+        self.schedule = RefreshSchedule.from_settings(settings, logical, self.clock(), active)
         self.redis = redis_client(settings)
-        self._redis_retry_at = 0.0
-        self._redis_backoff = 0.0
         self._stop = False
         self._last_heartbeat = 0.0
         self._consumers()
@@ -142,44 +137,26 @@ class StreamWorker:
     # ------------------------------------------------------------ Kafka plumbing
 
     def _consumers(self) -> None:
-        from confluent_kafka import Consumer, Producer
+        from confluent_kafka import Producer
 
         config = kafka_config(self.settings)
         metadata = check_kafka(config).list_topics(timeout=30)
-        event_topics = [self.topics.clicks, self.topics.ratings]
-        parts = []
-        for topic in [*event_topics, self.topics.items, self.topics.embeddings, self.topics.tags]:
-            info = metadata.topics.get(topic)
-            if info is None or info.error is not None:
-                raise RuntimeError(f"topic {topic!r} does not exist; run `streamrec topics create`")
-            parts += [self._position(topic, p) for p in info.partitions]
+        event_topics = positions.event_topics(self.topics)
         # one reader for every partition of every input topic, positioned from the checkpoint
-        self.reader = Consumer({**config, "group.id": f"{self.settings.group_id}-reader",
-                                "enable.auto.commit": False, "enable.auto.offset.store": False,
-                                "isolation.level": "read_committed"})  # fmt: skip
-        self.reader.assign(parts)
+        parts = positions.start_positions(metadata, self.topics, self.offsets)
+        self.reader = positions.open_reader(config, self.settings.group_id, parts)
         self.event_partitions = {(tp.topic, tp.partition) for tp in parts if tp.topic in event_topics}
         self.membership = None
         if not self.logical:  # a replay serves everything itself
             self.membership = Membership(config, self.settings.group_id, self.settings.worker_id,
                                          event_topics,
-                                         on_gained=self._on_gained)  # fmt: skip
+                                         on_gained=self.schedule.gained)  # fmt: skip
         self.producer = Producer({**config, "acks": "all", "enable.idempotence": True,
                                   "linger.ms": 20})  # fmt: skip
 
-    def _position(self, topic: str, partition: int):
-        from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
-        return TopicPartition(topic, partition, self.offsets.get((topic, partition), OFFSET_BEGINNING))
-
     def serves(self, position: tuple[str, int] | None) -> bool:
+        """Does this worker write the lists of users whose latest event came from ``position``?"""
         return self.membership is None or position is None or position in self.membership.owned
-
-    def _on_gained(self, gained: set[tuple[str, int]]) -> None:
-        for user, (position, _) in list(self.others.items()):
-            if position in gained:
-                self.active[user] = position
-                del self.others[user]
 
     # ------------------------------------------------------------ the per-event path
 
@@ -193,17 +170,17 @@ class StreamWorker:
         if kind is Click or kind is Rating:
             if self.logical:
                 now = record.ts
-                if now >= self.next_boundary:
+                if self.schedule.boundary_reached(now):
                     self.write_active(now)  # the lists as of every earlier event
-                    interval = self.settings.refresh_interval_s
-                    self.next_boundary = (now // interval + 1) * interval
+                    self.schedule.advance_boundary(now)
             if self.observer is not None:
                 self.observer(record, self)
             if kind is Click:
                 self.model.learn_click(record.user, record.item, record.ts)
             else:
                 self.model.learn_rating(record.user, record.item, record.rating, record.ts)
-            self._touch(record.user, position, now)
+            self.stats.learned += 1
+            self.schedule.touch(record.user, position, now)
         elif kind is Item:
             self._item(record, now)
         elif kind is ItemEmbedding:
@@ -215,7 +192,7 @@ class StreamWorker:
                     # refresh, not at their next event (which partition they are on is unknown
                     # here, so every serving worker writes them; writes are idempotent)
                     for user in self.model.users_near(record.item, self.settings.cold_start_users):
-                        self.active.setdefault(user, None)
+                        self.schedule.owe(user)
                 except ValueError as exc:  # e.g. another model's dimension: refuse, keep going
                     record = DeadLetter(topic=topic, key=key, value=value, reason=str(exc), ts=now)
                     kind = DeadLetter
@@ -240,12 +217,6 @@ class StreamWorker:
             self.producer.produce(self.topics.enrich, key=item.item.encode(), value=encode(request))
             self.stats.enrich_requests += 1
 
-    def _touch(self, user: str, position: tuple[str, int], now: float) -> None:
-        self.stats.learned += 1
-        self.active[user] = position
-        if self.settings.early_refresh_s > 0 and not self.logical and user not in self.early:
-            self.early[user] = now + self.settings.early_refresh_s
-
     def poll(self, timeout: float = 0.1) -> int:
         """Consume and learn one batch from the catalogue and the event topics."""
         if self.membership is not None:
@@ -269,7 +240,7 @@ class StreamWorker:
     def _write(self, users: list[str], with_fallback: bool, now: float) -> bool:
         import redis
 
-        if now < self._redis_retry_at:
+        if not self.schedule.redis_ready(now):
             return False
         k = self.settings.top_k
         try:
@@ -280,27 +251,18 @@ class StreamWorker:
             )  # fmt: skip
         except (redis.RedisError, OSError) as exc:
             self.stats.redis_failures += 1
-            self._redis_backoff = min(30.0, max(1.0, self._redis_backoff * 2))
-            self._redis_retry_at = now + self._redis_backoff
-            log.warning("Redis unavailable (%s); retrying in %.0fs, still learning", exc,
-                        self._redis_backoff)  # fmt: skip
+            delay = self.schedule.redis_failed(now)
+            log.warning("Redis unavailable (%s); retrying in %.0fs, still learning", exc, delay)
             return False
-        self._redis_backoff = 0.0
+        self.schedule.redis_ok()
         self.stats.lists_written += written
         return True
 
     def write_active(self, now: float) -> bool:
         """Write the lists of the active users we serve, and the global list; keep them on failure."""
-        mine = sorted(u for u, position in self.active.items() if self.serves(position))
-        if not self._write(mine, with_fallback=True, now=now):
+        if not self._write(self.schedule.owed(self.serves), with_fallback=True, now=now):
             return False
-        for user, position in self.active.items():
-            if not self.serves(position):
-                self.others[user] = (position, now)
-        horizon = now - self.others_keep_s
-        self.others = {u: v for u, v in self.others.items() if v[1] >= horizon}
-        self.active.clear()
-        self.early.clear()
+        self.schedule.written(self.serves, now)
         self.stats.refreshes += 1
         return True
 
@@ -317,19 +279,12 @@ class StreamWorker:
 
     def early_refresh(self) -> None:
         """Lists of users whose debounce delay has passed, within the per-second budget."""
-        if not self.early:
+        if not self.schedule.early:
             return
         now = self.clock()
-        rate = self.settings.early_refresh_max_per_s
-        self._early_tokens = min(rate, self._early_tokens + (now - self._early_last) * rate)
-        self._early_last = now
-        due = [u for u, t in self.early.items()
-               if t <= now and self.serves(self.active.get(u, ("", -1)))][: int(self._early_tokens)]  # fmt: skip
+        due = self.schedule.early_due(now, self.serves)
         if due and self._write(due, with_fallback=False, now=now):
-            for user in due:
-                del self.early[user]
-                self.active.pop(user, None)
-            self._early_tokens -= len(due)
+            self.schedule.early_written(due)
             self.stats.early_refreshes += len(due)
 
     def checkpoint(self) -> None:
@@ -342,10 +297,10 @@ class StreamWorker:
         self.store.save(
             Checkpoint(
                 seq=self.seq, created=self.clock(), offsets=dict(self.offsets),
-                model=self.model.to_bytes(), pending=tuple(sorted(self.active)),
+                model=self.model.to_bytes(), pending=tuple(sorted(self.schedule.active)),
                 meta={"learned": self.stats.learned, "model_version": self.model_version(),
                       "content_hashes": self.catalog_state.hashes,
-                      "active": [[u, *(pos or (None, None))] for u, pos in self.active.items()]},
+                      "active": active_to_meta(self.schedule.active)},
             )
         )  # fmt: skip
         if self.membership is not None:
@@ -362,17 +317,7 @@ class StreamWorker:
 
     def lag(self) -> int:
         """Messages behind the end of the assigned event partitions (from cached watermarks)."""
-        from confluent_kafka import TopicPartition
-
-        behind = 0
-        for topic, partition in self.event_partitions:
-            try:
-                _, high = self.reader.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
-            except Exception:  # no fetch response yet for this partition
-                continue
-            if high >= 0:
-                behind += max(0, high - self.offsets.get((topic, partition), 0))
-        return behind
+        return positions.lag(self.reader, self.event_partitions, self.offsets)
 
     def healthy(self) -> bool:
         return time.time() - self._last_heartbeat <= max(30.0, 3 * HEARTBEAT_S)
@@ -384,9 +329,9 @@ class StreamWorker:
         self.metrics.sync(vars(self.stats))
         self.metrics.heartbeat.set(now)
         body = {"ts": now, "seq": self.seq, "learned": self.stats.learned,
-                "active": len(self.active), "dead_letters": self.stats.dead_letters,
+                "active": len(self.schedule.active), "dead_letters": self.stats.dead_letters,
                 "enrichments": self.stats.enrichments,
-                "redis_ok": self._redis_backoff == 0.0, "worker_id": self.settings.worker_id,
+                "redis_ok": self.schedule.redis_backoff == 0.0, "worker_id": self.settings.worker_id,
                 "serving": sorted(self.membership.owned) if self.membership else "all"}  # fmt: skip
         write_heartbeat(Path(self.store.dir) / "health.json", body)
 
@@ -394,11 +339,7 @@ class StreamWorker:
         """True when every input partition has been read to its end (and, in a group, we serve)."""
         if self.membership is not None and not self.membership.assigned_once:
             return False
-        for tp in self.reader.assignment():
-            _, high = self.reader.get_watermark_offsets(tp, timeout=5, cached=False)
-            if self.offsets.get((tp.topic, tp.partition), 0) < high:
-                return False
-        return True
+        return positions.caught_up(self.reader, self.offsets)
 
     def stop(self, *_args) -> None:
         self._stop = True

@@ -106,6 +106,33 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
+#: the blend's named signals (``streamrec.streams.ranking.NAMED``; a unit test keeps them equal,
+#: so that parsing settings does not import the model code)
+SIGNALS = ("cooccur", "mf", "popularity", "embedding", "fresh", "recent", "tags")
+
+
+def _weights(raw: str) -> tuple[tuple[str, float], ...]:
+    """``name=weight`` pairs, comma-separated, over the blend's named signals.
+
+    >>> _weights("popularity=0.3, embedding=0.9")
+    (('popularity', 0.3), ('embedding', 0.9))
+    >>> _weights("popularty=0.3")
+    Traceback (most recent call last):
+    ValueError: 'popularty' is not a signal (signals: cooccur, mf, popularity, embedding, fresh, recent, tags)
+    """
+    out: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        name, sep, value = (x.strip() for x in part.partition("="))
+        if not sep:
+            raise ValueError(f"{part!r} is not name=weight")
+        if name not in SIGNALS:
+            raise ValueError(f"{name!r} is not a signal (signals: {', '.join(SIGNALS)})")
+        if name in out:
+            raise ValueError(f"{name!r} is given twice")
+        out[name] = _float(0.0, 1000.0)(value)
+    return tuple(out.items())
+
+
 def _setting(default, parse: Callable[[str], object], doc: str):
     return field(default=default, metadata={"parse": parse, "doc": doc})
 
@@ -156,6 +183,10 @@ class Settings:
         "when a new item's embedding arrives, refresh the lists of this many closest users (0: off)",
     )  # fmt: skip
     negatives: int = _setting(3, _int(0, 50), "negatives sampled per implicit positive")
+    blend_weights: tuple = _setting(
+        (), _weights,
+        "override blend weights, e.g. popularity=0.3,embedding=0.9 (also applied to a restored model)",
+    )  # fmt: skip
     seed: int = _setting(42, _int(0, 2**31), "random seed of the models")
     # --- LLM workers (embedding, tags)
     enrich_group_id: str = _setting("streamrec-enrich", _str, "consumer group prefix of the LLM workers")

@@ -260,6 +260,12 @@ class Recommender:
             mask[np.fromiter(seen, np.int64, len(seen))] = False
         return mask
 
+    def set_weights(self, **weights: float) -> None:
+        """Replace some blend weights, e.g. ``set_weights(popularity=0.3)``. Weights only shape the
+        ranking, so this is safe on a model restored from a checkpoint (the worker applies
+        ``STREAMREC_BLEND_WEIGHTS`` this way); an unknown name raises ``TypeError``."""
+        self.config = replace(self.config, weights=replace(self.config.weights, **weights))
+
     def add_source(self, name: str, source: Source) -> None:
         """Register an extra candidate source, weighed by ``weights.extra`` under the Signal's name
         (never by a named field: a source called "fresh" weighs 0 until ``extra`` says otherwise)."""

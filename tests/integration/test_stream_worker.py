@@ -27,6 +27,9 @@ from streamrec.schemas.codec import decode
 from streamrec.schemas.events import Click, DeadLetter, Item, RecommendationList
 from streamrec.schemas.keys import RedisKeys
 from streamrec.schemas.peek import read_topic
+from streamrec.settings import Settings
+from streamrec.streams.refresh import config_digest
+from streamrec.streams.worker import MODEL_NAME
 
 def test_lists_follow_tastes_and_skip_seen_items(worker_env, stack, topics, prefix, redis_client):
     events = taste_events(n_users=24, per_user=25)
@@ -55,6 +58,39 @@ def test_lists_follow_tastes_and_skip_seen_items(worker_env, stack, topics, pref
         assert not set(i for i, _ in lst.items) & seen[user], f"{user}: seen items listed"
         assert lst.model_version and lst.config_digest and lst.generated_at > TS
         assert redis_client.ttl(RedisKeys(prefix=prefix).recs(user)) > 0
+
+
+def test_blend_weights_setting_reaches_the_lists(worker_env, stack, topics, prefix, redis_client):
+    """STREAMREC_BLEND_WEIGHTS with popularity alone: every list is the trending order minus what
+    the user saw, whatever their taste, and the lists name a configuration of their own."""
+    events = taste_events(n_users=12, per_user=20, seed=3)
+    env = {**worker_env, "STREAMREC_BLEND_WEIGHTS": "cooccur=0, mf=0, popularity=1"}
+    worker = start_worker(env)
+    try:
+        publish(stack, topics, events)
+        users = sorted({e.user for e in events})
+        lists = wait_for(
+            lambda: (ls := {u: read_list(redis_client, prefix, u) for u in users})
+            and all(ls.values()) and ls,
+            timeout_s=60, what="every user's list", proc=worker,
+        )  # fmt: skip
+    finally:
+        stop(worker)
+    counts = Counter(e.item for e in events)
+    seen: dict[str, set[str]] = {}
+    for e in events:
+        seen.setdefault(e.user, set()).add(e.item)
+    for user, lst in lists.items():
+        top = [item for item, _ in lst.items[:10]]
+        listed = [counts[i] for i in top]
+        assert listed == sorted(listed, reverse=True), f"{user}: not in popularity order: {listed}"
+        rest = [counts[i] for i in counts if i not in seen[user] and i not in top]
+        assert min(listed) >= max(rest), f"{user}: a more popular unseen item was left out"
+    settings = Settings.from_env(env)
+    version = {"model": MODEL_NAME, "k": settings.top_k, "negatives": settings.negatives,
+               "seed": settings.seed}  # fmt: skip
+    weighted = config_digest({**version, "weights": [["cooccur", 0.0], ["mf", 0.0], ["popularity", 1.0]]})
+    assert {lst.config_digest for lst in lists.values()} == {weighted} != {config_digest(version)}
 
 
 def test_a_deleted_item_disappears_from_every_list(worker_env, stack, topics, prefix, redis_client):

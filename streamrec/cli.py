@@ -253,12 +253,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except Exception as exc:
         import redis
+        from redis.exceptions import RedisClusterException
 
+        if isinstance(exc, RedisClusterException) and exc.__cause__ is not None:
+            exc = exc.__cause__  # an unreachable cluster: report why its node refused or was away
         if isinstance(exc, redis.AuthenticationError):
             error(f"Redis at {settings.redis_url} refused the credentials ({exc}); check "
                   "STREAMREC_REDIS_USERNAME / STREAMREC_REDIS_PASSWORD")  # fmt: skip
             return 2
-        if isinstance(exc, redis.RedisError):
+        if isinstance(exc, (redis.RedisError, RedisClusterException)):
             error(f"Redis at {settings.redis_url}: {exc}")
             return 2
         raise

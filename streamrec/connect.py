@@ -74,7 +74,12 @@ def check_kafka(config: dict, timeout_s: float = 10.0):
 
 
 def redis_client(settings: Settings, **kwargs):
-    """A Redis client for ``settings.redis_url`` with the configured user, password and TLS CA."""
+    """A Redis client for ``settings.redis_url`` with the configured user, password and TLS CA.
+
+    With ``STREAMREC_REDIS_CLUSTER`` it is a cluster client (:class:`LazyRedisCluster`) seeded by
+    the URL's node, with the same options. Every command streamrec sends touches one key or is a
+    non-transactional pipeline of such commands, which a cluster client splits by node.
+    """
     import redis
 
     options = {"socket_connect_timeout": 2, "socket_timeout": 5, **kwargs}
@@ -84,4 +89,45 @@ def redis_client(settings: Settings, **kwargs):
         options["password"] = str(settings.redis_password)
     if settings.redis_url.startswith("rediss://") and settings.redis_ssl_ca_location:
         options["ssl_ca_certs"] = settings.redis_ssl_ca_location
+    if settings.redis_cluster:
+        return LazyRedisCluster(settings.redis_url, **options)
     return redis.Redis.from_url(settings.redis_url, **options)
+
+
+def redis_errors() -> tuple[type[BaseException], ...]:
+    """What a Redis client raises when Redis is away or refuses us: catch these to retry later.
+
+    A cluster client reports an unreachable cluster as ``RedisClusterException``, which is not a
+    ``RedisError``; without it here a worker would die where it should keep learning and retry.
+    """
+    import redis
+    from redis.exceptions import RedisClusterException
+
+    return (redis.RedisError, RedisClusterException, OSError)
+
+
+class LazyRedisCluster:
+    """A ``redis.cluster.RedisCluster`` built on first use, and built again after a failed build.
+
+    Building a cluster client already asks the cluster for its slot map and fails when no node
+    answers; a plain client connects lazily. Deferring the build keeps the workers' promise that
+    they start, learn and retry while Redis is down, on a cluster as on a plain Redis.
+    """
+
+    def __init__(self, url: str, **options):
+        self._url, self._options, self._client = url, options, None
+
+    @property
+    def client(self):
+        if self._client is None:
+            from redis.cluster import RedisCluster
+
+            self._client = RedisCluster.from_url(self._url, **self._options)
+        return self._client
+
+    def __getattr__(self, name: str):
+        return getattr(self.client, name)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()

@@ -25,7 +25,7 @@ import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qs, urlparse
 
 PREFIX = "STREAMREC_"
 
@@ -72,6 +72,16 @@ def _redis_url(raw: str) -> str:
     if urlparse(raw).scheme not in ("redis", "rediss", "unix"):
         raise ValueError(f"{raw!r} is not a redis://, rediss:// or unix:// URL")
     return raw
+
+
+def _bool(raw: str) -> bool:
+    """``true``/``false`` (also ``1``/``0``, ``yes``/``no``, ``on``/``off``; any case)."""
+    value = raw.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(f"{raw!r} is not true or false")
 
 
 def _str(raw: str) -> str:
@@ -133,6 +143,22 @@ def _weights(raw: str) -> tuple[tuple[str, float], ...]:
     return tuple(out.items())
 
 
+def _check_cluster_url(url: str) -> None:
+    """A Redis Cluster has no Unix sockets and only database 0: say so at start-up, not at the first
+    write (which a worker would only log and retry). The URL itself is not echoed: it may hold a
+    password."""
+    parsed = urlparse(url)
+    db = parse_qs(parsed.query).get("db", [parsed.path.strip("/") or "0"])[0]
+    if parsed.scheme not in ("redis", "rediss"):
+        problem = f"a {parsed.scheme}:// URL"
+    elif db != "0":
+        problem = f"database {db} (a cluster has only database 0)"
+    else:
+        return
+    raise SettingsError(f"STREAMREC_REDIS_CLUSTER: a cluster needs a redis:// or rediss:// URL of "
+                        f"database 0, STREAMREC_REDIS_URL names {problem}")  # fmt: skip
+
+
 def _setting(default, parse: Callable[[str], object], doc: str):
     return field(default=default, metadata={"parse": parse, "doc": doc})
 
@@ -147,6 +173,9 @@ class Settings:
 
     kafka_bootstrap: str = _setting("127.0.0.1:9092", _hostport, "Kafka bootstrap servers")
     redis_url: str = _setting("redis://127.0.0.1:6379/0", _redis_url, "Redis URL")
+    redis_cluster: bool = _setting(
+        False, _bool, "the URL names a node of a Redis Cluster: talk to it with a cluster client"
+    )
     topic_prefix: str = _setting("", _str, "prefix for every topic name (multi-tenant clusters)")
     redis_prefix: str = _setting("", _str, "prefix for every Redis key")
     partitions: int = _setting(6, _int(1, 10_000), "partitions per topic on creation")
@@ -236,6 +265,10 @@ class Settings:
     log_level: str = _setting(
         "INFO", _choice("DEBUG", "INFO", "WARNING", "ERROR"), "log level of every process"
     )
+
+    def __post_init__(self) -> None:
+        if self.redis_cluster:
+            _check_cluster_url(self.redis_url)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:

@@ -4,6 +4,11 @@ Readers need nothing but a Redis client and msgpack: a personal list lives at ``
 global fallback at ``rec:__global__``, cached LLM embeddings at ``emb:{model}:{content_hash}``.
 Every key streamrec writes has a TTL (see :class:`RedisKeys`).
 
+On a Redis Cluster these names are used unchanged. No key carries a hash tag, so users' lists spread
+over every slot; nothing needs them together, since streamrec never changes two keys atomically (no
+MULTI/EXEC, no multi-key commands: reads and writes are pipelines of one-key commands). The braces in
+``rec:{user}`` are notation for the user id, not a hash tag.
+
 >>> keys = RedisKeys()
 >>> keys.recs("u42")
 'rec:u42'

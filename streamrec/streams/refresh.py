@@ -5,6 +5,12 @@ each key with its TTL, the model version, the generation time and a digest of th
 that produced it (so a reader can tell lists of different configurations apart). Writing is
 idempotent: a list rewritten after a crash simply replaces the previous one.
 
+Each command in a batch touches one key (SET with its TTL, or DEL of a list that has no personal
+signal any more), and the pipeline is not a MULTI/EXEC transaction: nothing needs two keys to change
+together, since every list is a single value. So the same batches run on a Redis Cluster, whose
+client splits a pipeline by node, and on a plain Redis each batch stays one round trip. If a
+cluster node fails mid-batch, the caller keeps the users owed and rewrites them all later.
+
 >>> build_list("u1", [("i1", 0.9), ("i2", 0.5)], "mf.7", 1.7e9, "abc").items
 (('i1', 0.9), ('i2', 0.5))
 >>> config_digest({"k": 50, "weights": [1, 2]})

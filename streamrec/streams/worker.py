@@ -41,7 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamrec.connect import check_kafka, kafka_config, redis_client
+from streamrec.connect import check_kafka, kafka_config, redis_client, redis_errors
 from streamrec.schemas.codec import encode
 from streamrec.schemas.events import Click, DeadLetter, Item, ItemEmbedding, ItemTags, Rating
 from streamrec.schemas.keys import RedisKeys
@@ -241,8 +241,6 @@ class StreamWorker:
         return f"{MODEL_NAME}.{self.seq + 1}"
 
     def _write(self, users: list[str], with_fallback: bool, now: float) -> bool:
-        import redis
-
         if not self.schedule.redis_ready(now):
             return False
         k = self.settings.top_k
@@ -252,7 +250,7 @@ class StreamWorker:
                 self.model.fallback(k) if with_fallback else None,
                 self.model_version(), now, self.digest,
             )  # fmt: skip
-        except (redis.RedisError, OSError) as exc:
+        except redis_errors() as exc:
             self.stats.redis_failures += 1
             delay = self.schedule.redis_failed(now)
             log.warning("Redis unavailable (%s); retrying in %.0fs, still learning", exc, delay)

@@ -89,13 +89,13 @@ class EmbeddingCache:
         return self._backoff == 0.0
 
     def _call(self, fn):
-        import redis
+        from streamrec.connect import redis_errors
 
         if self.clock() < self._retry_at:
             return None
         try:
             result = fn()
-        except (redis.RedisError, OSError) as exc:
+        except redis_errors() as exc:
             self.failures += 1
             self._backoff = min(30.0, max(1.0, self._backoff * 2))
             self._retry_at = self.clock() + self._backoff

@@ -1,5 +1,6 @@
-"""Reading lists and embeddings from Redis: one round trip on a plain Redis, and no CROSSSLOT on a
-Redis Cluster.
+"""streamrec on a Redis Cluster (``STREAMREC_REDIS_CLUSTER``): the stream worker writes lists into
+it, the reader, the CLI and the embedding cache read them, credentials work; and on a plain Redis the
+reads stay one round trip.
 
 The cluster is a real one-node Redis Cluster (a Redis server in cluster mode owning all 16384
 slots), started by this module: one node is enough, since a cluster rejects a multi-key command
@@ -8,8 +9,10 @@ over keys in different slots even when one node owns them all.
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,11 +21,16 @@ import pytest
 import redis
 from redis.cluster import RedisCluster
 
+from workerkit import publish, start_worker, stop, taste_events, wait_for
+
 from streamrec import localstack
+from streamrec.connect import LazyRedisCluster, redis_client
 from streamrec.schemas.codec import encode
 from streamrec.schemas.events import RecommendationList
 from streamrec.schemas.keys import RedisKeys
 from streamrec.schemas.reader import RecsReader
+from streamrec.settings import Settings
+from streamrec.streams.refresh import BATCH, write_lists
 from streamrec.workers.embed import EmbeddingCache
 
 TS = 1_700_000_000.0
@@ -119,6 +127,101 @@ def test_embedding_cache_reads_and_writes_a_batch_on_a_cluster(cluster):
     assert cache.failures == 0 and cache.ok
     assert set(found) == set(vectors)
     assert all(np.array_equal(found[h], v) for h, v in vectors.items())
+
+
+# ---------------------------------------------------------------- streamrec pointed at the cluster
+
+
+def _cluster_env(cluster, **extra) -> dict[str, str]:
+    """``STREAMREC_*`` variables that point streamrec at the cluster (its node's URL)."""
+    _, node = cluster
+    port = node.connection_pool.connection_kwargs["port"]
+    return {"STREAMREC_REDIS_URL": f"redis://127.0.0.1:{port}/0", "STREAMREC_REDIS_CLUSTER": "true",
+            **extra}  # fmt: skip
+
+
+def test_the_list_writer_writes_into_the_cluster_and_the_reader_reads_the_lists_back(cluster):
+    settings = Settings.from_env(_cluster_env(cluster, STREAMREC_REDIS_PREFIX="c4."))
+    client = redis_client(settings)
+    assert isinstance(client, LazyRedisCluster)
+    keys = RedisKeys(prefix=settings.redis_prefix)
+    users = [f"u{i}" for i in range(BATCH + 100)]  # more than one batch, over many slots
+    assert len({client.keyslot(keys.recs(u)) for u in users}) > 100
+    client.set(keys.recs("gone"), b"stale", ex=60)  # a user whose personal signal is gone: deleted
+
+    def recommend(user):
+        return [] if user == "gone" else [(f"i{user}", 1.0), ("i0", 0.5)]
+
+    written = write_lists(client, keys, [*users, "gone"], recommend, [("pop", 9.0)], "mf.1", TS, "d")
+    assert written == len(users)
+    reader = RecsReader(client, keys)
+    for user in users:
+        got = reader.get(user)
+        assert got.personal and got.items == [(f"i{user}", 1.0), ("i0", 0.5)], user
+        assert got.list.model_version == "mf.1" and 0 < client.ttl(keys.recs(user)) <= keys.recs_ttl_s
+    got = reader.get("gone")
+    assert not got.personal and got.items == [("pop", 9.0)]
+    assert 0 < client.ttl(keys.fallback()) <= keys.fallback_ttl_s
+    client.close()
+
+
+def test_the_stream_worker_serves_lists_from_the_cluster(cluster, worker_env, stack, topics, prefix):
+    """The real worker process, configured for the cluster: lists and its stats hash land there.
+
+    One node owning every slot would also serve a plain client, so the node's count of CLUSTER SLOTS
+    calls (what a cluster client asks first) shows that the worker did build a cluster client."""
+    client, node = cluster
+
+    def slot_map_requests() -> int:
+        return node.info("commandstats").get("cmdstat_cluster|slots", {}).get("calls", 0)
+
+    asked = slot_map_requests()
+    events = taste_events(n_users=8, per_user=10)
+    users = sorted({e.user for e in events})
+    reader = RecsReader(client, RedisKeys(prefix=prefix))
+    worker = start_worker({**worker_env, **_cluster_env(cluster)})
+    try:
+        publish(stack, topics, events)
+        wait_for(lambda: all(reader.get(u).personal for u in users), 60, "every list in the cluster",
+                 proc=worker)  # fmt: skip
+        wait_for(lambda: client.hgetall(RedisKeys(prefix=prefix).stats(worker_env["STREAMREC_GROUP_ID"])),
+                 10, "the worker's stats hash", proc=worker)  # fmt: skip
+    finally:
+        out = stop(worker)
+    assert "Redis unavailable" not in out, out
+    assert slot_map_requests() > asked
+    assert all(len(reader.get(u).items) >= 10 for u in users)
+
+
+def _recs_cli(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "streamrec", "recs", *args], capture_output=True,
+                          text=True, env={**os.environ, **env}, timeout=60)  # fmt: skip
+
+
+def test_recs_cli_reads_from_the_cluster(cluster):
+    client, _ = cluster
+    keys = RedisKeys(prefix="c5.")
+    mine, _ = _lists(keys, "u1")
+    client.set(keys.recs("u1"), encode(mine), ex=60)
+    result = _recs_cli(_cluster_env(cluster, STREAMREC_REDIS_PREFIX="c5."), "u1", "--json")
+    assert result.returncode == 0, result.stderr
+    assert '"personal": true' in result.stdout and '"i1"' in result.stdout
+
+
+def test_cluster_client_logs_in_as_an_acl_user_and_wrong_credentials_fail_clearly(cluster):
+    client, node = cluster
+    node.acl_setuser("c6app", enabled=True, passwords=["+c6pass"], keys=["*"], commands=["+@all"])
+    try:
+        env = _cluster_env(cluster, STREAMREC_REDIS_PREFIX="c6.", STREAMREC_REDIS_USERNAME="c6app")
+        right = redis_client(Settings.from_env({**env, "STREAMREC_REDIS_PASSWORD": "c6pass"}))
+        assert RecsReader(right, RedisKeys(prefix="c6.")).get("u1").list is None
+        assert right.acl_whoami() in (b"c6app", "c6app")  # the cluster client decodes this one
+        right.close()
+        wrong = _recs_cli({**env, "STREAMREC_REDIS_PASSWORD": "nope"}, "u1")
+        assert wrong.returncode == 2 and "refused the credentials" in wrong.stderr, wrong.stderr
+        assert "nope" not in wrong.stderr
+    finally:
+        node.acl_deluser("c6app")
 
 
 # ---------------------------------------------------------------- one round trip on a plain Redis

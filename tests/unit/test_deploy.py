@@ -658,3 +658,39 @@ def test_grafana_dashboard_uses_exported_metrics():
         assert exprs, f"{path.name}: no queries"
         used = {m for e in exprs for m in re.findall(r"\bstreamrec_[a-z0-9_]+", e)}
         assert used and used <= exported, f"{path.name}: not exported: {sorted(used - exported)}"
+
+
+def _cells(panel) -> set[tuple[int, int]]:
+    g = panel["gridPos"]
+    return {(x, y) for x in range(g["x"], g["x"] + g["w"]) for y in range(g["y"], g["y"] + g["h"])}
+
+
+def test_grafana_panels_fit_the_grid_without_overlapping():
+    for path in sorted(GRAFANA.glob("*.json")):
+        panels = json.loads(path.read_text())["panels"]
+        assert len({p["id"] for p in panels}) == len(panels), f"{path.name}: duplicate panel ids"
+        taken: dict[tuple[int, int], str] = {}
+        for p in panels:
+            g = p["gridPos"]
+            assert 0 <= g["x"] and g["x"] + g["w"] <= 24, f"{path.name}: {p['title']} is off the grid"
+            clash = {taken[c] for c in _cells(p) if c in taken}
+            assert not clash, f"{path.name}: {p['title']} overlaps {clash}"
+            taken.update(dict.fromkeys(_cells(p), p["title"]))
+
+
+def test_grafana_shows_malformed_skips_beside_the_dead_letters():
+    """The tag worker's skips are the other half of the embedding worker's dead letters: an operator
+    should see both together, so a gap between them (one worker behind) stands out."""
+    panels = json.loads((GRAFANA / "streamrec.json").read_text())["panels"]
+
+    def panel_using(metric):
+        found = [p for p in panels if any(metric in t["expr"] for t in p.get("targets", []))]
+        assert found, f"no panel shows {metric}"
+        return found[0]
+
+    skipped = panel_using("streamrec_malformed_skipped_total")
+    dead = panel_using("streamrec_dead_letters_total")
+    if skipped is not dead:
+        steps = ((1, 0), (-1, 0), (0, 1), (0, -1))
+        neighbours = {(x + dx, y + dy) for x, y in _cells(dead) for dx, dy in steps}
+        assert _cells(skipped) & neighbours, "the malformed-skips panel is not next to the dead letters"

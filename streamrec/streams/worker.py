@@ -308,11 +308,19 @@ class StreamWorker:
             self.membership.commit(self.offsets)
 
     def _write_stats(self, now: float) -> None:
+        """The group's stats hash (what `streamrec status` shows). Best effort: Redis can go away
+        between the lists and this write, and that must cost a stale status, not the worker."""
         key = self.keys.stats(self.settings.group_id)
-        self.redis.hset(key, mapping={"learned": self.stats.learned, "refreshed_at": now,
-                                      "dead_letters": self.stats.dead_letters,
-                                      "model_version": self.model_version()})  # fmt: skip
-        self.redis.expire(key, self.keys.recs_ttl_s)
+        try:
+            with self.redis.pipeline(transaction=False) as pipe:
+                pipe.hset(key, mapping={"learned": self.stats.learned, "refreshed_at": now,
+                                        "dead_letters": self.stats.dead_letters,
+                                        "model_version": self.model_version()})  # fmt: skip
+                pipe.expire(key, self.keys.recs_ttl_s)
+                pipe.execute()
+        except redis_errors() as exc:
+            self.stats.redis_failures += 1
+            log.warning("could not write the stats to Redis (%s); lists and learning go on", exc)
 
     # ------------------------------------------------------------ health and the loop
 

@@ -39,6 +39,24 @@ def admin_for(settings, timeout_s: float = 10.0):
     return admin_client(settings.kafka_bootstrap, kafka_config(settings), timeout_s)
 
 
+def _ready(admin, names: list[str], timeout_s: float):
+    """Metadata once every topic in ``names`` is listed without error and every partition has a
+    leader. A freshly created topic can be listed before its leaders are elected, and a worker
+    started at that moment would take it for missing; so creating returns only when usable."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        metadata = admin.list_topics(timeout=timeout_s)
+        waiting = [n for n in names if (t := metadata.topics.get(n)) is None or t.error is not None
+                   or not t.partitions or any(p.leader < 0 for p in t.partitions.values())]  # fmt: skip
+        if not waiting:
+            return metadata
+        if time.monotonic() >= deadline:
+            raise TopicAdminError(f"topics not ready after {timeout_s:g}s: {', '.join(waiting)}")
+        time.sleep(0.1)
+
+
 def create_topics(
     admin, topics: Topics, partitions: int, replication: int, timeout_s: float = 30.0
 ) -> list[TopicResult]:
@@ -60,7 +78,7 @@ def create_topics(
             if getattr(error, "code", lambda: None)() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue
             raise TopicAdminError(f"creating topic {name!r} failed: {exc}") from exc
-    metadata = admin.list_topics(timeout=timeout_s)
+    metadata = _ready(admin, [s.name for s in specs], timeout_s)
     results = []
     for spec in specs:
         found = metadata.topics.get(spec.name)

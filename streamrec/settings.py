@@ -116,8 +116,8 @@ def _choice(*options: str) -> Callable[[str], str]:
     return parse
 
 
-#: the blend's named signals (``streamrec.streams.ranking.NAMED``; a unit test keeps them equal,
-#: so that parsing settings does not import the model code)
+#: the blend's named signals, one field each in ``streamrec.streams.ranking.BlendWeights``
+#: (defined here so that parsing settings does not import the model code)
 SIGNALS = ("cooccur", "mf", "popularity", "embedding", "fresh", "recent", "tags")
 
 

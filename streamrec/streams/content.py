@@ -314,12 +314,18 @@ class ContentModel:
 
         ``None`` when the user has no profile."""
         q = self.profile(user, history)
-        if q is None:
-            return None
-        n = len(self.index)
-        m = min(n, len(self._has))
-        out = np.full(n, -np.inf)
-        out[:m] = np.where(self._has[:m], self._E[:m] @ q, -np.inf)
+        return None if q is None else self._over_rows(self._E[: self._m()] @ q)
+
+    def _m(self) -> int:
+        """Rows that have per-item arrays (the index may already know newer items)."""
+        return min(len(self.index), len(self._has))
+
+    def _over_rows(self, values: np.ndarray) -> np.ndarray:
+        """``values`` of the first ``_m()`` rows as a vector over every row, ``-inf`` wherever
+        there is no embedding."""
+        m = len(values)
+        out = np.full(len(self.index), -np.inf)
+        out[:m] = np.where(self._has[:m], values, -np.inf)
         return out
 
     def recent_rows(self, history: Sequence[int]) -> list[int]:
@@ -342,20 +348,15 @@ class ContentModel:
         if q is None and not recent:
             return None, None
         cfg = self.config
-        n = len(self.index)
-        m = min(n, len(self._has))
-        E, missing = self._E[:m], ~self._has[:m]
-        cos = near = None
-        if q is not None:
-            cos = np.full(n, -np.inf)
-            cos[:m] = np.where(missing, -np.inf, E @ q)
+        E = self._E[: self._m()]
+        cos = None if q is None else self._over_rows(E @ q)
+        near = None
         if recent:
-            acc = np.zeros(m, dtype=np.float32)
+            acc = np.zeros(len(E), dtype=np.float32)
             for r, row in enumerate(recent):
                 sim = np.maximum(E @ self._E[row], np.float32(0.0))
                 acc += np.float32(cfg.recent_decay**r) * sim**cfg.recent_power
-            near = np.full(n, -np.inf)
-            near[:m] = np.where(missing, -np.inf, acc)
+            near = self._over_rows(acc)
         return cos, near
 
     def cold(self, interactions: np.ndarray, now: float | None = None) -> np.ndarray:

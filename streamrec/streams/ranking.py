@@ -38,10 +38,13 @@ from typing import Hashable
 
 import numpy as np
 
+from streamrec.settings import SIGNALS
+
 NORMALISERS = ("max", "minmax", "raw")
 MISSING = ("zero", "mean")
-#: weights with their own field in BlendWeights
-NAMED = ("cooccur", "mf", "popularity", "embedding", "fresh", "recent", "tags")
+#: weights with their own field in BlendWeights (defined with the settings, which validate
+#: ``STREAMREC_BLEND_WEIGHTS`` against them without importing the model code)
+NAMED = SIGNALS
 
 
 @dataclass(frozen=True, slots=True)

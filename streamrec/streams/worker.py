@@ -120,11 +120,10 @@ class StreamWorker:
             self.offsets, self.seq = {}, 0
             active = {}
             self.catalog_state = Catalog()
-        if settings.blend_weights:  # ranking only, so it applies to a restored model as well
-            self.model.set_weights(**dict(settings.blend_weights))
         version = {"model": MODEL_NAME, "k": settings.top_k, "negatives": settings.negatives,
                    "seed": settings.seed}  # fmt: skip
-        if settings.blend_weights:
+        if settings.blend_weights:  # ranking only, so it applies to a restored model as well
+            self.model.set_weights(**dict(settings.blend_weights))
             version["weights"] = [list(p) for p in settings.blend_weights]
         self.digest = config_digest(version)
         #: owed users and when their lists are due (see :mod:`streamrec.streams.schedule`)

@@ -22,6 +22,7 @@ from workerkit import (
     stop,
     taste_events,
     wait_for,
+    wait_for_lists,
 )
 
 from streamrec.schemas.events import Click
@@ -54,8 +55,7 @@ def test_two_workers_split_partitions_and_hand_over_without_loss(worker_env, sta
     try:
         wait_for(lambda: all(serving(env) for env in envs), 60, "both workers serving", workers[0])
         publish(stack, topics, events)
-        lists = wait_for(lambda: (ls := {u: read_list(redis_client, prefix, u) for u in users})
-                         and all(ls.values()) and ls, 60, "every user's list")  # fmt: skip
+        lists = wait_for_lists(redis_client, prefix, users)
         split = [{tuple(p) for p in serving(env)} for env in envs]
         assert split[0] and split[1] and not split[0] & split[1], split
         assert len(split[0] | split[1]) == 6, "clicks and ratings, 3 partitions each, all served"

@@ -21,6 +21,7 @@ from workerkit import (
     stop,
     taste_events,
     wait_for,
+    wait_for_lists,
 )
 
 from streamrec.schemas.codec import decode
@@ -38,11 +39,7 @@ def test_lists_follow_tastes_and_skip_seen_items(worker_env, stack, topics, pref
         t0 = time.monotonic()
         publish(stack, topics, events)
         users = sorted({e.user for e in events})
-        lists = wait_for(
-            lambda: (ls := {u: read_list(redis_client, prefix, u) for u in users})
-            and all(ls.values()) and ls,
-            timeout_s=60, what="every user's list", proc=worker,
-        )  # fmt: skip
+        lists = wait_for_lists(redis_client, prefix, users, worker)
         print(f"every list written {time.monotonic() - t0:.1f}s after publishing started")
     finally:
         stop(worker)
@@ -69,11 +66,7 @@ def test_blend_weights_setting_reaches_the_lists(worker_env, stack, topics, pref
     try:
         publish(stack, topics, events)
         users = sorted({e.user for e in events})
-        lists = wait_for(
-            lambda: (ls := {u: read_list(redis_client, prefix, u) for u in users})
-            and all(ls.values()) and ls,
-            timeout_s=60, what="every user's list", proc=worker,
-        )  # fmt: skip
+        lists = wait_for_lists(redis_client, prefix, users, worker)
     finally:
         stop(worker)
     counts = Counter(e.item for e in events)

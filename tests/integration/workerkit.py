@@ -75,6 +75,15 @@ def read_list(redis_client, prefix: str, user: str) -> RecommendationList | None
     return decode(raw, RecommendationList) if raw else None
 
 
+def wait_for_lists(redis_client, prefix: str, users, proc: subprocess.Popen | None = None,
+                   timeout_s: float = 60) -> dict[str, RecommendationList]:  # fmt: skip
+    """Every user's list, once all of them are in Redis."""
+    return wait_for(
+        lambda: (ls := {u: read_list(redis_client, prefix, u) for u in users}) and all(ls.values()) and ls,
+        timeout_s, "every user's list", proc,
+    )
+
+
 def learned_counts(env: dict) -> dict[str, int] | None:
     checkpoint = FileCheckpointStore(env["STREAMREC_CHECKPOINT_DIR"]).load()
     if checkpoint is None:

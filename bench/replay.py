@@ -80,15 +80,15 @@ Code
 This module is the entry point (:func:`main`, which the CLI calls) and holds the configurations
 (:func:`model_config`, :func:`build_model`); each stage has a module beside it:
 
-- :mod:`bench.replay_data`: the datasets (MovieLens layouts, synthetic);
-- :mod:`bench.replay_enrich`: the ``crm+llm`` embeddings and tags, and their cache;
-- :mod:`bench.replay_run`: one run, in process or through Kafka and Redis;
-- :mod:`bench.replay_metrics`: the prequential metrics;
-- :mod:`bench.replay_report`: the markdown table, the plots, the JSON.
+- :mod:`streamrec.bench.replay_data`: the datasets (MovieLens layouts, synthetic);
+- :mod:`streamrec.bench.replay_enrich`: the ``crm+llm`` embeddings and tags, and their cache;
+- :mod:`streamrec.bench.replay_run`: one run, in process or through Kafka and Redis;
+- :mod:`streamrec.bench.replay_metrics`: the prequential metrics;
+- :mod:`streamrec.bench.replay_report`: the markdown table, the plots, the JSON.
 
-The names other code imports from ``bench.replay`` are re-exported here. :func:`replay_in_process`
+The names other code imports from ``streamrec.bench.replay`` are re-exported here. :func:`replay_in_process`
 and :func:`replay_kafka` turn a configuration into what a run needs and look :func:`build_model` up
-in this module at each run, so research code that sets ``bench.replay.build_model`` changes what
+in this module at each run, so research code that sets ``streamrec.bench.replay.build_model`` changes what
 they build.
 """
 
@@ -100,11 +100,11 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from bench.replay_data import Dataset, default_movielens_dir, load_movielens, load_synthetic
-from bench.replay_enrich import TAG_MODES, Enrichment, distinct_tags, enrichment_for, item_texts, worker_tags
-from bench.replay_metrics import K
-from bench.replay_report import _clean, plot, table
-from bench.replay_run import LogicalLists, RunResult, feed_catalogue, run_in_process, run_kafka, run_settings
+from streamrec.bench.replay_data import Dataset, default_movielens_dir, load_movielens, load_synthetic
+from streamrec.bench.replay_enrich import TAG_MODES, Enrichment, distinct_tags, enrichment_for, item_texts, worker_tags
+from streamrec.bench.replay_metrics import K
+from streamrec.bench.replay_report import _clean, plot, table
+from streamrec.bench.replay_run import LogicalLists, RunResult, feed_catalogue, run_in_process, run_kafka, run_settings
 from streamrec.settings import Settings
 
 __all__ = [
@@ -199,7 +199,7 @@ def _builder(name: str, config):
     """``settings -> a fresh model`` of configuration ``name`` (or ``config``) for one run.
 
     :func:`build_model` is looked up in this module when the run calls it, not when this is
-    defined, so a ``bench.replay.build_model`` replaced by research code is the one used.
+    defined, so a ``streamrec.bench.replay.build_model`` replaced by research code is the one used.
     """
     return lambda settings: build_model(name, settings, config)
 
@@ -207,7 +207,7 @@ def _builder(name: str, config):
 def replay_in_process(dataset: Dataset, name: str, interval: float, settings: Settings,
                       enrichment: Enrichment | None = None, progress: bool = True,
                       config=None) -> RunResult:  # fmt: skip
-    """The fast mode (:func:`bench.replay_run.run_in_process`): same Recommender, same order, same
+    """The fast mode (:func:`streamrec.bench.replay_run.run_in_process`): same Recommender, same order, same
     boundary rule; no Kafka, no Redis. ``enrichment`` is used only by configurations with content.
 
     ``config`` (a RecommenderConfig) replaces the named configuration's, for model research.
@@ -219,7 +219,7 @@ def replay_in_process(dataset: Dataset, name: str, interval: float, settings: Se
 def replay_kafka(dataset: Dataset, name: str, interval: float, settings: Settings,
                  enrichment: Enrichment | None = None, progress: bool = True,
                  keep: bool = False, config=None) -> RunResult:  # fmt: skip
-    """The real path (:func:`bench.replay_run.run_kafka`): Kafka topics, the StreamWorker in
+    """The real path (:func:`streamrec.bench.replay_run.run_kafka`): Kafka topics, the StreamWorker in
     logical mode, lists read back from Redis. ``enrichment`` is used only by configurations with
     content; ``keep`` leaves the run's topics and Redis keys in place.
     """

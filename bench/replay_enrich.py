@@ -10,7 +10,7 @@ token limit and a hash of every item text (tags also by the vocabulary and ``tag
 do not re-encode.
 
 The replay feeds an :class:`Enrichment` to the model in the order the Kafka path publishes it
-(see :func:`bench.replay_run.feed_catalogue`).
+(see :func:`streamrec.bench.replay_run.feed_catalogue`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.replay_data import Dataset
+from streamrec.bench.replay_data import Dataset
 from streamrec.settings import Settings
 
 TAG_MODES = ("worker", "none")

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.replay_metrics import lorenz
-from bench.replay_run import RunResult
+from streamrec.bench.replay_metrics import lorenz
+from streamrec.bench.replay_run import RunResult
 
 
 def table(results: list[RunResult]) -> str:

@@ -9,8 +9,8 @@ publishes, in the order it publishes them (:func:`feed_catalogue`, then the even
 through the same :func:`_finish`, and the integration test compares them.
 
 Neither knows the named configurations: the caller passes ``build`` (settings -> a fresh model)
-and the enrichment the model may see. :mod:`bench.replay` makes both from a configuration name, so
-research code that replaces ``bench.replay.build_model`` still changes what every run builds.
+and the enrichment the model may see. :mod:`streamrec.bench.replay` makes both from a configuration name, so
+research code that replaces ``streamrec.bench.replay.build_model`` still changes what every run builds.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.replay_data import Dataset
-from bench.replay_enrich import Enrichment
-from bench.replay_metrics import K, Prequential
+from streamrec.bench.replay_data import Dataset
+from streamrec.bench.replay_enrich import Enrichment
+from streamrec.bench.replay_metrics import K, Prequential
 from streamrec.settings import Settings
 
 
@@ -152,7 +152,7 @@ def run_in_process(dataset: Dataset, name: str, interval: float, settings: Setti
     """The fast mode: same Recommender, same order, same boundary rule; no Kafka, no Redis.
 
     ``build(settings)`` makes the fresh model and ``content`` is the enrichment it sees (None: no
-    content signals); :func:`bench.replay.replay_in_process` derives both from a configuration.
+    content signals); :func:`streamrec.bench.replay.replay_in_process` derives both from a configuration.
     """
     model = build(settings)
     owed = feed_catalogue(model, dataset, content, settings)
@@ -257,7 +257,7 @@ def run_kafka(dataset: Dataset, name: str, interval: float, settings: Settings, 
 
     ``build(settings)`` makes the worker's model (called with the run's own settings: fresh topic
     and key prefixes) and ``content`` is the enrichment published before the events (None: none);
-    :func:`bench.replay.replay_kafka` derives both from a configuration. ``keep`` leaves the run's
+    :func:`streamrec.bench.replay.replay_kafka` derives both from a configuration. ``keep`` leaves the run's
     topics and Redis keys in place, for inspection.
     """
     from streamrec.schemas.admin import admin_for, create_topics

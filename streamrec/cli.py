@@ -20,6 +20,7 @@ import time
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from streamrec import __version__
+from streamrec.logs import error
 from streamrec.settings import Secret, Settings, SettingsError
 
 EPILOG = """\
@@ -29,11 +30,6 @@ Typical session:
   streamrec publish events.jsonl
   streamrec recs u42
 """
-
-
-def error(msg: str) -> None:
-    """The one shape of a command's error line, for every subcommand module."""
-    print(f"streamrec: error: {msg}", file=sys.stderr)
 
 
 # ---------------------------------------------------------------- stack

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import argparse
 
-from streamrec.cli import error
+from streamrec.logs import error
 from streamrec.settings import Settings
 
 
 def _bench(name: str):
-    """``bench.<name>``, imported only when that benchmark runs (they pull in heavy modules)."""
+    """``streamrec.bench.<name>``, imported only when that benchmark runs (they pull in heavy modules)."""
     import importlib
 
-    return importlib.import_module(f"bench.{name}")
+    return importlib.import_module(f"streamrec.bench.{name}")
 
 
 def cmd_bench_stream(settings: Settings, args) -> int:

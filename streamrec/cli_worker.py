@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 
-from streamrec.cli import error
+from streamrec.logs import error
 from streamrec.settings import Settings
 
 

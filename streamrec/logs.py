@@ -27,6 +27,11 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+def error(msg: str) -> None:
+    """The one shape of a command's error line, for every subcommand module (``streamrec.cli*``)."""
+    print(f"streamrec: error: {msg}", file=sys.stderr)
+
+
 def configure(level: str, fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":

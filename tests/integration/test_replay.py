@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.replay import REQUIRED_KEYS, enrichment_for, replay_in_process, replay_kafka
-from bench.replay_data import default_movielens_dir, load_movielens, load_synthetic
+from streamrec.bench.replay import REQUIRED_KEYS, enrichment_for, replay_in_process, replay_kafka
+from streamrec.bench.replay_data import default_movielens_dir, load_movielens, load_synthetic
 
 TOLERANCE = 0.005
 ROOT = Path(__file__).resolve().parents[2]

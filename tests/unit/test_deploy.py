@@ -287,7 +287,8 @@ def test_dockerignore_keeps_local_state_and_caches_out():
                  "streamrec.egg-info/PKG-INFO", "bench-results/x.json", "deploy/k8s/stream.yaml",
                  "docker-compose.yml", "streamrec/__pycache__"):  # fmt: skip
         assert ignored(path, rules), f".dockerignore lets {path} into the build context"
-    for path in ("pyproject.toml", "README.md", "streamrec/cli.py", "streamrec/schemas/codec.py"):
+    for path in ("pyproject.toml", "README.md", "streamrec/cli.py", "schemas/codec.py",
+                 "streams/worker.py", "workers/embed.py", "bench/replay.py"):
         assert not ignored(path, rules), f".dockerignore leaves out {path}"
 
 

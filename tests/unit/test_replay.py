@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from bench.replay import LogicalLists, model_config, parse_list, replay_in_process, table
-from bench.replay_data import (
+from streamrec.bench.replay import LogicalLists, model_config, parse_list, replay_in_process, table
+from streamrec.bench.replay_data import (
     Dataset,
     Event,
     detect_layout,
@@ -18,7 +18,7 @@ from bench.replay_data import (
     load_synthetic,
     sort_events,
 )
-from bench.replay_metrics import Prequential, coverage, gini, lorenz, ndcg, quantile, rank_of
+from streamrec.bench.replay_metrics import Prequential, coverage, gini, lorenz, ndcg, quantile, rank_of
 from streamrec.schemas.events import Item
 from streamrec.settings import Settings
 

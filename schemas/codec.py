@@ -1,7 +1,12 @@
-"""Records to bytes and back: msgpack on the wire, plain dicts for JSON and the CLI.
+"""Records to bytes and back: msgpack or JSON on the wire, plain dicts for JSON and the CLI.
 
-A wire message is a msgpack map ``{"type": <name>, "v": <version>, **fields}``, so readers in any
-language need only msgpack. Embedding vectors travel as one bin of little-endian float32 (4 bytes a
+A wire message is a map ``{"type": <name>, "v": <version>, **fields}``, as msgpack (what streamrec
+itself writes, and every Redis value) or as a JSON object (what other languages' producers and
+Kafka's console producer most easily send). :func:`decode` tells them apart per message: a
+``content-type`` header when there is one, else the first byte, which is unambiguous: a JSON
+object starts with ``{`` (after optional whitespace), and no msgpack map does (``{`` and the
+whitespace bytes are msgpack positive ints). Both formats then go through the same checks and give
+the same reasons; only a parse failure names its format. Embedding vectors travel as one bin of little-endian float32 (4 bytes a
 dimension rather than 9). :func:`decode` turns *any* input into a record or a :class:`SchemaError`,
 never another exception: consumers dead-letter on exactly one exception type. Decoding builds the
 record through its constructor, so the checks in :mod:`.events` (written once in :mod:`.fields`) are
@@ -25,12 +30,21 @@ streamrec.schemas.fields.SchemaError: type: expected rating, got click
 Traceback (most recent call last):
 ...
 streamrec.schemas.fields.SchemaError: <payload>: not valid msgpack (Unpack failed: incomplete input)
+>>> decode(b'{"type": "click", "v": 1, "user": "u1", "item": "i9", "ts": 1700000000}') == click
+True
+>>> decode(b'{"type": "click", "v": 1, "user": "u1", "ts": 1700000000}')
+Traceback (most recent call last):
+...
+streamrec.schemas.fields.SchemaError: item: missing (required for 'click')
+>>> wire_format(b' {"type": "click"}'), wire_format(encode(click)), wire_format(b"x", "application/json")
+('json', 'msgpack', 'json')
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import fields
@@ -50,15 +64,27 @@ from .events import (
 )
 from .fields import MAX_ATTRIBUTES, MAX_PAYLOAD_BYTES, MAX_TEXT_LEN, MAX_VECTOR_DIM, Attributes, SchemaError
 
-__all__ = ["SCHEMA_VERSION", "decode", "encode", "from_mapping", "to_mapping"]
+__all__ = ["JSON", "MSGPACK", "SCHEMA_VERSION", "content_type", "decode", "encode", "from_mapping", "to_mapping", "wire_format"]
 
 PAYLOAD = "<payload>"
+JSON, MSGPACK = "json", "msgpack"
+#: ``content-type`` header values (parameters such as ``; charset=utf-8`` ignored) -> wire format
+CONTENT_TYPES = {
+    "application/json": JSON,
+    "text/json": JSON,
+    "application/msgpack": MSGPACK,
+    "application/x-msgpack": MSGPACK,
+    "application/vnd.msgpack": MSGPACK,
+}
+_JSON_WS = b" \t\r\n"
+#: a JSON message may spell a maximal msgpack one in base64 with escapes; more is refused unparsed
+MAX_JSON_BYTES = 4 * MAX_PAYLOAD_BYTES
 
 #: Generous enough for every valid record, small enough that no header can make us allocate much.
 _UNPACK = dict(
     raw=False,
     strict_map_key=True,
-    use_list=False,
+    use_list=True,  # arrays are lists, as JSON arrays are: the same type names in reasons
     max_str_len=4 * MAX_TEXT_LEN,  # UTF-8 is at most 4 bytes a char
     max_bin_len=MAX_PAYLOAD_BYTES,
     max_array_len=MAX_VECTOR_DIM,
@@ -200,20 +226,81 @@ def from_mapping(data: Mapping[str, Any]) -> Record:
     return _build(data, SCHEMA_VERSION)
 
 
-def decode(data: bytes, expected: type | tuple[type, ...] | None = None) -> Record:
-    """The record in ``data``, optionally required to be of type(s) ``expected``.
+def content_type(headers) -> bytes | None:
+    """The ``content-type`` header's value (any case) among Kafka message headers, if any.
 
-    Raises :class:`SchemaError` and nothing else, whatever ``data`` holds.
+    >>> content_type([("trace", b"1"), ("Content-Type", b"application/json")])
+    b'application/json'
     """
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        raise SchemaError(PAYLOAD, f"expected bytes, got {type(data).__name__}")
+    for name, value in headers or ():
+        if name.lower() == "content-type":
+            return value
+    return None
+
+
+def wire_format(data: bytes, content_type: str | bytes | None = None) -> str:
+    """``"json"`` or ``"msgpack"``: the ``content-type`` header decides when it names one of the
+    two, else the first non-whitespace byte (``{`` is JSON; a msgpack map never starts so)."""
+    if content_type:
+        if isinstance(content_type, (bytes, bytearray)):
+            content_type = bytes(content_type).decode("latin-1")
+        fmt = CONTENT_TYPES.get(content_type.split(";", 1)[0].strip().lower())
+        if fmt is not None:
+            return fmt
+    head = bytes(data[:64]).lstrip(_JSON_WS)
+    return JSON if head[:1] == b"{" else MSGPACK
+
+
+def _parse_json(data: bytes) -> Any:
+    if len(data) > MAX_JSON_BYTES:
+        raise SchemaError(PAYLOAD, f"{len(data)} bytes of JSON exceeds the limit of {MAX_JSON_BYTES}")
+    try:
+        text = bytes(data).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SchemaError(PAYLOAD, f"not valid JSON (not UTF-8: {exc.reason} at byte {exc.start})") from None
+    try:
+        obj = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise SchemaError(PAYLOAD, f"not valid JSON ({str(exc)[:200]})") from None
+    if type(obj) is not dict:
+        raise SchemaError(PAYLOAD, f"expected a JSON object, got {_JSON_NAMES.get(type(obj), type(obj).__name__)}")
+    return obj
+
+
+_JSON_NAMES = {list: "array", str: "string", int: "number", float: "number", bool: "boolean",
+               type(None): "null"}  # fmt: skip
+
+
+def _parse_msgpack(data: bytes) -> Any:
     try:
         obj = msgpack.unpackb(data, **_UNPACK)
     except Exception as exc:  # msgpack raises ValueError subclasses, TypeError, UnicodeDecodeError...
         detail = str(exc)[:200] or type(exc).__name__
-        raise SchemaError(PAYLOAD, f"not valid msgpack ({detail})") from None
+        hint = ""
+        if bytes(data[:64]).lstrip(_JSON_WS)[:1] in (b"[", b'"'):
+            hint = "; a JSON message must be an object, starting with '{'"
+        raise SchemaError(PAYLOAD, f"not valid msgpack ({detail}){hint}") from None
     if type(obj) is not dict:
         raise SchemaError(PAYLOAD, f"expected a msgpack map, got {type(obj).__name__}")
+    return obj
+
+
+def decode(
+    data: bytes, expected: type | tuple[type, ...] | None = None, content_type: str | bytes | None = None
+) -> Record:
+    """The record in ``data`` (msgpack or JSON, see :func:`wire_format`), optionally required to be
+    of type(s) ``expected``.
+
+    Raises :class:`SchemaError` and nothing else, whatever ``data`` holds. The same rules hold for
+    both formats: ``v`` is required on the wire, unknown fields are refused. In JSON, vectors are
+    arrays of numbers and a dead letter's ``key``/``value`` base64 strings.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise SchemaError(PAYLOAD, f"expected bytes, got {type(data).__name__}")
+    if wire_format(data, content_type) == JSON:
+        obj = _parse_json(data)
+    else:
+        obj = _parse_msgpack(data)
     if expected is not None:
         tname = obj.get("type")
         cls = RECORD_TYPES.get(tname) if type(tname) is str else None
@@ -222,4 +309,3 @@ def decode(data: bytes, expected: type | tuple[type, ...] | None = None) -> Reco
             names = " or ".join(getattr(t, "TYPE", t.__name__) for t in want)
             raise SchemaError("type", f"expected {names}, got {cls.TYPE}")
     return _build(obj, _MISSING)
-

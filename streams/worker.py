@@ -162,12 +162,13 @@ class StreamWorker:
 
     # ------------------------------------------------------------ the per-event path
 
-    def handle(self, topic: str, partition: int, offset: int, key, value, now: float) -> None:
+    def handle(self, topic: str, partition: int, offset: int, key, value, now: float,
+               headers=None) -> None:  # fmt: skip
         """Learn one message (or dead-letter it) and advance the partition's position."""
         position = (topic, partition)
         if offset < self.offsets.get(position, 0):
             return  # already inside the restored state: never learn an event twice
-        record = self.boundary.decode(topic, key, value, now)
+        record = self.boundary.decode(topic, key, value, now, headers)
         kind = type(record)
         if kind is Click or kind is Rating:
             if self.logical:
@@ -229,7 +230,8 @@ class StreamWorker:
             if msg.error():
                 log.warning("consumer error: %s", msg.error())
                 continue
-            self.handle(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), now)
+            self.handle(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), now,
+                        msg.headers())  # fmt: skip
         self.producer.poll(0)
         return len(messages)
 

@@ -39,7 +39,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from streamrec.metrics import WorkerMetrics, serve, write_heartbeat
-from streamrec.schemas.codec import decode, encode
+from streamrec.schemas.codec import content_type, decode, encode
 from streamrec.schemas.events import DeadLetter, EnrichRequest, content_hash
 from streamrec.schemas.fields import MAX_REASON_LEN, SchemaError
 from streamrec.schemas.publisher import route
@@ -242,7 +242,7 @@ class EnrichWorker:
         try:
             if value is None:
                 raise SchemaError("<payload>", "empty message (null value)")
-            req = decode(value, EnrichRequest)
+            req = decode(value, EnrichRequest, content_type(msg.headers()))
             expected = content_hash(req.title, req.text, req.attributes)
             if req.content_hash != expected:
                 raise SchemaError("content_hash", f"{req.content_hash[:40]!r} does not match the "

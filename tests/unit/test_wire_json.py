@@ -1,0 +1,163 @@
+"""JSON beside msgpack on the wire: chosen per message, the same checks, the same reasons."""
+
+from __future__ import annotations
+
+import json
+
+import msgpack
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamrec.schemas import RECORD_TYPES, Click, Item, SchemaError, decode, encode, to_mapping
+from streamrec.schemas.codec import content_type, wire_format
+from streamrec.schemas.topics import Topics
+from streamrec.streams.ingest import Boundary
+
+
+def _cases():
+    """The example records and the record strategy of test_schemas.py, loaded by path (tests are
+    imported in importlib mode, so they are not importable by module name)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("_schema_cases", Path(__file__).with_name("test_schemas.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.EXAMPLES, module.records
+
+
+EXAMPLES, records = _cases()
+
+T = 1_700_000_000.0
+
+
+def as_json(record) -> bytes:
+    return json.dumps(to_mapping(record)).encode()
+
+
+def outcome(fn, *args):
+    try:
+        return ("ok", fn(*args))
+    except SchemaError as exc:
+        return ("error", str(exc))
+
+
+@pytest.mark.parametrize("record", EXAMPLES, ids=lambda r: type(r).TYPE)
+def test_every_record_decodes_from_json(record):
+    assert decode(as_json(record), type(record)) == record
+
+
+@given(records)
+def test_valid_records_decode_the_same_from_json(record):
+    assert decode(as_json(record)) == record == decode(encode(record))
+
+
+def test_the_format_is_chosen_per_message():
+    click = Click("u1", "i9", T)
+    assert wire_format(encode(click)) == "msgpack"
+    assert wire_format(as_json(click)) == "json"
+    assert wire_format(b"\n\t {") == "json"
+    # the header wins over the first byte, with or without parameters, in any case
+    assert wire_format(encode(click), b"Application/JSON; charset=utf-8") == "json"
+    assert wire_format(as_json(click), "application/x-msgpack") == "msgpack"
+    assert wire_format(as_json(click), "text/plain") == "json"  # unknown type: sniffed
+    # no msgpack map can start like a JSON object: 0x7b and whitespace are positive fixints
+    for n in (0, 1, 15, 16, 2**16):
+        assert wire_format(msgpack.packb({str(i): i for i in range(n)})) == "msgpack"
+
+
+def test_json_errors_name_the_field_like_msgpack():
+    base = to_mapping(Click("u1", "i9", T))
+    cases = [
+        {k: v for k, v in base.items() if k != "item"},
+        {k: v for k, v in base.items() if k != "v"},
+        {**base, "ts": 1_700_000_000_000},  # milliseconds
+        {**base, "ts": "1700000000"},
+        {**base, "user": ""},
+        {**base, "extra": 1},
+        {**base, "type": "purchase"},
+        {**base, "v": 2},
+    ]
+    for d in cases:
+        via_json = outcome(decode, json.dumps(d).encode())
+        via_msgpack = outcome(decode, msgpack.packb(d))
+        assert via_json[0] == "error" and via_json == via_msgpack, d
+
+
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b'{"type": "click",', "not valid JSON"),
+        (b'{"type": "click"} trailing', "not valid JSON"),
+        (b'{"type": "\xff"}', "not UTF-8"),
+        (b'[{"type": "click"}]', "a JSON message must be an object"),
+        (b'"click"', "a JSON message must be an object"),
+    ],
+)
+def test_json_parse_errors_say_json(data, reason):
+    with pytest.raises(SchemaError) as info:
+        decode(data)
+    assert info.value.field == "<payload>" and reason in info.value.reason
+
+
+def test_json_header_on_msgpack_bytes_is_a_json_error():
+    with pytest.raises(SchemaError, match="not valid JSON"):
+        decode(encode(Click("u1", "i9", T)), content_type=b"application/json")
+
+
+def test_content_type_header_lookup():
+    assert content_type(None) is None and content_type([]) is None
+    assert content_type([("CONTENT-TYPE", b"application/json")]) == b"application/json"
+
+
+def test_boundary_reads_json_on_every_input_topic_and_says_the_format():
+    topics = Topics()
+    b = Boundary(topics)
+    item = Item("i1", "Heat", attributes={"genres": ["crime"]}, ts=T)
+    assert b.decode(topics.items, b"i1", as_json(item), now=T) == item
+    click = Click("u1", "i1", T)
+    assert b.decode(topics.clicks, b"u1", as_json(click), now=T) == click
+    for rec in EXAMPLES:
+        topic = {"click": topics.clicks, "rating": topics.ratings, "item": topics.items,
+                 "embedding": topics.embeddings, "tags": topics.tags}.get(type(rec).TYPE)
+        if topic is not None:
+            key = getattr(rec, "user", rec.item).encode()
+            assert b.decode(topic, key, as_json(rec), now=T) == rec
+    letter = b.decode(topics.clicks, b"u2", as_json(click), now=T)
+    assert letter.reason == "key: b'u2' does not match user 'u1' (json)"
+    assert letter.value == as_json(click)
+    letter = b.decode(topics.clicks, b"u1", encode(click), now=T,
+                      headers=[("content-type", b"application/json")])  # fmt: skip
+    assert letter.reason.startswith("<payload>: not valid JSON") and letter.reason.endswith("(json)")
+    # a null value keeps its own path (and reason)
+    assert b.decode(topics.items, b"i1", None, now=T).reason == "<payload>: empty message (null value)"
+
+
+json_scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-(2**63), max_value=2**64 - 1),
+    st.floats(allow_nan=False), st.text(max_size=12),
+    st.sampled_from(["", " ", "x" * 300, "click", "type"]),
+)  # fmt: skip
+json_junk = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=300)
+@given(st.sampled_from(sorted(RECORD_TYPES)).flatmap(
+    lambda t: st.fixed_dictionaries(
+        {"type": st.just(t), "v": st.just(1) | json_junk},
+        optional={n: json_junk for n in RECORD_TYPES[t].__dataclass_fields__},
+    )
+))
+def test_json_and_msgpack_agree_on_every_mapping(d):
+    """Whatever the mapping, both formats accept the same record or refuse with the same reason
+    (dead letters aside: their bytes are base64 strings in JSON, bins in msgpack)."""
+    if d["type"] == "deadletter":
+        d.pop("key", None), d.pop("value", None)
+    via_json = outcome(decode, json.dumps(d).encode())
+    via_msgpack = outcome(decode, msgpack.packb(d, use_bin_type=True))
+    assert via_json == via_msgpack, d

@@ -176,7 +176,7 @@ def cmd_peek(settings: Settings, args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     # imported here rather than at the top: both modules import error() from this one
-    from streamrec import cli_bench, cli_worker
+    from streamrec import cli_bench, cli_contract, cli_worker
 
     parser = argparse.ArgumentParser(
         prog="streamrec",
@@ -220,6 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     peek.add_argument("topic", help="a topic name, e.g. events.clicks (the prefix is added)")
     peek.add_argument("-n", type=int, default=None, help="at most N records")
 
+    cli_contract.add_commands(add)
     worker = add("worker", None, "run a worker (stream worker, LLM workers)")
     cli_worker.add_kinds(worker)
     bench = add("bench", None, "benchmarks against the running stack")

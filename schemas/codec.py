@@ -44,13 +44,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import fields
 from typing import Any
 
 import msgpack
+import msgspec
 import numpy as np
 
 from .events import (
@@ -77,6 +77,7 @@ CONTENT_TYPES = {
     "application/vnd.msgpack": MSGPACK,
 }
 _JSON_WS = b" \t\r\n"
+_JSON_DECODER = msgspec.json.Decoder()
 #: a JSON message may spell a maximal msgpack one in base64 with escapes; more is refused unparsed
 MAX_JSON_BYTES = 4 * MAX_PAYLOAD_BYTES
 
@@ -252,16 +253,14 @@ def wire_format(data: bytes, content_type: str | bytes | None = None) -> str:
 
 
 def _parse_json(data: bytes) -> Any:
+    """A JSON object, parsed by msgspec (strict RFC 8259: UTF-8 only, no NaN, no trailing data; about
+    four times the stdlib's speed, see ``streamrec bench wire``); validation stays with the records."""
     if len(data) > MAX_JSON_BYTES:
         raise SchemaError(PAYLOAD, f"{len(data)} bytes of JSON exceeds the limit of {MAX_JSON_BYTES}")
     try:
-        text = bytes(data).decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise SchemaError(PAYLOAD, f"not valid JSON (not UTF-8: {exc.reason} at byte {exc.start})") from None
-    try:
-        obj = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise SchemaError(PAYLOAD, f"not valid JSON ({str(exc)[:200]})") from None
+        obj = _JSON_DECODER.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        raise SchemaError(PAYLOAD, f"not valid JSON ({str(exc)[:200] or type(exc).__name__})") from None
     if type(obj) is not dict:
         raise SchemaError(PAYLOAD, f"expected a JSON object, got {_JSON_NAMES.get(type(obj), type(obj).__name__)}")
     return obj

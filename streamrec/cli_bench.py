@@ -42,8 +42,12 @@ def cmd_bench_replay(settings: Settings, args) -> int:
         return 2
 
 
+def cmd_bench_wire(settings: Settings, args) -> int:
+    return _bench("wire").main(args.events, json_path=args.json)
+
+
 def add_benches(bench: argparse.ArgumentParser) -> None:
-    """The NAME subcommands of ``streamrec bench``: ``embed``, ``stream`` and ``replay``."""
+    """The NAME subcommands of ``streamrec bench``: ``embed``, ``stream``, ``wire`` and ``replay``."""
     bsub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     be = bsub.add_parser(
         "embed", help="items/s through the embedding worker end to end vs the raw encoder",
@@ -67,6 +71,14 @@ def add_benches(bench: argparse.ArgumentParser) -> None:
     bs.add_argument("--early-refresh", type=float, default=None, metavar="S",
                     help="debounced early refresh delay (default: STREAMREC_EARLY_REFRESH_S)")
     bs.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    bw = bsub.add_parser(
+        "wire", help="decode + validation events/s: JSON vs msgpack, and msgspec variants",
+        description="Decode the same mix of clicks, ratings and items as msgpack and as JSON through "
+        "the codec, next to msgspec Structs and bare parsers, in one run (no services needed).",
+    )  # fmt: skip
+    bw.set_defaults(func=cmd_bench_wire)
+    bw.add_argument("--events", type=int, default=50_000, metavar="N", help="default 50000")
+    bw.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     br = bsub.add_parser(
         "replay", help="prequential replay of MovieLens or synthetic data: HR@10, NDCG@10, cold "
         "HR@10, coverage, Gini, freshness, events/s per configuration and refresh interval",

@@ -126,21 +126,22 @@ def _quiet_logger():
     return logger
 
 
-def kafka_classpath(settings: Settings) -> list[Path]:
+def kafka_classpath(settings: Settings, pom_name: str = "pom.xml", what: str = "broker") -> list[Path]:
     """The broker's jars, resolved by Maven once per version and remembered in the state dir."""
-    cache = settings.state_dir / "kafka" / f"classpath-{settings.kafka_version}.txt"
+    stem = "classpath" if pom_name == "pom.xml" else f"classpath-{Path(pom_name).stem}"
+    cache = settings.state_dir / "kafka" / f"{stem}-{settings.kafka_version}.txt"
     if cache.exists():
         jars = [Path(p) for p in cache.read_text().strip().split(os.pathsep) if p]
         if jars and all(j.exists() for j in jars):
             return jars
     mvn = shutil.which("mvn")
     if mvn is None:
-        raise StackError("Maven (`mvn`) is needed to fetch the Kafka broker jars; install Maven 3")
-    pom = DEPLOY_DIR / "pom.xml"
+        raise StackError(f"Maven (`mvn`) is needed to fetch the Kafka {what} jars; install Maven 3")
+    pom = DEPLOY_DIR / pom_name
     if not pom.exists():
         raise StackError(f"{pom} is missing: run streamrec from a checkout of the repository")
     cache.parent.mkdir(parents=True, exist_ok=True)
-    _log(f"resolving Apache Kafka {settings.kafka_version} from Maven Central (once per version)")
+    _log(f"resolving Apache Kafka {settings.kafka_version} ({what}) from Maven Central (once per version)")
     cmd = [
         mvn, "-B", "-q", "-f", str(pom), f"-Dkafka.version={settings.kafka_version}",
         "dependency:build-classpath", f"-Dmdep.outputFile={cache}",
@@ -151,7 +152,13 @@ def kafka_classpath(settings: Settings) -> list[Path]:
             f"Maven could not resolve Kafka {settings.kafka_version}:\n"
             + (result.stdout + result.stderr)[-3000:]
         )
-    return kafka_classpath(settings)
+    return kafka_classpath(settings, pom_name, what)
+
+
+def kafka_tools_classpath(settings: Settings) -> list[Path]:
+    """Kafka's command-line tools (``org.apache.kafka.tools.ConsoleProducer`` and friends), which
+    Kafka 4 ships apart from the broker: resolved the same way, from ``tools-pom.xml``."""
+    return kafka_classpath(settings, "tools-pom.xml", "command-line tools")
 
 
 def _java() -> str:

@@ -17,6 +17,8 @@ from .events import (
     Rating,
     Record,
     RecommendationList,
+    SeenItems,
+    SimilarItems,
     content_hash,
 )
 from .fields import MAX_ID_LEN, RATING_MAX, RATING_MIN, TS_MAX, TS_MIN, Attributes, SchemaError
@@ -40,6 +42,8 @@ __all__ = [
     "Record",
     "RecommendationList",
     "SchemaError",
+    "SeenItems",
+    "SimilarItems",
     "content_hash",
     "decode",
     "encode",

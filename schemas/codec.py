@@ -129,8 +129,9 @@ _FROM: dict[type, dict[str, Callable[[Any], Any]]] = {
 }
 
 
-def _pairs_out(pairs: tuple[tuple[str, float], ...]) -> list[list[Any]]:
-    return [[k, s] for k, s in pairs]
+def _pairs_out(pairs: tuple[Any, ...]) -> list[Any]:
+    """Pairs as JSON arrays; plain ids (a seen list's items) stay as they are."""
+    return [list(p) if type(p) is tuple else p for p in pairs]
 
 
 def _b64(value: bytes | None) -> str | None:

@@ -38,6 +38,8 @@ from .events import (
     ItemTags,
     Rating,
     RecommendationList,
+    SeenItems,
+    SimilarItems,
 )
 from .fields import (
     FLOAT32_MAX,
@@ -51,6 +53,7 @@ from .fields import (
     MAX_PAYLOAD_BYTES,
     MAX_REASON_LEN,
     MAX_RECS,
+    MAX_SEEN,
     MAX_TAG_LEN,
     MAX_TAGS,
     MAX_TEXT_LEN,
@@ -161,6 +164,16 @@ FIELDS: dict[type, dict[str, dict[str, Any]]] = {
         "user": _id("user"), "items": _pairs(MAX_RECS, MAX_ID_LEN, "item"),
         "model_version": _str(MAX_MODEL_LEN), "generated_at": _TS, "config_digest": _str(MAX_HASH_LEN),
     },
+    SimilarItems: {
+        "item": _id("item"), "items": _pairs(MAX_RECS, MAX_ID_LEN, "item"),
+        "model_version": _str(MAX_MODEL_LEN), "generated_at": _TS, "config_digest": _str(MAX_HASH_LEN),
+    },
+    SeenItems: {
+        "user": _id("user"),
+        "items": {"type": "array", "maxItems": MAX_SEEN, "items": _str(MAX_ID_LEN),
+                  "description": "item ids, most recent last"},
+        "ts": _TS,
+    },
     DeadLetter: {
         "topic": _str(MAX_TOPIC_LEN), "key": {"anyOf": [{"type": "null"}, _BASE64]}, "value": _BASE64,
         "reason": _str(MAX_REASON_LEN), "ts": _TS,
@@ -177,6 +190,9 @@ EXAMPLES: dict[type, Any] = {
     ItemTags: ItemTags("i9", "all-MiniLM-L6-v2", "ab" * 16, (("heist", 0.9), ("crime", 0.7)), 1_700_000_000.0),
     RecommendationList: RecommendationList("u42", (("i9", 2.5), ("i3", 1.0)), "streamrec-blend.7",
                                            1_700_000_000.0, "5a02bd6f2077"),  # fmt: skip
+    SimilarItems: SimilarItems("i9", (("i3", 0.8), ("i7", 0.5)), "streamrec-blend.7", 1_700_000_000.0,
+                               "5a02bd6f2077"),  # fmt: skip
+    SeenItems: SeenItems("u42", ("i3", "i9"), 1_700_000_000.0),
     DeadLetter: DeadLetter("events.clicks", b"u42", b"{}", "type: missing (json)", 1_700_000_000.0),
 }
 
@@ -283,9 +299,10 @@ def _limits(spec: dict[str, Any]) -> str:
 #: the topic each record type travels on, for the README reference (Redis values are listed too)
 WHERE = {
     "click": "`events.clicks` (key: user)", "rating": "`events.ratings` (key: user)",
-    "item": "`catalog.items` (key: item)", "enrich": "`items.enrich` (key: item)",
+    "item": "`catalog.items` (key: item; Redis `item:{item}` keeps it for filters, without `text`)", "enrich": "`items.enrich` (key: item)",
     "embedding": "`items.embeddings` (key: item)", "tags": "`items.tags` (key: item)",
-    "recs": "Redis `rec:{user}` (msgpack)", "deadletter": "`events.deadletter` (key: original key)",
+    "recs": "Redis `rec:{user}` (msgpack)", "similar": "Redis `sim:{item}` (msgpack)",
+    "seen": "Redis `seen:{user}` (msgpack)", "deadletter": "`events.deadletter` (key: original key)",
 }  # fmt: skip
 
 

@@ -43,6 +43,7 @@ from .fields import (  # the limits and types are re-exported: importers predate
     MAX_PAYLOAD_BYTES,
     MAX_REASON_LEN,
     MAX_RECS,
+    MAX_SEEN,
     MAX_TAG_LEN,
     MAX_TAGS,
     MAX_TEXT_LEN,
@@ -72,11 +73,11 @@ SCHEMA_VERSION = 1
 __all__ = [
     "EMPTY_ATTRIBUTES", "FLOAT32_MAX", "INT64_MAX", "INT64_MIN", "MAX_ATTRIBUTES", "MAX_ATTR_KEY_LEN",
     "MAX_ATTR_LIST_LEN", "MAX_ATTR_VALUE_LEN", "MAX_HASH_LEN", "MAX_ID_LEN", "MAX_MODEL_LEN",
-    "MAX_PAYLOAD_BYTES", "MAX_REASON_LEN", "MAX_RECS", "MAX_TAGS", "MAX_TAG_LEN", "MAX_TEXT_LEN",
+    "MAX_PAYLOAD_BYTES", "MAX_REASON_LEN", "MAX_RECS", "MAX_SEEN", "MAX_TAGS", "MAX_TAG_LEN", "MAX_TEXT_LEN",
     "MAX_TITLE_LEN", "MAX_TOPIC_LEN", "MAX_VECTOR_DIM", "RATING_MAX", "RATING_MIN", "RECORD_TYPES",
     "SCHEMA_VERSION", "TS_MAX", "TS_MIN", "AttrValue", "Attributes", "Click", "DeadLetter",
     "EnrichRequest", "Item", "ItemEmbedding", "ItemTags", "Rating", "Record", "RecommendationList",
-    "SchemaError", "content_hash",
+    "SchemaError", "SeenItems", "SimilarItems", "content_hash",
 ]  # fmt: skip
 
 
@@ -254,6 +255,47 @@ class RecommendationList:
 
 
 @dataclass(frozen=True, slots=True)
+class SimilarItems:
+    """An item's ranked neighbours (co-occurrence and embedding), as stored at ``sim:{item}``."""
+
+    TYPE: ClassVar[str] = "similar"
+    VERSION: ClassVar[int] = SCHEMA_VERSION
+    item: str
+    items: tuple[tuple[str, float], ...]
+    model_version: str
+    generated_at: float
+    config_digest: str
+
+    def __post_init__(self) -> None:
+        check_id("item", self.item)
+        _set(self, "items", check_pairs("items", self.items, MAX_RECS, MAX_ID_LEN))
+        check_str("model_version", self.model_version, MAX_MODEL_LEN)
+        _set(self, "generated_at", check_ts("generated_at", self.generated_at))
+        check_str("config_digest", self.config_digest, MAX_HASH_LEN)
+
+
+@dataclass(frozen=True, slots=True)
+class SeenItems:
+    """A user's most recent distinct items (at most MAX_SEEN), as stored at ``seen:{user}``: what a
+    reader leaves out of the global list for a user who has no personal list."""
+
+    TYPE: ClassVar[str] = "seen"
+    VERSION: ClassVar[int] = SCHEMA_VERSION
+    user: str
+    items: tuple[str, ...]
+    ts: float
+
+    def __post_init__(self) -> None:
+        check_id("user", self.user)
+        if isinstance(self.items, (str, bytes)) or not isinstance(self.items, (list, tuple)):
+            raise SchemaError("items", f"expected a list of item ids, got {type_name(self.items)}")
+        if len(self.items) > MAX_SEEN:
+            raise SchemaError("items", f"{len(self.items)} entries exceeds the limit of {MAX_SEEN}")
+        _set(self, "items", tuple(check_id("items", i) for i in self.items))
+        _set(self, "ts", check_ts("ts", self.ts))
+
+
+@dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A message a worker could not handle: the original key and value bytes, and why."""
 
@@ -274,10 +316,12 @@ class DeadLetter:
         _set(self, "ts", check_ts("ts", self.ts))
 
 
-Record = Union[Click, Rating, Item, EnrichRequest, ItemEmbedding, ItemTags, RecommendationList, DeadLetter]
+Record = Union[Click, Rating, Item, EnrichRequest, ItemEmbedding, ItemTags, RecommendationList, SimilarItems,
+               SeenItems, DeadLetter]  # fmt: skip
 
 #: wire type name -> record class
 RECORD_TYPES: dict[str, type[Record]] = {
     cls.TYPE: cls
-    for cls in (Click, Rating, Item, EnrichRequest, ItemEmbedding, ItemTags, RecommendationList, DeadLetter)
+    for cls in (Click, Rating, Item, EnrichRequest, ItemEmbedding, ItemTags, RecommendationList, SimilarItems,
+                SeenItems, DeadLetter)
 }

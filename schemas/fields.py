@@ -50,6 +50,8 @@ MAX_VECTOR_DIM = 4_096
 MAX_TAGS = 256
 MAX_TAG_LEN = 128
 MAX_RECS = 1_000
+#: items kept in a user's seen list in Redis (the most recent ones)
+MAX_SEEN = 1_000
 #: attribute ints must survive msgpack and other languages' int64
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 FLOAT32_MAX = float(np.finfo(np.float32).max)

@@ -212,6 +212,13 @@ class Settings:
         "when a new item's embedding arrives, refresh the lists of this many closest users (0: off)",
     )  # fmt: skip
     negatives: int = _setting(3, _int(0, 50), "negatives sampled per implicit positive")
+    similar_k: int = _setting(20, _int(0, 1000), "items per similar-item list sim:{item} (0: none written)")
+    similar_per_refresh: int = _setting(
+        500, _int(1, 1_000_000), "at most this many similar-item lists rewritten per refresh (the rest wait)"
+    )
+    # --- the HTTP read API (`streamrec serve`)
+    serve_host: str = _setting("127.0.0.1", _str, "address `streamrec serve` listens on (0.0.0.0 in containers)")
+    serve_port: int = _setting(8080, _int(1, 65535), "port of `streamrec serve`")
     blend_weights: tuple = _setting(
         (), _weights,
         "override blend weights, e.g. popularity=0.3,embedding=0.9 (also applied to a restored model)",

@@ -309,6 +309,12 @@ class ContentModel:
         by_row = {u: user for user, u in self.users.items()}
         return [by_row[int(u)] for u in best if cos[u] > 0]
 
+    def item_scores(self, row: int) -> np.ndarray | None:
+        """Cosine of item ``row``'s embedding to every item row (``-inf``: no embedding), for the
+        similar-item lists; ``None`` when ``row`` has no embedding."""
+        e = self.embedding(row)
+        return None if e is None else self._over_rows(self._E[: self._m()] @ e)
+
     def scores(self, user: Hashable, history: Sequence[int] = ()) -> np.ndarray | None:
         """Cosine of ``user``'s profile to every item row (``-inf``: no embedding).
 

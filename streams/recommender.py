@@ -52,6 +52,7 @@ from streamrec.streams.ranking import (
     Signal,
     rank,
     rank_learned,
+    top_n,
 )
 from streamrec.streams.state import FORMAT, ItemIndex, RatingPolicy, dumps, grow, loads
 
@@ -248,6 +249,49 @@ class Recommender:
 
     def seen(self, user: Hashable) -> set[Hashable]:
         return {self.index.items[r] for r in self._seen.get(user, ())}
+
+    def seen_items(self, user: Hashable, limit: int) -> list[Hashable]:
+        """At most ``limit`` of the user's seen items, the recent history first (what the serving
+        fallback leaves out of the global list)."""
+        recent = list(reversed(self.cooccur.history(user)))[:limit]
+        if len(recent) < limit:
+            have = set(recent)
+            recent += [i for i in self.seen(user) if i not in have][: limit - len(recent)]
+        return recent
+
+    def similar_items(self, item: Hashable, k: int | None = None) -> list[tuple[Hashable, float]]:
+        """Items like ``item``: co-occurrence neighbours and embedding neighbours, each scaled to a
+        best of 1 and blended with the ``cooccur`` and ``embedding`` weights; never ``item`` itself
+        nor a deleted item. Empty for an unknown item or one without neighbours."""
+        k = self.config.k if k is None else k
+        row = self.index.get(item)
+        if row is None or k <= 0:
+            return []
+        n = len(self.index)
+        w = self.config.weights
+        total = np.zeros(n)
+        found = False
+        co = self.cooccur.neighbours(item, max(3 * k, 50))
+        if co:
+            rows = np.fromiter((self.index.rows[i] for i, _ in co), np.int64, len(co))
+            vals = np.fromiter((s for _, s in co), np.float64, len(co))
+            total[rows] += w.of("cooccur") * vals / vals.max()
+            found = True
+        cos = self.content.item_scores(row)
+        if cos is not None:
+            cos = np.where(np.isfinite(cos) & (cos > 0), cos, 0.0)
+            cos[row] = 0.0
+            if cos.max() > 0:
+                total += w.of("embedding") * cos / cos.max()
+                found = True
+        if not found:
+            return []
+        total[~self.allowed()] = 0.0
+        total[row] = 0.0
+        total[total <= 0] = -np.inf
+        rows = top_n(total, k)
+        items = self.index.items
+        return [(items[r], float(total[r])) for r in rows.tolist()]
 
     def allowed(self, user: Hashable | None = None) -> np.ndarray:
         """Boolean mask over item rows: available and, for ``user``, not yet seen."""

@@ -56,6 +56,7 @@ from streamrec.streams.membership import Membership
 from streamrec.streams.recommender import Recommender
 from streamrec.streams.refresh import config_digest, write_lists
 from streamrec.streams.schedule import RefreshSchedule, active_from_meta, active_to_meta
+from streamrec.streams.serving import ServingState
 
 log = logging.getLogger("streamrec.worker")
 MODEL_NAME = "streamrec-blend"
@@ -106,6 +107,8 @@ class StreamWorker:
         self.boundary = Boundary(self.topics)
         self.store = FileCheckpointStore(settings.checkpoints)
         self.stats = Stats()
+        #: item records, seen lists and similar-item lists for the read API (written at refreshes)
+        self.serving = ServingState(settings.similar_k, settings.similar_per_refresh)
         checkpoint = self.store.load()
         if checkpoint:
             self.model = Recommender.from_bytes(checkpoint.model)
@@ -114,6 +117,7 @@ class StreamWorker:
             active = active_from_meta(checkpoint.meta.get("active", []))
             self.stats.learned = int(checkpoint.meta.get("learned", 0))
             self.catalog_state = Catalog(checkpoint.meta.get("content_hashes", {}))
+            self.serving.restore(checkpoint.meta.get("serving", ()))
             log.info("restored checkpoint %d (%d partitions)", self.seq, len(self.offsets))
         else:
             self.model = model or build_recommender(settings)
@@ -184,6 +188,7 @@ class StreamWorker:
                 self.model.learn_rating(record.user, record.item, record.rating, record.ts)
             self.stats.learned += 1
             self.schedule.touch(record.user, position, now)
+            self.serving.touched(record.item)
         elif kind is Item:
             self._item(record, now)
         elif kind is ItemEmbedding:
@@ -191,6 +196,7 @@ class StreamWorker:
                 try:
                     self.model.set_embedding(record.item, record.vector, record.ts)
                     self.stats.enrichments += 1
+                    self.serving.touched(record.item)
                     # zero-shot cold start: the users it suits get a list with it at the next
                     # refresh, not at their next event (which partition they are on is unknown
                     # here, so every serving worker writes them; writes are idempotent)
@@ -210,6 +216,7 @@ class StreamWorker:
         self.offsets[position] = offset + 1
 
     def _item(self, item: Item, now: float) -> None:
+        self.serving.item(item)
         if item.deleted:
             self.model.delete_item(item.item)
             self.catalog_state.delete(item.item)
@@ -251,6 +258,9 @@ class StreamWorker:
                 self.model.fallback(k) if with_fallback else None,
                 self.model_version(), now, self.digest,
             )  # fmt: skip
+            if not self.logical:  # a replay reads lists only
+                self.serving.write(self.redis, self.keys, self.model, users, now, self.model_version(),
+                                   self.digest)  # fmt: skip
         except redis_errors() as exc:
             self.stats.redis_failures += 1
             delay = self.schedule.redis_failed(now)
@@ -301,7 +311,7 @@ class StreamWorker:
                 seq=self.seq, created=self.clock(), offsets=dict(self.offsets),
                 model=self.model.to_bytes(), pending=tuple(sorted(self.schedule.active)),
                 meta={"learned": self.stats.learned, "model_version": self.model_version(),
-                      "content_hashes": self.catalog_state.hashes,
+                      "content_hashes": self.catalog_state.hashes, "serving": self.serving.to_meta(),
                       "active": active_to_meta(self.schedule.active)},
             )
         )  # fmt: skip

@@ -32,6 +32,8 @@ from streamrec.schemas import (
     Rating,
     RecommendationList,
     SchemaError,
+    SeenItems,
+    SimilarItems,
     content_hash,
     decode,
     encode,
@@ -54,6 +56,8 @@ EXAMPLES = [
     ItemTags("i9", "llama", "ab" * 16, (("sf", 0.9), ("desert", 0.4)), T),
     RecommendationList("u1", (("i9", 2.5), ("i3", 1.0)), "mf-2024-01", T, "cfg123"),
     RecommendationList("u2", (), "mf-2024-01", T, "cfg123"),
+    SimilarItems("i9", (("i3", 0.8), ("i7", 0.5)), "mf-2024-01", T, "cfg123"),
+    SeenItems("u1", ("i3", "i9"), T),
     DeadLetter("events.clicks", b"u1", b"\x00\xffgarbage", "payload: not valid msgpack", T),
     DeadLetter("events.clicks", None, b"", "value: empty", T),
 ]
@@ -407,8 +411,8 @@ def test_the_same_checks_apply_when_decoding():
         ({**wire(EXAMPLES[7]), "items": [["a", 1.0], ["a", 1.0]]}, "items"),
         ({**wire(EXAMPLES[7]), "items": {"a": 1.0}}, "items"),
         ({**wire(EXAMPLES[6]), "tags": [[{}, 1.0]]}, "tags"),
-        ({**wire(EXAMPLES[9]), "value": "%%%"}, "value"),
-        ({**wire(EXAMPLES[9]), "key": 5}, "key"),
+        ({**wire(EXAMPLES[-2]), "value": "%%%"}, "value"),
+        ({**wire(EXAMPLES[-2]), "key": 5}, "key"),
     ]
     for d, field in cases:
         assert schema_error(decode_dict, d).field == field, d
@@ -469,6 +473,8 @@ records = st.one_of(
               timestamps),
     st.builds(ItemTags, ids, ids, ids, pairs, timestamps),
     st.builds(RecommendationList, ids, pairs, ids, timestamps, ids),
+    st.builds(SimilarItems, ids, pairs, ids, timestamps, ids),
+    st.builds(SeenItems, ids, st.lists(ids, max_size=8), timestamps),
     st.builds(DeadLetter, ids, st.none() | st.binary(max_size=20), st.binary(max_size=40), ids, timestamps),
 )
 

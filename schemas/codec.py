@@ -47,7 +47,7 @@ import binascii
 import struct
 from collections.abc import Callable, Mapping
 from dataclasses import fields
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgpack
 import msgspec
@@ -61,8 +61,23 @@ from .events import (
     ItemEmbedding,
     Rating,  # noqa: F401  (doctests)
     Record,
+    RecommendationList,
+    SimilarItems,
 )
-from .fields import MAX_ATTRIBUTES, MAX_PAYLOAD_BYTES, MAX_TEXT_LEN, MAX_VECTOR_DIM, Attributes, SchemaError
+from .fields import (
+    MAX_ATTRIBUTES,
+    MAX_HASH_LEN,
+    MAX_ID_LEN,
+    MAX_MODEL_LEN,
+    MAX_PAYLOAD_BYTES,
+    MAX_RECS,
+    MAX_TEXT_LEN,
+    MAX_VECTOR_DIM,
+    TS_MAX,
+    TS_MIN,
+    Attributes,
+    SchemaError,
+)
 
 __all__ = ["JSON", "MSGPACK", "SCHEMA_VERSION", "content_type", "decode", "encode", "from_mapping", "to_mapping", "wire_format"]
 
@@ -228,6 +243,68 @@ def from_mapping(data: Mapping[str, Any]) -> Record:
     return _build(data, SCHEMA_VERSION)
 
 
+# -- the read path's fast lane: lists in Redis -------------------------------------------------------
+#
+# Readers fetch ranked lists (``rec:{user}``, ``sim:{item}``) on every request, where validating 50
+# pairs in Python costs more than the Redis GET itself. msgspec checks the same rules in C: each
+# Struct below states exactly the checks of its record in events.py (types, lengths, finite scores,
+# timestamp range, no unknown field); distinct keys are checked after. Anything it refuses goes the
+# ordinary way, which accepts or words the reason as always: the lane only ever says "valid".
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_ID_LEN)]
+_Score = Annotated[float, msgspec.Meta(ge=-1.7976931348623157e308, le=1.7976931348623157e308)]
+_Model = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MODEL_LEN)]
+_Digest = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_HASH_LEN)]
+_Ts = Annotated[float, msgspec.Meta(gt=TS_MIN, lt=TS_MAX)]
+_Pairs = Annotated[list[tuple[_Id, _Score]], msgspec.Meta(max_length=MAX_RECS)]
+
+
+class _RecsWire(msgspec.Struct, tag_field="type", tag="recs", forbid_unknown_fields=True):
+    v: Literal[SCHEMA_VERSION]
+    user: _Id
+    items: _Pairs
+    model_version: _Model
+    generated_at: _Ts
+    config_digest: _Digest
+
+
+class _SimilarWire(msgspec.Struct, tag_field="type", tag="similar", forbid_unknown_fields=True):
+    v: Literal[SCHEMA_VERSION]
+    item: _Id
+    items: _Pairs
+    model_version: _Model
+    generated_at: _Ts
+    config_digest: _Digest
+
+
+_FAST: dict[type, tuple[Any, tuple[str, ...]]] = {
+    RecommendationList: (msgspec.msgpack.Decoder(_RecsWire), ("user", "model_version", "generated_at",
+                                                             "config_digest")),
+    SimilarItems: (msgspec.msgpack.Decoder(_SimilarWire), ("item", "model_version", "generated_at",
+                                                          "config_digest")),
+}  # fmt: skip
+
+
+def _fast(cls: type, data: bytes) -> Record | None:
+    """The record when msgspec finds it valid, else ``None`` (the ordinary path then decides)."""
+    decoder, names = _FAST[cls]
+    try:
+        wire = decoder.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None
+    items = tuple(wire.items)
+    if len(dict(items)) != len(items):
+        return None  # a repeated key: let the ordinary path say so
+    record = object.__new__(cls)  # every field checked above: build it without checking again
+    for name in names:
+        _setattr(record, name, getattr(wire, name))
+    _setattr(record, "items", items)
+    return record
+
+
+_setattr = object.__setattr__
+
+
 def content_type(headers) -> bytes | None:
     """The ``content-type`` header's value (any case) among Kafka message headers, if any.
 
@@ -297,6 +374,10 @@ def decode(
     """
     if not isinstance(data, (bytes, bytearray, memoryview)):
         raise SchemaError(PAYLOAD, f"expected bytes, got {type(data).__name__}")
+    if expected in _FAST and content_type is None:
+        record = _fast(expected, data)
+        if record is not None:
+            return record
     if wire_format(data, content_type) == JSON:
         obj = _parse_json(data)
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import fields
 
 import msgpack
 import pytest
@@ -163,3 +164,39 @@ def test_json_and_msgpack_agree_on_every_mapping(d):
     via_json = outcome(decode, json.dumps(d).encode())
     via_msgpack = outcome(decode, msgpack.packb(d, use_bin_type=True))
     assert via_json == via_msgpack, d
+
+
+# --- the read path's fast lane (msgspec) must agree with the ordinary path ------------------------
+
+from streamrec.schemas import RecommendationList, SimilarItems  # noqa: E402
+from streamrec.schemas.codec import _MISSING, _build  # noqa: E402
+
+list_junk = st.one_of(json_junk, st.floats(), st.binary(max_size=4),
+                      st.lists(st.tuples(st.text(max_size=3), st.floats() | st.integers(-(2**63), 2**64 - 1) | st.booleans()),
+                               max_size=4))  # fmt: skip
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow], max_examples=400)
+@given(st.sampled_from([RecommendationList, SimilarItems]).flatmap(
+    lambda cls: st.tuples(st.just(cls), st.fixed_dictionaries(
+        {"type": st.just(cls.TYPE) | json_junk, "v": st.just(1) | json_junk},
+        optional={f.name: list_junk for f in fields(cls)} | {"extra": json_junk},
+    ))
+), st.data())
+def test_the_fast_lane_for_lists_agrees_with_the_ordinary_path(case, data):
+    cls, d = case
+    ids = st.text(min_size=1, max_size=12)
+    pairs = st.lists(st.tuples(ids, st.floats(allow_nan=False, allow_infinity=False) | st.integers(-9, 9)),
+                     max_size=12, unique_by=lambda p: p[0])  # fmt: skip
+    ts = st.floats(min_value=1.0, max_value=4.1e9) | st.integers(1, 4_000_000_000)
+    valid = data.draw(st.builds(cls, ids, pairs, ids, ts, ids))
+    d = data.draw(st.sampled_from([d, {"type": cls.TYPE, "v": 1, **{f.name: getattr(valid, f.name) for f in
+                                                                   fields(cls)}}]))  # fmt: skip
+    raw = msgpack.packb({k: ([list(p) for p in v] if k == "items" and isinstance(v, tuple) else v)
+                         for k, v in d.items()}, use_bin_type=True)  # fmt: skip
+    fast = outcome(decode, raw, cls)
+    slow = outcome(lambda b: _build(msgpack.unpackb(b), _MISSING), raw)
+    if slow[0] == "ok" and not isinstance(slow[1], cls):
+        assert fast[0] == "error" and fast[1].startswith("type: expected")
+    else:
+        assert fast == slow, d

@@ -94,6 +94,25 @@ def redis_client(settings: Settings, **kwargs):
     return redis.Redis.from_url(settings.redis_url, **options)
 
 
+def async_redis_client(settings: Settings, **kwargs):
+    """:func:`redis_client`'s asyncio twin (same URL, user, password, TLS and cluster switch), for
+    ``streamrec serve``. Like the sync one it connects on first use, not here."""
+    from redis import asyncio as aioredis
+
+    options = {"socket_connect_timeout": 2, "socket_timeout": 5, **kwargs}
+    if settings.redis_username:
+        options["username"] = settings.redis_username
+    if settings.redis_password:
+        options["password"] = str(settings.redis_password)
+    if settings.redis_url.startswith("rediss://") and settings.redis_ssl_ca_location:
+        options["ssl_ca_certs"] = settings.redis_ssl_ca_location
+    if settings.redis_cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(settings.redis_url, **options)
+    return aioredis.Redis.from_url(settings.redis_url, **options)
+
+
 def redis_errors() -> tuple[type[BaseException], ...]:
     """What a Redis client raises when Redis is away or refuses us: catch these to retry later.
 

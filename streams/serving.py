@@ -7,8 +7,8 @@ per-event path (a Redis outage costs staleness, never learning: what is owed sta
 write succeeds, like the users' lists).
 
 - ``item:{item}``: the latest catalogue record without its text (title, attributes, ``deleted``),
-  so a reader can filter by attribute (category) and drop a deleted item from any list, also
-  from lists written before the delete.
+  so a reader can filter by attribute (category); ``del:{item}`` exists while the item is deleted,
+  so a reader drops it from any list, also from lists written before the delete, with one EXISTS.
 - ``seen:{user}``: the user's most recent distinct items (:data:`MAX_SEEN` at most), written with
   the user's list, so the fallback for a user without a personal list leaves them out.
 - ``sim:{item}``: the item's top-K neighbours (:meth:`Recommender.similar_items`: co-occurrence
@@ -92,6 +92,10 @@ class ServingState:
         items = dict(self.pending_items)
         for item, record in items.items():
             pipe.set(keys.item(item), encode(record), ex=keys.item_ttl_s)
+            if record.deleted:
+                pipe.set(keys.deleted(item), b"1", ex=keys.item_ttl_s)
+            else:
+                pipe.delete(keys.deleted(item))
         for user in users:
             seen = [str(i) for i in model.seen_items(user, self.seen_limit)]
             if seen:

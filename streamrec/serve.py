@@ -1,0 +1,327 @@
+"""``streamrec serve``: the HTTP read API, for applications that would rather not speak Redis.
+
+Endpoints (OpenAPI at ``/openapi.json``, see :mod:`streamrec.serve_openapi`):
+
+- ``GET /recommend/{user}?n=&offset=&exclude=&category=``: the user's list; without one, the
+  global list minus the user's seen items (``seen:{user}``). Deleted items (``del:{item}``) and
+  ``exclude`` are always left out; ``category`` keeps items whose ``category`` attribute
+  (``item:{item}``) is one of those given.
+- ``GET /similar/{item}``: the item's similar items (``sim:{item}``), with the same parameters.
+- ``POST /events``: one click, rating or item as JSON (or msgpack), validated by the wire codec
+  (the one validation place), published to its topic with ``acks=all``: 202 once the broker has
+  it, 400 naming the field, 503 when the broker does not acknowledge.
+- ``/healthz`` (Redis answers) and Prometheus ``/metrics``.
+
+Why Starlette under uvicorn and not FastAPI: validation is the wire codec's job, so FastAPI's
+pydantic models would be a second, drifting copy of the contract; the OpenAPI document is built
+from the JSON Schemas the codec's records publish instead. Starlette is the ASGI toolkit FastAPI
+itself is built on, without the per-request model layer.
+
+:func:`create_app` takes the settings and opens nothing: Redis and Kafka clients are made when the
+app starts (its lifespan) and closed when it stops. The filtering itself is pure (:func:`keep`,
+:func:`parse_query`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import msgspec
+
+from streamrec.schemas.codec import decode, encode
+from streamrec.schemas.events import Click, Item, Rating, RecommendationList, SeenItems, SimilarItems
+from streamrec.schemas.fields import MAX_RECS, SchemaError
+from streamrec.schemas.keys import RedisKeys
+from streamrec.schemas.publisher import route
+from streamrec.schemas.topics import Topics
+from streamrec.settings import Settings
+
+INPUT_TYPES = (Click, Rating, Item)
+DEFAULT_N = 10
+
+
+@dataclass(frozen=True)
+class Query:
+    n: int = DEFAULT_N
+    offset: int = 0
+    exclude: frozenset[str] = frozenset()
+    categories: frozenset[str] = frozenset()
+
+
+def _many(values: Iterable[str]) -> frozenset[str]:
+    return frozenset(v.strip() for raw in values for v in raw.split(",") if v.strip())
+
+
+def parse_query(params) -> Query:
+    """The query parameters of a list endpoint; a SchemaError names a bad or unknown one.
+
+    >>> parse_query({"n": "5", "exclude": "i1,i2", "category": "film"})
+    Query(n=5, offset=0, exclude=frozenset({'i1', 'i2'}), categories=frozenset({'film'}))
+    >>> parse_query({"n": "0"})
+    Traceback (most recent call last):
+    ...
+    streamrec.schemas.fields.SchemaError: n: 0 is outside [1, 1000]
+    >>> parse_query({"limit": "5"})
+    Traceback (most recent call last):
+    ...
+    streamrec.schemas.fields.SchemaError: limit: unknown parameter (known: n, offset, exclude, category)
+    """
+    getlist = params.getlist if hasattr(params, "getlist") else lambda k: [params[k]]
+    unknown = sorted(set(params.keys()) - {"n", "offset", "exclude", "category"})
+    if unknown:
+        raise SchemaError(unknown[0][:100], "unknown parameter (known: n, offset, exclude, category)")
+    values = {}
+    for name, default, hi in (("n", DEFAULT_N, MAX_RECS), ("offset", 0, MAX_RECS)):
+        raw = params.get(name)
+        if raw is None:
+            values[name] = default
+            continue
+        try:
+            value = int(raw)
+        except ValueError:
+            raise SchemaError(name, f"{raw[:40]!r} is not an integer") from None
+        lo = 1 if name == "n" else 0
+        if not lo <= value <= hi:
+            raise SchemaError(name, f"{value} is outside [{lo}, {hi}]")
+        values[name] = value
+    return Query(values["n"], values["offset"], _many(getlist("exclude")), _many(getlist("category")))
+
+
+def keep(item: str, record: Item | None, categories: frozenset[str]) -> bool:
+    """Does ``item`` (catalogue record ``record``, if any) pass the category filter?
+
+    >>> film = Item("i1", "Heat", attributes={"category": "film"}, ts=1.0)
+    >>> keep("i1", film, frozenset({"film"})), keep("i1", film, frozenset({"book"})), keep("i2", None, frozenset())
+    (True, False, True)
+    >>> keep("i3", Item("i3", "Both", attributes={"category": ["film", "book"]}, ts=1.0), frozenset({"book"}))
+    True
+    """
+    if not categories:
+        return True
+    if record is None:
+        return False
+    value = record.attributes.get("category")
+    return any(str(v) in categories for v in (value if isinstance(value, tuple) else (value,)))
+
+
+def _json(body, status: int = 200):
+    from starlette.responses import Response
+
+    return Response(msgspec.json.encode(body), status_code=status, media_type="application/json")
+
+
+def _error(exc: SchemaError, status: int = 400):
+    return _json({"error": str(exc), "field": exc.field}, status)
+
+
+class DeliveryWaiter:
+    """A confluent-kafka producer whose deliveries resolve asyncio futures: a daemon thread polls
+    it, so the event loop never blocks on the broker."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self._producer = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        from confluent_kafka import Producer
+
+        self._producer = Producer({**self.config, "acks": "all", "enable.idempotence": True,
+                                   "linger.ms": 1, "message.timeout.ms": 10_000})  # fmt: skip
+        self._thread = threading.Thread(target=self._poll, daemon=True, name="serve-producer")
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    async def produce(self, topic: str, key: bytes, value: bytes):
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def on_delivery(err, msg):
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result((err, msg)))
+
+        self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+        return await done
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._producer is not None:
+            self._producer.flush(5)
+
+
+def create_app(settings: Settings):
+    """The ASGI app for ``settings``; connections are opened by its lifespan, not here."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+    from prometheus_client.exposition import CONTENT_TYPE_LATEST
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from streamrec.connect import async_redis_client, kafka_config
+    from streamrec.serve_openapi import openapi
+
+    keys = RedisKeys(prefix=settings.redis_prefix)
+    topics = Topics(prefix=settings.topic_prefix)
+    registry = CollectorRegistry()
+    requests = Counter("streamrec_serve_requests", "HTTP requests", ["route", "status"], registry=registry)
+    latency = Histogram("streamrec_serve_request_duration_seconds", "time to answer", ["route"],
+                        registry=registry,
+                        buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5))  # fmt: skip
+    fallbacks = Counter("streamrec_serve_fallbacks", "lists served from the global list", registry=registry)
+    published = Counter("streamrec_serve_events_published", "events accepted by the broker",
+                        ["type"], registry=registry)  # fmt: skip
+    state: dict = {}
+
+    def timed(name: str):
+        def wrap(handler):
+            async def endpoint(request):
+                t0 = time.perf_counter()
+                response = await handler(request)
+                latency.labels(name).observe(time.perf_counter() - t0)
+                requests.labels(name, str(response.status_code)).inc()
+                return response
+
+            return endpoint
+
+        return wrap
+
+    async def page(entries, query: Query, also_exclude: Iterable[str] = ()) -> list[dict]:
+        """The ``query.offset``-th to ``offset+n``-th entries that are not excluded, not deleted and
+        pass the category filter; item state is read in chunks, one pipeline each."""
+        redis = state["redis"]
+        excluded = query.exclude | frozenset(also_exclude)
+        cands = [(i, s) for i, s in entries if i not in excluded]
+        need = query.offset + query.n
+        out: list[tuple[str, float]] = []
+        start = 0
+        while start < len(cands) and len(out) < need:
+            chunk = cands[start : start + max(2 * (need - len(out)), 16)]
+            start += len(chunk)
+            pipe = redis.pipeline(transaction=False)
+            for item, _ in chunk:
+                pipe.exists(keys.deleted(item))
+                if query.categories:
+                    pipe.get(keys.item(item))
+            replies = await pipe.execute()
+            step = 2 if query.categories else 1
+            for j, (item, score) in enumerate(chunk):
+                if replies[j * step]:
+                    continue  # deleted
+                if query.categories:
+                    raw = replies[j * step + 1]
+                    if not keep(item, None if raw is None else decode(raw, Item), query.categories):
+                        continue
+                out.append((item, score))
+        return [{"item": i, "score": s} for i, s in out[query.offset : need]]
+
+    @timed("recommend")
+    async def recommend(request):
+        user = request.path_params["user"]
+        try:
+            query = parse_query(request.query_params)
+        except SchemaError as exc:
+            return _error(exc)
+        redis = state["redis"]
+        raw = await redis.get(keys.recs(user))
+        personal, seen = raw is not None, ()
+        if not personal:
+            pipe = redis.pipeline(transaction=False)
+            pipe.get(keys.fallback())
+            pipe.get(keys.seen(user))
+            raw, seen_raw = await pipe.execute()
+            seen = () if seen_raw is None else decode(seen_raw, SeenItems).items
+            fallbacks.inc()
+        if raw is None:
+            return _json({"user": user, "personal": False, "items": [], "model_version": None,
+                          "generated_at": None})  # fmt: skip
+        lst = decode(raw, RecommendationList)
+        items = await page(lst.items, query, seen)
+        return _json({"user": user, "personal": personal, "items": items,
+                      "model_version": lst.model_version, "generated_at": lst.generated_at})  # fmt: skip
+
+    @timed("similar")
+    async def similar(request):
+        item = request.path_params["item"]
+        try:
+            query = parse_query(request.query_params)
+        except SchemaError as exc:
+            return _error(exc)
+        redis = state["redis"]
+        pipe = redis.pipeline(transaction=False)
+        pipe.get(keys.similar(item))
+        pipe.exists(keys.deleted(item))
+        raw, deleted = await pipe.execute()
+        if raw is None or deleted:
+            why = "is deleted" if deleted else "has no similar-item list (unknown, or no neighbours yet)"
+            return _json({"error": f"item {item!r} {why}", "field": "item"}, 404)
+        lst = decode(raw, SimilarItems)
+        items = await page(lst.items, query, (item,))
+        return _json({"item": item, "items": items, "model_version": lst.model_version,
+                      "generated_at": lst.generated_at})  # fmt: skip
+
+    @timed("events")
+    async def events(request):
+        body = await request.body()
+        try:
+            record = decode(body, INPUT_TYPES, request.headers.get("content-type"))
+        except SchemaError as exc:
+            return _error(exc)
+        topic, key = route(record, topics)
+        err, msg = await state["producer"].produce(topic, key, encode(record))
+        if err is not None:
+            return _json({"error": f"the broker did not acknowledge the event: {err}", "field": None}, 503)
+        published.labels(record.TYPE).inc()
+        return _json({"accepted": record.TYPE, "topic": topic, "partition": msg.partition(),
+                      "offset": msg.offset()}, 202)  # fmt: skip
+
+    async def healthz(request):
+        try:
+            await state["redis"].ping()
+        except Exception as exc:  # any failure to answer is "unhealthy", with the reason
+            return _json({"status": "unavailable", "redis": str(exc)[:200]}, 503)
+        return _json({"status": "ok"})
+
+    async def metrics(request):
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    async def openapi_json(request):
+        return _json(openapi())
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app):
+        state["redis"] = async_redis_client(settings)
+        state["producer"] = DeliveryWaiter(kafka_config(settings))
+        state["producer"].start()
+        try:
+            yield
+        finally:
+            state["producer"].close()
+            await state["redis"].aclose()
+
+    routes = [
+        Route("/recommend/{user}", recommend, methods=["GET"]),
+        Route("/similar/{item}", similar, methods=["GET"]),
+        Route("/events", events, methods=["POST"]),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def run(settings: Settings, host: str | None = None, port: int | None = None) -> None:
+    """Serve until stopped (uvicorn, with uvloop and httptools when installed)."""
+    import uvicorn
+
+    uvicorn.run(create_app(settings), host=host or settings.serve_host, port=port or settings.serve_port,
+                log_level=settings.log_level.lower(), access_log=False, lifespan="on")  # fmt: skip

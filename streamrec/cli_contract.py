@@ -36,10 +36,26 @@ def cmd_schema(settings, args) -> int:
 
 
 def cmd_serve(settings, args) -> int:
+    if args.health:
+        return serve_health(args.port or settings.serve_port)
     from streamrec.serve import run
 
     run(settings, host=args.host, port=args.port)
     return 0
+
+
+def serve_health(port: int, timeout_s: float = 5.0) -> int:
+    """0 when the local ``streamrec serve`` answers ``/healthz`` with 200 (container checks)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=timeout_s) as r:
+            print(r.read().decode(errors="replace"))
+            return 0
+    except (urllib.error.URLError, OSError) as exc:
+        print(f"unhealthy: {exc}", file=sys.stderr)
+        return 1
 
 
 def add_commands(add) -> None:
@@ -51,3 +67,5 @@ def add_commands(add) -> None:
     s = add("serve", cmd_serve, "the HTTP read API: /recommend, /similar, POST /events, /metrics")
     s.add_argument("--host", help="listen address (default: STREAMREC_SERVE_HOST)")
     s.add_argument("--port", type=int, help="port (default: STREAMREC_SERVE_PORT)")
+    s.add_argument("--health", action="store_true",
+                   help="exit 0 if the local server's /healthz answers 200, else 1 (container checks)")

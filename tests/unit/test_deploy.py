@@ -94,6 +94,10 @@ def worker_kind(args) -> str | None:
     return args.worker if getattr(args, "command", None) == "worker" else None
 
 
+def is_serve(args) -> bool:
+    return getattr(args, "command", None) == "serve" and not args.health
+
+
 def known() -> set[str]:
     return set(Settings.variables())
 
@@ -406,7 +410,7 @@ def test_compose_validates_against_the_compose_spec(compose):
 
 def test_compose_has_the_stack(compose):
     services = compose["services"]
-    for name in ("kafka", "redis", "topics", "stream", "embed", "tag"):
+    for name in ("kafka", "redis", "topics", "stream", "embed", "tag", "serve"):
         assert name in services, f"docker-compose.yml: no {name} service"
     assert services["kafka"]["image"] == f"apache/kafka:{Settings().kafka_version}"
     assert services["redis"]["image"] == "redis:7"
@@ -421,7 +425,7 @@ def test_compose_has_the_stack(compose):
     assert (args.command, args.topics_command) == ("topics", "create")
     assert topics["depends_on"]["kafka"]["condition"] == "service_healthy"
 
-    for name in ("stream", "embed", "tag"):
+    for name in ("stream", "embed", "tag", "serve"):
         deps = {dep: v["condition"] for dep, v in services[name]["depends_on"].items()}
         assert deps == {"kafka": "service_healthy", "redis": "service_healthy",
                         "topics": "service_completed_successfully"}, f"{name}: depends_on {deps}"
@@ -433,6 +437,18 @@ def test_compose_commands_and_health_checks_are_real(compose):
         (args,) = streamrec_commands(argv_of(svc), f"compose service {name}")
         kind = worker_kind(args)
         health = svc.get("healthcheck", {})
+        if is_serve(args):
+            test = health.get("test")
+            body = {"CMD": test[1:], "CMD-SHELL": " ".join(test[1:])}.get(test[0], test)
+            checks = streamrec_commands(body, f"compose service {name} healthcheck")
+            assert checks and all(a.command == "serve" and a.health for a in checks), (
+                f"{name}: the healthcheck does not call `streamrec serve --health`")
+            assert image_kind(svc) == "stream", f"{name}: the API runs in the slim image"
+            settings = from_env_ok(env_dict(svc.get("environment")), name)
+            published = [p.rsplit(":", 1)[-1] for p in svc.get("ports", [])]
+            assert str(settings.serve_port) in published and settings.serve_host == "0.0.0.0", (
+                f"{name}: listens on {settings.serve_host}:{settings.serve_port}, publishes {published}")
+            continue
         if kind is None:
             assert health.get("disable") is True, f"{name}: one-shot, health check on"
             continue
@@ -523,7 +539,7 @@ def test_k8s_manifests_parse_are_listed_and_have_the_kinds(manifests):
     listed = set(kustomization["resources"])
     assert listed == set(manifests) - {"kustomization.yaml"}, "kustomization.yaml resources differ"
     kinds = Counter(d["kind"] for d in objects(manifests))
-    expected = {"ConfigMap": 1, "Secret": 1, "StatefulSet": 1, "Deployment": 2, "Job": 1}
+    expected = {"ConfigMap": 1, "Secret": 1, "StatefulSet": 1, "Deployment": 3, "Job": 1}
     for kind, n in expected.items():
         assert kinds[kind] == n, f"expected {n} {kind}, found {kinds[kind]}"
     assert kinds["Service"] >= 1
@@ -584,6 +600,10 @@ def test_k8s_workloads_run_real_commands_with_probes_and_resources(manifests):
             for part in ("requests", "limits"):
                 assert {"cpu", "memory"} <= set(c["resources"][part]), f"{cwhere}: no {part}"
             kind = worker_kind(args)
+            if is_serve(args):
+                check_serve_container(w, c, env, cwhere)
+                kinds_run["serve"] += 1
+                continue
             if kind is None:
                 assert w["kind"] == "Job", f"{cwhere}: a one-shot command outside a Job"
                 assert (args.command, args.topics_command) == ("topics", "create"), cwhere
@@ -608,7 +628,32 @@ def test_k8s_workloads_run_real_commands_with_probes_and_resources(manifests):
             else:
                 volumes = {v["name"]: v for v in pod.get("volumes", [])}
                 assert mounts[state_dir] in volumes, f"{cwhere}: no volume {mounts[state_dir]}"
-    assert kinds_run == {"topics": 1, "streams": 1, "embed": 1, "tag": 1}, kinds_run
+    assert kinds_run == {"topics": 1, "streams": 1, "embed": 1, "tag": 1, "serve": 1}, kinds_run
+
+
+def check_serve_container(w: dict, c: dict, env: dict, where: str) -> None:
+    """The HTTP API: a Deployment of the slim image, listening on all interfaces at a named port
+    that its HTTP probes (of /healthz) use."""
+    assert w["kind"] == "Deployment", f"{where}: the stateless API belongs in a Deployment"
+    assert c["image"].split(":")[0] == IMAGES["stream"], f"{where}: {c['image']}"
+    settings = from_env_ok(env, where)
+    assert settings.serve_host == "0.0.0.0", f"{where}: listens on {settings.serve_host} only"
+    ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+    for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+        get = c[probe]["httpGet"]
+        assert get["path"] == "/healthz", f"{where}: {probe} checks {get['path']}"
+        assert ports.get(get["port"], get["port"]) == settings.serve_port, f"{where}: {probe} port"
+
+
+def test_k8s_serve_has_a_service_on_its_port(manifests):
+    (deployment,) = [d for d in objects(manifests, "Deployment") if d["metadata"]["name"] == "streamrec-serve"]
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (c,) = containers(deployment)
+    ports = {p["name"] for p in c["ports"]}
+    services = [s for s in objects(manifests, "Service") if s["spec"]["selector"].items() <= labels.items()]
+    assert services, "no Service selects the serve pods"
+    for svc in services:
+        assert {p["targetPort"] for p in svc["spec"]["ports"]} <= ports, "the Service targets no container port"
 
 
 def test_k8s_stream_worker_is_a_statefulset_sized_by_partitions(manifests):
@@ -627,7 +672,7 @@ def test_k8s_stream_worker_is_a_statefulset_sized_by_partitions(manifests):
     for d in objects(manifests, "Deployment"):
         (c,) = containers(d)
         (args,) = streamrec_commands(c["command"], d["metadata"]["name"])
-        assert worker_kind(args) in ("embed", "tag"), d["metadata"]["name"]
+        assert worker_kind(args) in ("embed", "tag") or is_serve(args), d["metadata"]["name"]
 
 
 def test_k8s_configuration_and_secrets(manifests):

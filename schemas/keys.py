@@ -3,7 +3,7 @@
 Readers need nothing but a Redis client and msgpack: a personal list lives at ``rec:{user}``, the
 global fallback at ``rec:__global__``, an item's similar items at ``sim:{item}``, its catalogue
 record (attributes for filters, or a delete) at ``item:{item}``, a user's recent items at
-``seen:{user}``, a marker ``del:{item}`` while an item is deleted, cached LLM embeddings at ``emb:{model}:{content_hash}``.
+``seen:{user}``, the set of deleted items at ``deleted``, cached LLM embeddings at ``emb:{model}:{content_hash}``.
 Every key streamrec writes has a TTL (see :class:`RedisKeys`).
 
 On a Redis Cluster these names are used unchanged. No key carries a hash tag, so users' lists spread
@@ -69,7 +69,7 @@ class RedisKeys:
     def seen(self, user: str) -> str:
         return f"{self.prefix}seen:{user}"
 
-    def deleted(self, item: str) -> str:
-        """Exists (value ``1``) while ``item`` is deleted: one cheap EXISTS per listed item lets a
-        reader drop deleted items from lists written before the delete."""
-        return f"{self.prefix}del:{item}"
+    def deleted(self) -> str:
+        """A Redis set of the deleted items: one SMISMEMBER lets a reader drop deleted items from
+        lists written before the delete (one key, so one command whatever the list's length)."""
+        return f"{self.prefix}deleted"

@@ -42,12 +42,16 @@ def cmd_bench_replay(settings: Settings, args) -> int:
         return 2
 
 
+def cmd_bench_serve(settings: Settings, args) -> int:
+    return _bench("serve").main(settings, requests=args.requests, json_path=args.json)
+
+
 def cmd_bench_wire(settings: Settings, args) -> int:
     return _bench("wire").main(args.events, json_path=args.json)
 
 
 def add_benches(bench: argparse.ArgumentParser) -> None:
-    """The NAME subcommands of ``streamrec bench``: ``embed``, ``stream``, ``wire`` and ``replay``."""
+    """The NAME subcommands of ``streamrec bench``: ``embed``, ``stream``, ``serve``, ``wire`` and ``replay``."""
     bsub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     be = bsub.add_parser(
         "embed", help="items/s through the embedding worker end to end vs the raw encoder",
@@ -71,6 +75,15 @@ def add_benches(bench: argparse.ArgumentParser) -> None:
     bs.add_argument("--early-refresh", type=float, default=None, metavar="S",
                     help="debounced early refresh delay (default: STREAMREC_EARLY_REFRESH_S)")
     bs.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    bv = bsub.add_parser(
+        "serve", help="GET /recommend latency and requests/s vs a bare Redis GET + unpack",
+        description="Write users' lists under a fresh prefix, start `streamrec serve` on loopback, "
+        "and time GET /recommend next to a bare Redis GET + msgpack unpack and RecsReader.get of "
+        "the same keys, in interleaved rounds of one run.",
+    )  # fmt: skip
+    bv.set_defaults(func=cmd_bench_serve)
+    bv.add_argument("--requests", type=int, default=2000, metavar="N", help="per path (default 2000)")
+    bv.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     bw = bsub.add_parser(
         "wire", help="decode + validation events/s: JSON vs msgpack, and msgspec variants",
         description="Decode the same mix of clicks, ratings and items as msgpack and as JSON through "

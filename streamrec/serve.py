@@ -3,7 +3,7 @@
 Endpoints (OpenAPI at ``/openapi.json``, see :mod:`streamrec.serve_openapi`):
 
 - ``GET /recommend/{user}?n=&offset=&exclude=&category=``: the user's list; without one, the
-  global list minus the user's seen items (``seen:{user}``). Deleted items (``del:{item}``) and
+  global list minus the user's seen items (``seen:{user}``). Deleted items (the set ``deleted``) and
   ``exclude`` are always left out; ``category`` keeps items whose ``category`` attribute
   (``item:{item}``) is one of those given.
 - ``GET /similar/{item}``: the item's similar items (``sim:{item}``), with the same parameters.
@@ -18,7 +18,9 @@ from the JSON Schemas the codec's records publish instead. Starlette is the ASGI
 itself is built on, without the per-request model layer.
 
 :func:`create_app` takes the settings and opens nothing: Redis and Kafka clients are made when the
-app starts (its lifespan) and closed when it stops. The filtering itself is pure (:func:`keep`,
+app starts (its lifespan) and closed when it stops. A request costs one Redis round trip for the
+list and one for the deleted-items check (a single SMISMEMBER; with a category filter, the same
+pipeline also GETs the items' records). The filtering itself is pure (:func:`keep`,
 :func:`parse_query`).
 """
 
@@ -60,8 +62,9 @@ def _many(values: Iterable[str]) -> frozenset[str]:
 def parse_query(params) -> Query:
     """The query parameters of a list endpoint; a SchemaError names a bad or unknown one.
 
-    >>> parse_query({"n": "5", "exclude": "i1,i2", "category": "film"})
-    Query(n=5, offset=0, exclude=frozenset({'i1', 'i2'}), categories=frozenset({'film'}))
+    >>> q = parse_query({"n": "5", "exclude": "i1,i2", "category": "film"})
+    >>> q.n, q.offset, sorted(q.exclude), sorted(q.categories)
+    (5, 0, ['i1', 'i2'], ['film'])
     >>> parse_query({"n": "0"})
     Traceback (most recent call last):
     ...
@@ -207,18 +210,20 @@ def create_app(settings: Settings):
         while start < len(cands) and len(out) < need:
             chunk = cands[start : start + max(2 * (need - len(out)), 16)]
             start += len(chunk)
-            pipe = redis.pipeline(transaction=False)
-            for item, _ in chunk:
-                pipe.exists(keys.deleted(item))
-                if query.categories:
+            names = [item for item, _ in chunk]
+            if query.categories:
+                pipe = redis.pipeline(transaction=False)
+                pipe.smismember(keys.deleted(), names)
+                for item in names:
                     pipe.get(keys.item(item))
-            replies = await pipe.execute()
-            step = 2 if query.categories else 1
+                deleted, *records = await pipe.execute()
+            else:
+                deleted, records = await redis.smismember(keys.deleted(), names), ()
             for j, (item, score) in enumerate(chunk):
-                if replies[j * step]:
-                    continue  # deleted
+                if deleted[j]:
+                    continue
                 if query.categories:
-                    raw = replies[j * step + 1]
+                    raw = records[j]
                     if not keep(item, None if raw is None else decode(raw, Item), query.categories):
                         continue
                 out.append((item, score))
@@ -259,7 +264,7 @@ def create_app(settings: Settings):
         redis = state["redis"]
         pipe = redis.pipeline(transaction=False)
         pipe.get(keys.similar(item))
-        pipe.exists(keys.deleted(item))
+        pipe.sismember(keys.deleted(), item)
         raw, deleted = await pipe.execute()
         if raw is None or deleted:
             why = "is deleted" if deleted else "has no similar-item list (unknown, or no neighbours yet)"

@@ -7,8 +7,10 @@ per-event path (a Redis outage costs staleness, never learning: what is owed sta
 write succeeds, like the users' lists).
 
 - ``item:{item}``: the latest catalogue record without its text (title, attributes, ``deleted``),
-  so a reader can filter by attribute (category); ``del:{item}`` exists while the item is deleted,
-  so a reader drops it from any list, also from lists written before the delete, with one EXISTS.
+  so a reader can filter by attribute (category); the set ``deleted`` holds the deleted items,
+  so a reader drops them from any list, also from lists written before the delete, with one
+  SMISMEMBER (re-upserting an item takes it out of the set; the set's TTL is renewed at each
+  catalogue change).
 - ``seen:{user}``: the user's most recent distinct items (:data:`MAX_SEEN` at most), written with
   the user's list, so the fallback for a user without a personal list leaves them out.
 - ``sim:{item}``: the item's top-K neighbours (:meth:`Recommender.similar_items`: co-occurrence
@@ -93,9 +95,11 @@ class ServingState:
         for item, record in items.items():
             pipe.set(keys.item(item), encode(record), ex=keys.item_ttl_s)
             if record.deleted:
-                pipe.set(keys.deleted(item), b"1", ex=keys.item_ttl_s)
+                pipe.sadd(keys.deleted(), item)
             else:
-                pipe.delete(keys.deleted(item))
+                pipe.srem(keys.deleted(), item)
+        if items:
+            pipe.expire(keys.deleted(), keys.item_ttl_s)
         for user in users:
             seen = [str(i) for i in model.seen_items(user, self.seen_limit)]
             if seen:

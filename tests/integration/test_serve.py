@@ -89,7 +89,7 @@ def test_recommend_similar_filters_fallback_and_deletes(api, worker_env, redis_c
     post(api, {"type": "item", "v": 1, "item": victim, "deleted": True, "ts": TS + 1})
     worker = start_worker(worker_env, "--burst")
     try:
-        wait_for(lambda: redis_client.exists(keys.deleted(victim)), 60, "the delete marker", worker)
+        wait_for(lambda: redis_client.sismember(keys.deleted(), victim), 60, "the delete in Redis", worker)
         wait_for(lambda: worker.poll() is not None, 60, "the burst worker to finish")
     finally:
         stop(worker)

@@ -38,7 +38,8 @@ def test_item_records_seen_and_similar_lists(worker_env, stack, topics, prefix, 
         stop(worker)
     assert gone
     assert victim not in dict(after.items)
-    assert redis_client.exists(keys.deleted(victim)) and not redis_client.exists(keys.deleted(items[1]))
+    assert redis_client.smismember(keys.deleted(), [victim, items[1]]) == [1, 0]
+    assert 0 < redis_client.ttl(keys.deleted()) <= keys.item_ttl_s
     # item records: attributes for filters, no text, a TTL
     record = decode(redis_client.get(keys.item(items[1])), Item)
     assert record.attributes["category"] == f"g{group_of(items[1])}" and record.text == ""

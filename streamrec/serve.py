@@ -151,7 +151,12 @@ class DeliveryWaiter:
         def on_delivery(err, msg):
             loop.call_soon_threadsafe(lambda: done.done() or done.set_result((err, msg)))
 
-        self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                break
+            except BufferError:  # the local queue is full: let the poller drain it
+                await asyncio.sleep(0.01)
         return await done
 
     def close(self) -> None:

@@ -52,8 +52,8 @@ from streamrec.streams.ranking import (
     Signal,
     rank,
     rank_learned,
-    top_n,
 )
+from streamrec.streams.similar import blend
 from streamrec.streams.state import FORMAT, ItemIndex, RatingPolicy, dumps, grow, loads
 
 #: an extra candidate source: (user, recommender) -> a Signal named after its weight, or None
@@ -260,38 +260,19 @@ class Recommender:
         return recent
 
     def similar_items(self, item: Hashable, k: int | None = None) -> list[tuple[Hashable, float]]:
-        """Items like ``item``: co-occurrence neighbours and embedding neighbours, each scaled to a
-        best of 1 and blended with the ``cooccur`` and ``embedding`` weights; never ``item`` itself
-        nor a deleted item. Empty for an unknown item or one without neighbours."""
+        """Items like ``item``: its co-occurrence and embedding neighbours blended with the
+        ``cooccur`` and ``embedding`` weights (:func:`streamrec.streams.similar.blend`); never
+        ``item`` itself nor a deleted item; empty for an unknown item or one without neighbours."""
         k = self.config.k if k is None else k
         row = self.index.get(item)
         if row is None or k <= 0:
             return []
-        n = len(self.index)
-        w = self.config.weights
-        total = np.zeros(n)
-        found = False
-        co = self.cooccur.neighbours(item, max(3 * k, 50))
-        if co:
-            rows = np.fromiter((self.index.rows[i] for i, _ in co), np.int64, len(co))
-            vals = np.fromiter((s for _, s in co), np.float64, len(co))
-            total[rows] += w.of("cooccur") * vals / vals.max()
-            found = True
-        cos = self.content.item_scores(row)
-        if cos is not None:
-            cos = np.where(np.isfinite(cos) & (cos > 0), cos, 0.0)
-            cos[row] = 0.0
-            if cos.max() > 0:
-                total += w.of("embedding") * cos / cos.max()
-                found = True
-        if not found:
-            return []
-        total[~self.allowed()] = 0.0
-        total[row] = 0.0
-        total[total <= 0] = -np.inf
-        rows = top_n(total, k)
-        items = self.index.items
-        return [(items[r], float(total[r])) for r in rows.tolist()]
+        n, w = len(self.index), self.config.weights
+        co = np.zeros(n)
+        for other, score in self.cooccur.neighbours(item, max(3 * k, 50)):
+            co[self.index.rows[other]] = score
+        rows = blend(co, self.content.item_scores(row), self.allowed(), row, k, w.of("cooccur"), w.of("embedding"))
+        return [(self.index.items[r], s) for r, s in rows]
 
     def allowed(self, user: Hashable | None = None) -> np.ndarray:
         """Boolean mask over item rows: available and, for ``user``, not yet seen."""

@@ -46,7 +46,10 @@ BATCH = 500
 class ServingState:
     """Buffers what changed since the last write; :meth:`write` puts it in Redis in one pass."""
 
-    def __init__(self, similar_k: int = 20, budget: int = 500, seen_limit: int = MAX_SEEN):
+    def __init__(self, similar_k: int = 20, budget: int = 500, seen_limit: int = MAX_SEEN,
+                 enabled: bool = True):  # fmt: skip
+        #: off for replays, which read lists only: nothing is buffered then
+        self.enabled = enabled
         self.similar_k = similar_k
         self.budget = budget
         self.seen_limit = min(seen_limit, MAX_SEEN)
@@ -68,13 +71,15 @@ class ServingState:
 
     def item(self, record: Item) -> None:
         """A catalogue upsert or delete: its record is due in Redis, its neighbourhood changed."""
+        if not self.enabled:
+            return
         self.pending_items[record.item] = Item(record.item, record.title, "", record.attributes,
                                                ts=record.ts, deleted=record.deleted)  # fmt: skip
         self.touched(record.item)
 
     def touched(self, item: Hashable) -> None:
         """``item`` was interacted with or enriched: its similar-item list is due."""
-        if self.similar_k > 0:
+        if self.enabled and self.similar_k > 0:
             self.owed_similar[item] = None
 
     def _due(self) -> list[Hashable]:

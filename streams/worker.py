@@ -108,7 +108,7 @@ class StreamWorker:
         self.store = FileCheckpointStore(settings.checkpoints)
         self.stats = Stats()
         #: item records, seen lists and similar-item lists for the read API (written at refreshes)
-        self.serving = ServingState(settings.similar_k, settings.similar_per_refresh)
+        self.serving = ServingState(settings.similar_k, settings.similar_per_refresh, enabled=not logical)
         checkpoint = self.store.load()
         if checkpoint:
             self.model = Recommender.from_bytes(checkpoint.model)

@@ -61,3 +61,9 @@ def test_serving_state_budget_keeps_the_rest_owed():
     off = ServingState(similar_k=0)
     off.touched("a"), off.item(Item("x", "X", ts=1.0))
     assert not off.owed_similar and "x" in off.pending_items
+
+
+def test_serving_state_off_buffers_nothing():
+    off = ServingState(enabled=False)
+    off.touched("a"), off.item(Item("x", "X", ts=1.0))
+    assert not off.owed_similar and not off.pending_items and off.to_meta() == []

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from streamrec.schemas.codec import decode, encode
+from streamrec.schemas.codec import MAX_JSON_BYTES, decode, encode
 from streamrec.schemas.events import Click, Item, Rating, RecommendationList, SeenItems, SimilarItems
 from streamrec.schemas.fields import MAX_RECS, SchemaError
 from streamrec.schemas.keys import RedisKeys
@@ -281,6 +281,10 @@ def create_app(settings: Settings):
 
     @timed("events")
     async def events(request):
+        size = request.headers.get("content-length", "")
+        if size.isdigit() and int(size) > MAX_JSON_BYTES:
+            return _json({"error": f"{size} bytes exceeds the limit of {MAX_JSON_BYTES}",
+                          "field": "<payload>"}, 413)  # fmt: skip
         body = await request.body()
         try:
             record = decode(body, INPUT_TYPES, request.headers.get("content-type"))

@@ -81,6 +81,7 @@ def openapi() -> dict:
                     "accepted": {"type": "string"}, "topic": {"type": "string"},
                     "partition": {"type": "integer"}, "offset": {"type": "integer"}}},
                     "the broker has the event"), "400": bad,
+                    "413": _json({"$ref": "#/components/schemas/Error"}, "the body is too large"),
                     "503": _json({"$ref": "#/components/schemas/Error"}, "the broker did not acknowledge")},
             }},
             "/healthz": {"get": {"summary": "200 while Redis answers", "responses": {

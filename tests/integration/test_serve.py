@@ -45,6 +45,8 @@ def test_events_are_validated_and_published(api, topics):
         assert r.status_code == 400 and r.json()["field"] == field, r.text
     r = api.post("/events", content=b"{not json")
     assert r.status_code == 400 and r.json()["field"] == "<payload>" and "JSON" in r.json()["error"]
+    r = api.post("/events", content=b"{" + b" " * (5 * 1024 * 1024) + b"}")
+    assert r.status_code == 413 and r.json()["field"] == "<payload>"
 
 
 def test_recommend_similar_filters_fallback_and_deletes(api, worker_env, redis_client, prefix):

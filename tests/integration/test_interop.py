@@ -4,11 +4,13 @@ producing side) is learned end to end, through the real broker, into lists in Re
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 
 from workerkit import TS, group_of, start_worker, stop, taste_events, wait_for, wait_for_lists
 
-from streamrec.localstack import _java, kafka_tools_classpath
+from streamrec.localstack import kafka_tools_classpath
 from streamrec.schemas.codec import decode
 from streamrec.schemas.events import DeadLetter
 from streamrec.schemas.peek import read_topic
@@ -18,7 +20,9 @@ def console_produce(settings, topic: str, lines: list[str], headers: bool = Fals
     """Publish ``key<TAB>value`` lines with ``org.apache.kafka.tools.ConsoleProducer`` (acks=all);
     with ``headers``, each line starts with ``name:value<TAB>``."""
     classpath = ":".join(str(p) for p in kafka_tools_classpath(settings))
-    cmd = [_java(), "-cp", classpath, "org.apache.kafka.tools.ConsoleProducer",
+    java_home = os.environ.get("JAVA_HOME")
+    java = os.path.join(java_home, "bin", "java") if java_home else shutil.which("java")
+    cmd = [java, "-cp", classpath, "org.apache.kafka.tools.ConsoleProducer",
            "--bootstrap-server", settings.kafka_bootstrap, "--topic", topic,
            "--request-required-acks", "all",
            "--property", "parse.key=true", "--property", "key.separator=\t"]  # fmt: skip

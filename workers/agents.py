@@ -3,7 +3,8 @@
 One agent per worker kind reads ``items.enrich`` (consumer group ``{enrich_group_id}-{kind}``)::
 
     stream.noack_take(embed_batch_size, within=embed_batch_wait_s)
-    ─► commit the previous batch (its outputs and its offsets, in one Kafka transaction)
+    ─► commit the batches before it (outputs and offsets, in one Kafka transaction per input
+       partition), when enrich_commit_interval_s has passed since the last commit
     ─► stage.process(batch) in a one-thread executor (the model never blocks the event loop)
     ─► each output into the transaction of its request's partition ─► ack the batch's events
 
@@ -102,6 +103,7 @@ class EnrichAgent:
         self.topic = self.app.topic(worker.topics.enrich, key_type=bytes, value_type=bytes,
                                     key_serializer="raw", value_serializer="raw")  # fmt: skip
         self.agent = self.app.agent(self.topic, name=f"streamrec-{worker.name}")(self._consume)
+        self.transactional = sink is None  # a test's sink: nothing to commit
         self.sink = sink or self._send
         self.partitions = dict(partitions or {})  # output topic -> partition count
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"{worker.name}-model")
@@ -109,8 +111,7 @@ class EnrichAgent:
         self.stopping = False
         self.failure: BaseException | None = None
         self.done: dict[tuple[str, int], int] = {}  # next offset to process, per partition
-        self.last_batch = time.monotonic()
-        self.first_output: float | None = None  # monotonic time the first batch was acked
+        self.last_batch = self.last_commit = time.monotonic()
         self.hard_exit = False  # run() sets it: a failure mid-send ends the process (see fail)
 
     # ------------------------------------------------------------ the agent
@@ -124,7 +125,7 @@ class EnrichAgent:
             self.busy = True
             sent = False
             try:
-                await self.commit()  # the previous batch: every record in the transactions is acked
+                await self.commit(due=True)  # between batches: every record in the transactions is acked
                 msgs = [Message(e.message.topic, e.message.partition, e.message.offset,
                                 e.message.key, e.message.value) for e in events]  # fmt: skip
                 outputs = await loop.run_in_executor(self.executor, self.worker.process, msgs)
@@ -135,7 +136,7 @@ class EnrichAgent:
                 for m in msgs:
                     self.done[(m.topic, m.partition)] = max(self.done.get((m.topic, m.partition), 0),
                                                             m.offset + 1)  # fmt: skip
-                self.first_output = self.first_output or time.monotonic()
+                self.worker.timeline.setdefault("first_output", time.time())
             except Exception as exc:  # noqa: BLE001: any failure stops the worker uncommitted
                 self.fail(exc, sent)
             finally:
@@ -164,8 +165,14 @@ class EnrichAgent:
             await producer.send(out.topic, out.key, out.value, partition, None, None,
                                 transactional_id=self.transactional_id(out.source))  # fmt: skip
 
-    async def commit(self) -> None:
-        if self.sink is self._send:
+    async def commit(self, due: bool = False) -> None:
+        """Commit the open transactions (outputs and acked offsets); with ``due``, only once
+        ``enrich_commit_interval_s`` has passed since the last commit. Called between batches only."""
+        now = time.monotonic()
+        if due and now - self.last_commit < self.settings.enrich_commit_interval_s:
+            return
+        self.last_commit = now
+        if self.transactional:
             await self.app.consumer.commit()
 
     # ------------------------------------------------------------ the timer: health, burst, stop
@@ -211,7 +218,7 @@ class EnrichAgent:
             await self.commit()
             shutdown()
         elif self.done:
-            await self.commit()  # the last batch, when no new one comes to commit it
+            await self.commit(due=True)  # the last batches, when no new one comes to commit them
 
 
 def output_partitions(settings: Settings, worker: EnrichWorker) -> dict[str, int]:
@@ -268,6 +275,7 @@ def run(worker: EnrichWorker, burst: bool = False, max_seconds: float | None = N
     if settings.metrics_port:
         serve(worker.metrics, settings.metrics_port, worker.healthy)
     (settings.state_dir / "workers" / worker.name).mkdir(parents=True, exist_ok=True)
+    worker.timeline["consumer_start"] = time.time()
     try:
         fworker.execute_from_commandline()
     except SystemExit as exc:  # faust's worker always ends with one; non-zero: it crashed

@@ -26,6 +26,7 @@ at debug level; the request still reaches the dead-letter topic once, through th
 from __future__ import annotations
 
 import logging
+import os
 import time
 import zlib
 from collections.abc import Mapping
@@ -135,6 +136,10 @@ class EnrichWorker:
         self.stats = WorkerStats()
         self.health_path = Path(settings.state_dir) / "workers" / self.name / "health.json"
         self.metrics = WorkerMetrics(self.name)
+        #: wall-clock moments of this process ("consumer_start": the model is loaded and the
+        #: consumer starts; "first_output": its first batch is done), in the heartbeat: they show
+        #: how long a restart takes to get back to work
+        self.timeline: dict[str, float] = {}
         self._last_heartbeat = 0.0
 
     @property
@@ -196,8 +201,8 @@ class EnrichWorker:
         if not force and now - self._last_heartbeat < HEARTBEAT_S:
             return
         self._last_heartbeat = now
-        body = {"ts": time.time(), "worker": self.name, "group": self.group, **asdict(self.stats),
-                **self.extra_health()}  # fmt: skip
+        body = {"ts": time.time(), "worker": self.name, "group": self.group, "pid": os.getpid(),
+                **asdict(self.stats), **self.timeline, **self.extra_health()}  # fmt: skip
         write_heartbeat(self.health_path, body)
         self.metrics.sync({"items": self.stats.processed, "cache_hits": self.stats.cache_hits,
                            "dead_letters": self.stats.dead_letters,

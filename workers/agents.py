@@ -74,6 +74,14 @@ def credentials(settings: Settings):
                                  ssl_context=context, mechanism=settings.kafka_sasl_mechanism)  # fmt: skip
 
 
+def quiet_faust(settings: Settings) -> None:
+    """faust, mode and aiokafka narrate every service start and stop at INFO; keep them to
+    warnings unless the settings ask for DEBUG."""
+    level = logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
+    for name in ("faust", "mode", "aiokafka"):
+        logging.getLogger(name).setLevel(level)
+
+
 def make_app(settings: Settings, worker: EnrichWorker):
     """The faust app of one worker kind (connects nothing until it starts)."""
     import faust
@@ -245,6 +253,7 @@ def run(worker: EnrichWorker, burst: bool = False, max_seconds: float | None = N
     from streamrec.metrics import serve
 
     settings = worker.settings
+    quiet_faust(settings)
     partitions = output_partitions(settings, worker)
     agent = EnrichAgent(worker, settings, partitions=partitions)
     agent.hard_exit = True

@@ -230,9 +230,9 @@ class Settings:
     )
     embed_max_tokens: int = _setting(256, _int(8, 512), "token limit per text")
     enrich_commit_interval_s: float = _setting(
-        1.0, _float(0, 600),
-        "LLM workers commit their Kafka transaction (outputs and offsets) at the first batch "
-        "boundary this long after the last commit (0: after every batch)",
+        0.0, _float(0, 600),
+        "LLM workers commit their Kafka transactions (outputs and offsets) after the first batch "
+        "this long after the last commit (0: after every batch), and at once when idle",
     )  # fmt: skip
     tag_vocabulary: str = _setting(
         "", _str, "zero-shot tag vocabulary: comma-separated tags or @path to a file, one per line"

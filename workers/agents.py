@@ -35,6 +35,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -42,7 +43,7 @@ from streamrec.settings import Settings
 from streamrec.workers.common import EnrichWorker, Message, Output, WorkerError, WorkerStats, partition_for
 
 log = logging.getLogger("streamrec.workers.agents")
-TICK_S = 0.25
+TICK_S = 0.1
 NEVER = 10**9  # faust's commit timer and commit-every-n, switched off: commits are ours
 
 
@@ -120,6 +121,7 @@ class EnrichAgent:
         self.failure: BaseException | None = None
         self.done: dict[tuple[str, int], int] = {}  # next offset to process, per partition
         self.last_batch = self.last_commit = time.monotonic()
+        self.uncommitted = False  # acked batches whose transaction is still open
         self.hard_exit = False  # run() sets it: a failure mid-send ends the process (see fail)
 
     # ------------------------------------------------------------ the agent
@@ -133,7 +135,6 @@ class EnrichAgent:
             self.busy = True
             sent = False
             try:
-                await self.commit(due=True)  # between batches: every record in the transactions is acked
                 msgs = [Message(e.message.topic, e.message.partition, e.message.offset,
                                 e.message.key, e.message.value) for e in events]  # fmt: skip
                 outputs = await loop.run_in_executor(self.executor, self.worker.process, msgs)
@@ -144,7 +145,9 @@ class EnrichAgent:
                 for m in msgs:
                     self.done[(m.topic, m.partition)] = max(self.done.get((m.topic, m.partition), 0),
                                                             m.offset + 1)  # fmt: skip
+                self.uncommitted = True
                 self.worker.timeline.setdefault("first_output", time.time())
+                await self.commit(due=True)  # still between batches: the next is not taken yet
             except Exception as exc:  # noqa: BLE001: any failure stops the worker uncommitted
                 self.fail(exc, sent)
             finally:
@@ -177,9 +180,9 @@ class EnrichAgent:
         """Commit the open transactions (outputs and acked offsets); with ``due``, only once
         ``enrich_commit_interval_s`` has passed since the last commit. Called between batches only."""
         now = time.monotonic()
-        if due and now - self.last_commit < self.settings.enrich_commit_interval_s:
+        if not self.uncommitted or due and now - self.last_commit < self.settings.enrich_commit_interval_s:
             return
-        self.last_commit = now
+        self.last_commit, self.uncommitted = now, False
         if self.transactional:
             await self.app.consumer.commit()
 
@@ -212,8 +215,10 @@ class EnrichAgent:
                 return False
         return True
 
-    async def tick(self, burst: bool, deadline: float | None, shutdown) -> None:
+    async def tick(self, burst: bool, deadline: float | None, shutdown, stop=None) -> None:
         now = time.monotonic()
+        if stop is not None and stop.is_set():
+            self.stopping = True
         try:
             self.worker.heartbeat(now, self.depth() if self.app.consumer else 0)
         except Exception as exc:  # noqa: BLE001: the heartbeat must not stop the worker
@@ -225,8 +230,10 @@ class EnrichAgent:
         if self.stopping:
             await self.commit()
             shutdown()
-        elif self.done:
-            await self.commit(due=True)  # the last batches, when no new one comes to commit them
+        elif now - self.last_batch > self.settings.embed_batch_wait_s:
+            await self.commit()  # idle: the last batches are visible at once, whatever the interval
+        else:
+            await self.commit(due=True)
 
 
 def output_partitions(settings: Settings, worker: EnrichWorker) -> dict[str, int]:
@@ -246,8 +253,10 @@ def output_partitions(settings: Settings, worker: EnrichWorker) -> dict[str, int
     return counts
 
 
-def run(worker: EnrichWorker, burst: bool = False, max_seconds: float | None = None) -> WorkerStats:
-    """Run ``worker`` as a faust agent until SIGTERM/SIGINT, or with ``burst`` until caught up."""
+def run(worker: EnrichWorker, burst: bool = False, max_seconds: float | None = None,
+        stop: threading.Event | None = None) -> WorkerStats:
+    """Run ``worker`` as a faust agent until SIGTERM/SIGINT (or ``stop`` is set), or with ``burst``
+    until caught up. Off the main thread (a benchmark's) signals are left to the caller."""
     import faust
 
     from streamrec.metrics import serve
@@ -264,8 +273,9 @@ def run(worker: EnrichWorker, burst: bool = False, max_seconds: float | None = N
         """Signals ask the agent to stop between batches instead of stopping it mid-batch."""
 
         def install_signal_handlers(self) -> None:
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                self.loop.add_signal_handler(sig, agent_stop)
+            if threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self.loop.add_signal_handler(sig, agent_stop)
 
         def shutdown(self) -> None:
             self._schedule_shutdown(signal.SIGTERM)
@@ -279,7 +289,7 @@ def run(worker: EnrichWorker, burst: bool = False, max_seconds: float | None = N
 
     @agent.app.timer(TICK_S)
     async def _tick() -> None:
-        await agent.tick(burst, deadline, fworker.shutdown)
+        await agent.tick(burst, deadline, fworker.shutdown, stop)
 
     if settings.metrics_port:
         serve(worker.metrics, settings.metrics_port, worker.healthy)

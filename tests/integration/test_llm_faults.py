@@ -100,7 +100,10 @@ def faulted(stack, tmp_path_factory):
     env = {**os.environ, "STREAMREC_TOPIC_PREFIX": prefix, "STREAMREC_REDIS_PREFIX": prefix,
            "STREAMREC_ENRICH_GROUP_ID": f"{prefix}enrich", "STREAMREC_EMBED_BATCH_SIZE": "16",
            "STREAMREC_STATE_DIR": str(state), "STREAMREC_LOG_LEVEL": "WARNING",
-           "STREAMREC_EMBED_DEVICE": "cpu"}  # fmt: skip
+           "STREAMREC_EMBED_DEVICE": "cpu",
+           # commit every second rather than after each batch: the open transactions then hold
+           # records most of the time, so the kills hit them (the worst case for the guarantee)
+           "STREAMREC_ENRICH_COMMIT_INTERVAL_S": "1.0"}  # fmt: skip
     reqs = requests(ITEMS)
     with Publisher(stack.kafka_bootstrap, topics) as pub:
         for r in reqs:

@@ -135,9 +135,16 @@ class EnrichAgent:
             self.busy = True
             sent = False
             try:
+                generation = self.app.consumer_generation_id
                 msgs = [Message(e.message.topic, e.message.partition, e.message.offset,
                                 e.message.key, e.message.value) for e in events]  # fmt: skip
                 outputs = await loop.run_in_executor(self.executor, self.worker.process, msgs)
+                if self.app.consumer_generation_id != generation or self.app.rebalancing:
+                    # the partitions moved meanwhile: nothing sent, nothing acked; the owners
+                    # (this worker again, perhaps) read the batch anew from the committed offsets
+                    log.info("%s: group rebalanced during a batch; left to the new assignment",
+                             self.worker.name)  # fmt: skip
+                    continue
                 sent = True
                 await self.sink(outputs)
                 for event in events:
@@ -146,7 +153,10 @@ class EnrichAgent:
                     self.done[(m.topic, m.partition)] = max(self.done.get((m.topic, m.partition), 0),
                                                             m.offset + 1)  # fmt: skip
                 self.uncommitted = True
-                self.worker.timeline.setdefault("first_output", time.time())
+                if "first_output" not in self.worker.timeline:  # say so now: restart monitoring
+                    self.worker.timeline["first_output"] = time.time()
+                    depth = self.depth() if self.transactional else 0
+                    self.worker.heartbeat(time.monotonic(), depth, force=True)
                 await self.commit(due=True)  # still between batches: the next is not taken yet
             except Exception as exc:  # noqa: BLE001: any failure stops the worker uncommitted
                 self.fail(exc, sent)

@@ -3,10 +3,14 @@
 One agent per worker kind reads ``items.enrich`` (consumer group ``{enrich_group_id}-{kind}``)::
 
     stream.noack_take(embed_batch_size, within=embed_batch_wait_s)
-    ─► commit the batches before it (outputs and offsets, in one Kafka transaction per input
-       partition), when enrich_commit_interval_s has passed since the last commit
     ─► stage.process(batch) in a one-thread executor (the model never blocks the event loop)
+    ─► (the group rebalanced meanwhile? drop the batch unsent and unacked: the new owners redo it)
     ─► each output into the transaction of its request's partition ─► ack the batch's events
+    ─► commit: outputs and acked offsets, one Kafka transaction per input partition (after every
+       batch, or once enrich_commit_interval_s has passed; at once when idle)
+
+SIGTERM/SIGINT, ``--burst`` and ``--max-seconds`` stop the worker between batches only; a batch
+that fails stops it without committing that batch.
 
 Why it is ordered this way. faust's ``processing_guarantee="exactly_once"`` runs one transactional
 producer per assigned input partition and commits offsets with ``send_offsets_to_transaction``,

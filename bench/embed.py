@@ -2,13 +2,14 @@
 
 What is measured, and why it is an honest end-to-end number:
 
-- **worker**: the real :class:`~streamrec.workers.embed.EmbedWorker` runs in a thread of this
-  process under a fresh topic prefix, consumer group and Redis key prefix, with its real batching,
-  Redis cache (MGET/SET per batch), idempotent acks=all producer and offset commits. For each
-  round, requests are published to ``items.enrich`` and the clock runs from the first publish until
-  a separate group-less consumer has read the round's last embedding back from
-  ``items.embeddings``: consume, decode, cache round trips, encoding, produce, acknowledgement and
-  delivery are all inside it. Requests go straight to ``items.enrich``: in production the stream
+- **worker**: the real :class:`~streamrec.workers.embed.EmbedWorker` runs as its faust agent
+  (:func:`streamrec.workers.agents.run`) in a thread of this process under a fresh topic prefix,
+  consumer group and Redis key prefix, with its real batching, Redis cache (GET/SET pipelines per
+  batch) and Kafka transactions. For each round, requests are published to ``items.enrich`` and
+  the clock runs from the first publish until a separate group-less consumer, reading committed
+  records only (as every consumer of the output topics must), has read the round's last embedding
+  back from ``items.embeddings``: consume, decode, cache round trips, encoding, produce,
+  the transaction commit and delivery are all inside it. Requests go straight to ``items.enrich``: in production the stream
   worker turns ``catalog.items`` into them, but that is the stream worker's cost.
 - **raw**: ``Encoder.encode`` alone on the same texts, same batch size, in a thread of its own.
 
@@ -18,7 +19,8 @@ goes in bursts of seconds: alternating short rounds exposes both sides to the sa
 one long run of each compares two different machines. The worker shares the encoder already
 loaded for raw, and joins its group during an untimed warm-up round, so neither number includes
 model loading or group start-up. In-process costs the worker nothing: librdkafka does its I/O in
-its own threads and torch releases the GIL while it computes.
+its own threads, aiokafka runs on the agent's event loop, and torch releases the GIL while it
+computes.
 """
 
 from __future__ import annotations
@@ -106,18 +108,22 @@ class WorkerSession:
         create_topics(self.admin, self.topics, settings.partitions, settings.replication)
         base = kafka_config(settings)
         self.producer = Producer({**base, "acks": "all", "linger.ms": 5})
-        self.reader = Consumer({**base, "group.id": f"{prefix}reader", "enable.auto.commit": False})
+        self.reader = Consumer({**base, "group.id": f"{prefix}reader", "enable.auto.commit": False,
+                                "isolation.level": "read_committed"})  # as consumers must read
         info = self.reader.list_topics(self.topics.embeddings, timeout=10).topics[self.topics.embeddings]
         self.reader.assign([TopicPartition(self.topics.embeddings, p, OFFSET_BEGINNING)
                             for p in info.partitions])  # fmt: skip
         self.worker = EmbedWorker(self.settings, encoder=encoder)
         self.failure: list[BaseException] = []
+        self.stop = threading.Event()
         self.thread = threading.Thread(target=self._work, name="embed-worker")
         self.thread.start()
 
     def _work(self) -> None:
+        from streamrec.workers import agents
+
         try:
-            self.worker.run()
+            agents.run(self.worker, stop=self.stop)
         except BaseException as exc:  # reported by the main thread
             self.failure.append(exc)
 
@@ -147,7 +153,7 @@ class WorkerSession:
     def close(self) -> None:
         from streamrec.connect import redis_client
 
-        self.worker.stop()
+        self.stop.set()
         self.thread.join(120)
         self.reader.close()
         self.admin.delete_topics([t.name for t in self.topics.specs()], operation_timeout=30)

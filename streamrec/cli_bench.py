@@ -34,6 +34,10 @@ def cmd_bench_embed(settings: Settings, args) -> int:
     return _bench("embed").main(settings, items=args.items, json_path=args.json)
 
 
+def cmd_bench_agents(settings: Settings, args) -> int:
+    return _bench("agents").main(settings, n_events=args.events, rounds=args.rounds, json_path=args.json)
+
+
 def cmd_bench_replay(settings: Settings, args) -> int:
     try:
         return _bench("replay").main(settings, args)
@@ -51,7 +55,7 @@ def cmd_bench_wire(settings: Settings, args) -> int:
 
 
 def add_benches(bench: argparse.ArgumentParser) -> None:
-    """The NAME subcommands of ``streamrec bench``: ``embed``, ``stream``, ``serve``, ``wire`` and ``replay``."""
+    """The NAME subcommands of ``streamrec bench``: ``embed``, ``stream``, ``agents``, ``serve``, ``wire`` and ``replay``."""
     bsub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     be = bsub.add_parser(
         "embed", help="items/s through the embedding worker end to end vs the raw encoder",
@@ -75,6 +79,17 @@ def add_benches(bench: argparse.ArgumentParser) -> None:
     bs.add_argument("--early-refresh", type=float, default=None, metavar="S",
                     help="debounced early refresh delay (default: STREAMREC_EARLY_REFRESH_S)")
     bs.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    ba = bsub.add_parser(
+        "agents", help="messages/s of a faust agent vs the batched confluent-kafka loop on the "
+        "stream worker's per-event path (why the stream worker is not a faust agent)",
+        description="Publish N synthetic events once; read them all, in turn, with the stream "
+        "worker's confluent-kafka batches and with faust agents (per event, and with take), doing "
+        "the stream worker's per-event work (decode, learn) on each. Protocol: bench/agents.py.",
+    )  # fmt: skip
+    ba.set_defaults(func=cmd_bench_agents)
+    ba.add_argument("--events", type=int, default=50_000, metavar="N", help="default 50000")
+    ba.add_argument("--rounds", type=int, default=2, help="runs of each path; best kept (default 2)")
+    ba.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     bv = bsub.add_parser(
         "serve", help="GET /recommend latency and requests/s vs a bare Redis GET + unpack",
         description="Write users' lists under a fresh prefix, start `streamrec serve` on loopback, "

@@ -236,6 +236,11 @@ class Settings:
         0.05, _float(0, 60), "longest wait to fill a batch before encoding a partial one"
     )
     embed_max_tokens: int = _setting(256, _int(8, 512), "token limit per text")
+    enrich_commit_interval_s: float = _setting(
+        0.0, _float(0, 600),
+        "LLM workers commit their Kafka transactions (outputs and offsets) after the first batch "
+        "this long after the last commit (0: after every batch), and at once when idle",
+    )  # fmt: skip
     tag_vocabulary: str = _setting(
         "", _str, "zero-shot tag vocabulary: comma-separated tags or @path to a file, one per line"
     )

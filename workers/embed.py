@@ -1,7 +1,8 @@
 """The embedding worker: ``items.enrich`` in, ``items.embeddings`` out, through a Redis cache.
 
-Run by ``streamrec worker embed [--burst]``. Each batch of requests (see :mod:`.common` for the
-batching, dead-lettering and commit rules) is embedded like this::
+Run by ``streamrec worker embed [--burst]`` as a faust agent (see :mod:`.agents` for the batching,
+the transactions and restarts, :mod:`.common` for dead-lettering). Each batch of requests is
+embedded like this::
 
     text of each request (title, text, attribute values)   ── keyed by its content hash
     ─► one pipelined GET of emb:{model}:{hash} per distinct hash of the batch (hits skip the model)
@@ -194,6 +195,10 @@ class EmbedWorker(EnrichWorker):
         self.cache = cache_for(settings, self.encoder.name, self.encoder.dim)
         self._calls_at_start = self.encoder.calls
 
+    @property
+    def output_topics(self) -> list[str]:
+        return [self.topics.embeddings, self.topics.deadletter]
+
     def handle(self, requests: list[EnrichRequest], now: float) -> list[ItemEmbedding]:
         vectors = embed_cached(self.encoder, self.cache, distinct_texts(requests), self.stats)
         self.stats.model_calls = self.encoder.calls - self._calls_at_start
@@ -208,6 +213,8 @@ class EmbedWorker(EnrichWorker):
 
 def run(settings: Settings, burst: bool = False, max_seconds: float | None = None) -> str:
     """Run the worker (``streamrec worker embed``); the summary line it ends with."""
+    from streamrec.workers import agents
+
     worker = EmbedWorker(settings)
-    stats = worker.run(burst=burst, max_seconds=max_seconds)
+    stats = agents.run(worker, burst=burst, max_seconds=max_seconds)
     return f"embed worker ({worker.encoder.name} on {worker.encoder.device}): {stats.line()}"

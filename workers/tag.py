@@ -252,6 +252,10 @@ class TagWorker(EnrichWorker):
         self._calls_at_start = self.encoder.calls
         self.cache = cache_for(settings, self.encoder.name, self.encoder.dim)
 
+    @property
+    def output_topics(self) -> list[str]:
+        return [self.topics.tags]
+
     def phrase_vectors(self, phrases: set[str]) -> None:
         """Embed the phrases not in the LRU yet, in one encoder call."""
         missing = sorted(p for p in phrases if p not in self.phrases)
@@ -302,6 +306,8 @@ class TagWorker(EnrichWorker):
 
 def run(settings: Settings, burst: bool = False, max_seconds: float | None = None) -> str:
     """Run the worker (``streamrec worker tag``); the summary line it ends with."""
+    from streamrec.workers import agents
+
     worker = TagWorker(settings)
-    stats = worker.run(burst=burst, max_seconds=max_seconds)
+    stats = agents.run(worker, burst=burst, max_seconds=max_seconds)
     return f"tag worker ({worker.model_name}): {stats.line()}"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from streamrec.schemas.events import EnrichRequest, Item
-from streamrec.workers.common import Inflight, WorkerStats, batch_due, poll_wait, request_text, text_of
+from streamrec.workers.common import WorkerStats, request_text, text_of
 from streamrec.workers.embed import cache_for, distinct_texts, embed_cached, pack_vector, unpack_vector
 from streamrec.workers.encoder import (
     Encoder,
@@ -151,16 +151,6 @@ def test_distinct_texts_has_each_content_hash_once():
     assert distinct_texts([a, b, c]) == {a.content_hash: "Dune", c.content_hash: "Heat"}
 
 
-def test_batching_is_by_size_or_by_the_oldest_message_s_wait():
-    assert batch_due(8, oldest=10.0, now=10.0, size=8, wait_s=1.0)
-    assert not batch_due(7, oldest=10.0, now=10.5, size=8, wait_s=1.0)
-    assert batch_due(7, oldest=10.0, now=11.0, size=8, wait_s=1.0)
-    assert not batch_due(0, oldest=None, now=99.0, size=8, wait_s=1.0)
-    assert poll_wait(7, oldest=10.0, now=10.25, wait_s=1.0) == 0.75
-    assert poll_wait(7, oldest=10.0, now=12.0, wait_s=1.0) == 0.0
-    assert poll_wait(0, oldest=None, now=12.0, wait_s=1.0, idle_s=0.3) == 0.3
-
-
 def test_cache_value_round_trips_exactly_and_rejects_bad_values():
     v = np.random.default_rng(0).standard_normal(384).astype(np.float32)
     raw = pack_vector(v)
@@ -169,22 +159,6 @@ def test_cache_value_round_trips_exactly_and_rejects_bad_values():
     assert unpack_vector(raw, 383) is None  # another model's dimension: a miss
     assert unpack_vector(None, 384) is None
     assert unpack_vector(pack_vector([np.nan, 1.0]), 2) is None
-
-
-def test_offsets_are_committed_in_batch_order_once_acknowledged():
-    f = Inflight()
-    a = f.add({("t", 0): 5}, records=2)
-    b = f.add({("t", 0): 9}, records=1)
-    f.add({("t", 1): 3}, records=0)  # e.g. nothing produced: done at once, but after b
-    f.ack(a)
-    assert f.ready() == {} and f.pending == 2
-    f.ack(a)
-    assert f.ready() == {("t", 0): 5}
-    f.ack(b)
-    assert f.ready() == {("t", 0): 9, ("t", 1): 3} and f.pending == 0
-    d = f.add({("t", 0): 12}, records=1)
-    f.fail(d, "broker said no")
-    assert f.ready() == {} and f.failures == ["broker said no"]
 
 
 class FakeEncoder:

@@ -1,0 +1,335 @@
+"""The LLM workers as faust-streaming agents, with exactly-once outputs.
+
+One agent per worker kind reads ``items.enrich`` (consumer group ``{enrich_group_id}-{kind}``)::
+
+    stream.noack_take(embed_batch_size, within=embed_batch_wait_s)
+    ─► stage.process(batch) in a one-thread executor (the model never blocks the event loop)
+    ─► (the group rebalanced meanwhile? drop the batch unsent and unacked: the new owners redo it)
+    ─► each output into the transaction of its request's partition ─► ack the batch's events
+    ─► commit: outputs and acked offsets, one Kafka transaction per input partition (after every
+       batch, or once enrich_commit_interval_s has passed; at once when idle)
+
+SIGTERM/SIGINT, ``--burst`` and ``--max-seconds`` stop the worker between batches only; a batch
+that fails stops it without committing that batch.
+
+Why it is ordered this way. faust's ``processing_guarantee="exactly_once"`` runs one transactional
+producer per assigned input partition and commits offsets with ``send_offsets_to_transaction``,
+but it picks a record's transaction by the partition the record *lands on*, which matches the
+input only for co-partitioned topics the app itself consumes, and it commits on a timer, in the
+middle of a batch. So the agent names the transaction itself (the one of the request's partition,
+through faust's ``Producer.send(..., transactional_id=...)``), turns faust's periodic commits off and
+commits only between batches, when every record in the open transactions belongs to an acked
+event. A kill -9 at any moment leaves an open transaction that the restarted worker's producer
+(same transactional id) aborts on start; its offsets were never committed, so the batch is redone
+once. Consumers of the output topics must read with ``isolation.level=read_committed``.
+
+Restarts do not wait out the session timeout: the consumer joins with static membership
+(``group.instance.id`` = ``{group}-{worker_id}``), so a restarted worker gets its partitions back
+at once. Two workers of one kind on one host need distinct ``STREAMREC_WORKER_ID`` values.
+
+faust's web server, leader topic and topic creation are off; topic names come from the settings'
+:class:`~streamrec.schemas.topics.Topics` (with the prefix), and its data directory sits under
+the state dir.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+from streamrec.settings import Settings
+from streamrec.workers.common import EnrichWorker, Message, Output, WorkerError, WorkerStats, partition_for
+
+log = logging.getLogger("streamrec.workers.agents")
+TICK_S = 0.1
+NEVER = 10**9  # faust's commit timer and commit-every-n, switched off: commits are ours
+
+
+def broker_urls(bootstrap: str) -> list[str]:
+    """faust's broker URLs for a bootstrap list.
+
+    >>> broker_urls("k1:9092, k2:9092")
+    ['kafka://k1:9092', 'kafka://k2:9092']
+    """
+    return [f"kafka://{hp.strip()}" for hp in bootstrap.split(",") if hp.strip()]
+
+
+def credentials(settings: Settings):
+    """faust's credentials for the settings' Kafka security (``None`` for PLAINTEXT)."""
+    import ssl
+
+    import faust
+
+    protocol = settings.kafka_security_protocol
+    if protocol == "PLAINTEXT":
+        return None
+    context = None
+    if protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=settings.kafka_ssl_ca_location or None)
+    if protocol == "SSL":
+        return faust.SSLCredentials(context)
+    return faust.SASLCredentials(username=settings.kafka_sasl_username,
+                                 password=str(settings.kafka_sasl_password),
+                                 ssl_context=context, mechanism=settings.kafka_sasl_mechanism)  # fmt: skip
+
+
+def quiet_faust(settings: Settings) -> None:
+    """faust, mode and aiokafka narrate every service start and stop at INFO; keep them to
+    warnings unless the settings ask for DEBUG."""
+    level = logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
+    for name in ("faust", "mode", "aiokafka"):
+        logging.getLogger(name).setLevel(level)
+
+
+def _headers(headers) -> tuple:
+    """faust gives a message's headers as a list of pairs or as a mapping; the stages take pairs.
+
+    >>> _headers({"content-type": b"application/json"}), _headers(None)
+    ((('content-type', b'application/json'),), ())
+    """
+    if not headers:
+        return ()
+    return tuple(headers.items()) if hasattr(headers, "items") else tuple(headers)
+
+
+def make_app(settings: Settings, worker: EnrichWorker):
+    """The faust app of one worker kind (connects nothing until it starts)."""
+    import faust
+
+    return faust.App(
+        worker.group, broker=broker_urls(settings.kafka_bootstrap),
+        broker_credentials=credentials(settings), processing_guarantee="exactly_once",
+        consumer_group_instance_id=f"{worker.group}-{settings.worker_id}",
+        broker_session_timeout=10.0, broker_heartbeat_interval=3.0,
+        broker_commit_interval=NEVER, broker_commit_every=NEVER, stream_wait_empty=False,
+        consumer_auto_offset_reset="earliest", producer_acks=-1,
+        web_enabled=False, topic_disable_leader=True, topic_allow_declare=False, store="memory://",
+        datadir=str(settings.state_dir / "workers" / worker.name / "faust"),
+    )  # fmt: skip
+
+
+class EnrichAgent:
+    """A stage (:class:`~streamrec.workers.common.EnrichWorker`) as a faust agent.
+
+    ``sink`` writes a batch's outputs (default: into the Kafka transactions, see the module
+    docstring); unit tests pass their own and drive the agent with ``agent.test_context()``.
+    """
+
+    def __init__(self, worker: EnrichWorker, settings: Settings, sink=None, partitions=None):
+        self.worker, self.settings = worker, settings
+        self.app = make_app(settings, worker)
+        self.topic = self.app.topic(worker.topics.enrich, key_type=bytes, value_type=bytes,
+                                    key_serializer="raw", value_serializer="raw")  # fmt: skip
+        self.agent = self.app.agent(self.topic, name=f"streamrec-{worker.name}")(self._consume)
+        self.transactional = sink is None  # a test's sink: nothing to commit
+        self.sink = sink or self._send
+        self.partitions = dict(partitions or {})  # output topic -> partition count
+        self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"{worker.name}-model")
+        self.busy = False  # a batch is between being taken and being acked
+        self.stopping = False
+        self.failure: BaseException | None = None
+        self.done: dict[tuple[str, int], int] = {}  # next offset to process, per partition
+        self.last_batch = self.last_commit = time.monotonic()
+        self.uncommitted = False  # acked batches whose transaction is still open
+        self.hard_exit = False  # run() sets it: a failure mid-send ends the process (see fail)
+
+    # ------------------------------------------------------------ the agent
+
+    async def _consume(self, stream):
+        loop = asyncio.get_running_loop()
+        size, wait_s = self.settings.embed_batch_size, self.settings.embed_batch_wait_s
+        async for events in stream.noack_take(size, within=wait_s):
+            if self.stopping:  # never acked: the next owner (or the restart) processes them
+                continue
+            self.busy = True
+            sent = False
+            try:
+                generation = self.app.consumer_generation_id
+                msgs = [Message(e.message.topic, e.message.partition, e.message.offset,
+                                e.message.key, e.message.value, _headers(e.message.headers))
+                        for e in events]  # fmt: skip
+                outputs = await loop.run_in_executor(self.executor, self.worker.process, msgs)
+                if self.app.consumer_generation_id != generation or self.app.rebalancing:
+                    # the partitions moved meanwhile: nothing sent, nothing acked; the owners
+                    # (this worker again, perhaps) read the batch anew from the committed offsets
+                    log.info("%s: group rebalanced during a batch; left to the new assignment",
+                             self.worker.name)  # fmt: skip
+                    continue
+                sent = True
+                await self.sink(outputs)
+                for event in events:
+                    await stream.ack(event)
+                for m in msgs:
+                    self.done[(m.topic, m.partition)] = max(self.done.get((m.topic, m.partition), 0),
+                                                            m.offset + 1)  # fmt: skip
+                self.uncommitted = True
+                if "first_output" not in self.worker.timeline:  # say so now: restart monitoring
+                    self.worker.timeline["first_output"] = time.time()
+                    depth = self.depth() if self.transactional else 0
+                    self.worker.heartbeat(time.monotonic(), depth, force=True)
+                await self.commit(due=True)  # still between batches: the next is not taken yet
+            except Exception as exc:  # noqa: BLE001: any failure stops the worker uncommitted
+                self.fail(exc, sent)
+            finally:
+                self.busy = False
+                self.last_batch = time.monotonic()
+
+    def fail(self, exc: BaseException, sent: bool) -> None:
+        """Stop without committing the failed batch. Once part of it is in the open transaction a
+        clean stop would commit that part, so the process ends at once (the restart aborts it)."""
+        self.failure, self.stopping = exc, True
+        log.error("%s worker stops: %s", self.worker.name, exc)
+        if sent and self.hard_exit:
+            sys.stderr.write(f"error: {self.worker.name} worker: {exc}\n")
+            sys.stderr.flush()
+            os._exit(2)
+
+    def transactional_id(self, msg: Message) -> str:
+        """The transaction of ``msg``'s partition, named as faust's TransactionManager names it."""
+        group = self.app.assignor.group_for_topic(msg.topic)
+        return f"{self.app.conf.id}-{group}-{msg.partition}"
+
+    async def _send(self, outputs: list[Output]) -> None:
+        producer = self.app.producer
+        for out in outputs:
+            partition = partition_for(out.key, self.partitions[out.topic])
+            await producer.send(out.topic, out.key, out.value, partition, None, None,
+                                transactional_id=self.transactional_id(out.source))  # fmt: skip
+
+    async def commit(self, due: bool = False) -> None:
+        """Commit the open transactions (outputs and acked offsets); with ``due``, only once
+        ``enrich_commit_interval_s`` has passed since the last commit. Called between batches only."""
+        now = time.monotonic()
+        if not self.uncommitted or due and now - self.last_commit < self.settings.enrich_commit_interval_s:
+            return
+        self.last_commit, self.uncommitted = now, False
+        if self.transactional:
+            await self.app.consumer.commit()
+
+    # ------------------------------------------------------------ the timer: health, burst, stop
+
+    def assigned(self) -> list:
+        return [tp for tp in self.app.consumer.assignment() if tp.topic == self.topic.get_topic_name()]
+
+    def depth(self) -> int:
+        """Requests waiting in our partitions (from the last fetch responses)."""
+        total = 0
+        for tp in self.assigned():
+            high = self.app.consumer.highwater(tp)
+            if high is not None and high >= 0:
+                total += max(0, high - self.done.get((tp.topic, tp.partition), high))
+        return total
+
+    async def caught_up(self) -> bool:
+        """Every assigned partition read to its end, and no batch for a while (so the take
+        buffer is empty)."""
+        if self.busy or time.monotonic() - self.last_batch < self.settings.embed_batch_wait_s + 1.0:
+            return False
+        tps = self.assigned()
+        if not tps:
+            return False
+        for tp in tps:
+            high = self.app.consumer.highwater(tp)
+            position = await self.app.consumer.position(tp)
+            if high is None or high < 0 or position is None or position < high:
+                return False
+        return True
+
+    async def tick(self, burst: bool, deadline: float | None, shutdown, stop=None) -> None:
+        now = time.monotonic()
+        if stop is not None and stop.is_set():
+            self.stopping = True
+        try:
+            self.worker.heartbeat(now, self.depth() if self.app.consumer else 0)
+        except Exception as exc:  # noqa: BLE001: the heartbeat must not stop the worker
+            log.debug("heartbeat: %s", exc)
+        if self.busy:
+            return
+        if not self.stopping and (burst and await self.caught_up() or deadline and now > deadline):
+            self.stopping = True
+        if self.stopping:
+            await self.commit()
+            shutdown()
+        elif now - self.last_batch > self.settings.embed_batch_wait_s:
+            await self.commit()  # idle: the last batches are visible at once, whatever the interval
+        else:
+            await self.commit(due=True)
+
+
+def output_partitions(settings: Settings, worker: EnrichWorker) -> dict[str, int]:
+    """Partition counts of the input and output topics; a clear error when one is missing."""
+    from streamrec.schemas.admin import TopicAdminError, admin_for
+
+    try:
+        metadata = admin_for(settings).list_topics(timeout=30)
+    except TopicAdminError as exc:
+        raise WorkerError(str(exc)) from None
+    counts = {}
+    for name in [worker.topics.enrich, *worker.output_topics]:
+        info = metadata.topics.get(name)
+        if info is None or info.error is not None:
+            raise WorkerError(f"topic {name!r} does not exist; run `streamrec topics create`")
+        counts[name] = len(info.partitions)
+    return counts
+
+
+def run(worker: EnrichWorker, burst: bool = False, max_seconds: float | None = None,
+        stop: threading.Event | None = None) -> WorkerStats:
+    """Run ``worker`` as a faust agent until SIGTERM/SIGINT (or ``stop`` is set), or with ``burst``
+    until caught up. Off the main thread (a benchmark's) signals are left to the caller."""
+    import faust
+
+    from streamrec.metrics import serve
+
+    settings = worker.settings
+    quiet_faust(settings)
+    partitions = output_partitions(settings, worker)
+    agent = EnrichAgent(worker, settings, partitions=partitions)
+    agent.hard_exit = True
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+
+    class Worker(faust.Worker):
+        """Signals ask the agent to stop between batches instead of stopping it mid-batch."""
+
+        def install_signal_handlers(self) -> None:
+            if threading.current_thread() is threading.main_thread():
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    self.loop.add_signal_handler(sig, agent_stop)
+
+        def shutdown(self) -> None:
+            self._schedule_shutdown(signal.SIGTERM)
+
+    def agent_stop() -> None:
+        agent.stopping = True
+
+    fworker = Worker(agent.app, loop=loop, quiet=True, override_logging=False,
+                     redirect_stdouts=False)  # fmt: skip
+    deadline = time.monotonic() + max_seconds if max_seconds is not None else None
+
+    @agent.app.timer(TICK_S)
+    async def _tick() -> None:
+        await agent.tick(burst, deadline, fworker.shutdown, stop)
+
+    if settings.metrics_port:
+        serve(worker.metrics, settings.metrics_port, worker.healthy)
+    (settings.state_dir / "workers" / worker.name).mkdir(parents=True, exist_ok=True)
+    worker.timeline["consumer_start"] = time.time()
+    try:
+        fworker.execute_from_commandline()
+    except SystemExit as exc:  # faust's worker always ends with one; non-zero: it crashed
+        if exc.code not in (0, None) and agent.failure is None:
+            agent.failure = RuntimeError(f"the faust worker exited with status {exc.code} (see above)")
+    finally:
+        agent.executor.shutdown(wait=True)
+        asyncio.set_event_loop(None)
+    worker.heartbeat(time.monotonic(), force=True)
+    if agent.failure is not None:
+        raise WorkerError(f"{worker.name} worker stopped: {agent.failure}")
+    return worker.stats

@@ -159,6 +159,25 @@ def _check_cluster_url(url: str) -> None:
                         f"database 0, STREAMREC_REDIS_URL names {problem}")  # fmt: skip
 
 
+def _skips(raw: str) -> frozenset:
+    """``topic:partition:offset`` entries, comma-separated: messages every worker passes over.
+
+    >>> sorted(_skips("events.clicks:0:41, t.items.enrich:2:7"))
+    [('events.clicks', 0, 41), ('t.items.enrich', 2, 7)]
+    >>> _skips("events.clicks:0")
+    Traceback (most recent call last):
+    ValueError: 'events.clicks:0' is not topic:partition:offset
+    """
+    out = set()
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        topic, _, rest = part.partition(":")
+        partition, _, offset = rest.partition(":")
+        if not (topic and partition.isdigit() and offset.isdigit()):
+            raise ValueError(f"{part!r} is not topic:partition:offset")
+        out.add((topic, int(partition), int(offset)))
+    return frozenset(out)
+
+
 def _setting(default, parse: Callable[[str], object], doc: str):
     return field(default=default, metadata={"parse": parse, "doc": doc})
 
@@ -189,6 +208,15 @@ class Settings:
     kafka_start_timeout_s: float = _setting(
         90.0, _float(1, 3600), "how long `up` waits for the broker to answer"
     )
+    kafka_timeout_s: float = _setting(
+        10.0, _float(0.5, 3600),
+        "how long a command or a starting worker waits for an unreachable Kafka before it gives up",
+    )  # fmt: skip
+    skip_messages: frozenset = _setting(
+        frozenset(), _skips,
+        "topic:partition:offset,...: messages the workers pass over without learning or "
+        "dead-lettering them (an operator's last resort)",
+    )  # fmt: skip
     group_id: str = _setting("streamrec-stream", _str, "consumer group of the stream workers")
     worker_id: str = field(
         default_factory=socket.gethostname,

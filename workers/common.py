@@ -40,8 +40,9 @@ from pathlib import Path
 
 from streamrec.metrics import WorkerMetrics, serve, write_heartbeat
 from streamrec.schemas.codec import decode, encode
+from streamrec.schemas.deadletters import dead_letter
 from streamrec.schemas.events import DeadLetter, EnrichRequest, content_hash
-from streamrec.schemas.fields import MAX_REASON_LEN, SchemaError
+from streamrec.schemas.fields import SchemaError
 from streamrec.schemas.publisher import route
 from streamrec.schemas.topics import Topics
 from streamrec.settings import Settings
@@ -249,12 +250,19 @@ class EnrichWorker:
                                   f"content (expected {expected!r})")  # fmt: skip
             return req
         except SchemaError as exc:
-            return DeadLetter(topic=msg.topic(), key=msg.key(), value=value or b"",
-                              reason=str(exc)[:MAX_REASON_LEN], ts=now)  # fmt: skip
+            # hardening (issue 11): cut to fit, with the origin, so no request can stop the worker
+            return dead_letter(msg.topic(), msg.key(), value, str(exc), now, msg.partition(),
+                               msg.offset())  # fmt: skip
 
     def process(self, messages: list) -> None:
         now = time.time()
-        decoded = [self.decode(m, now) for m in messages]
+        skip = self.settings.skip_messages  # hardening (issue 11): an operator's last resort
+        for m in messages:
+            if (m.topic(), m.partition(), m.offset()) in skip:
+                log.warning("skipped %s[%d]@%d as STREAMREC_SKIP_MESSAGES says", m.topic(),
+                            m.partition(), m.offset())  # fmt: skip
+        decoded = [self.decode(m, now) for m in messages
+                   if (m.topic(), m.partition(), m.offset()) not in skip]  # fmt: skip
         malformed = [d for d in decoded if isinstance(d, DeadLetter)]
         requests = [d for d in decoded if isinstance(d, EnrichRequest)]
         letters = malformed if self.owns_dead_letters else []

@@ -239,6 +239,11 @@ class Settings:
         50, _int(0, 100_000),
         "when a new item's embedding arrives, refresh the lists of this many closest users (0: off)",
     )  # fmt: skip
+    recommend_uncatalogued: bool = _setting(
+        True, _bool,
+        "recommend items known only from events (clicks, ratings, enrichments); false: only "
+        "items the catalogue announced",
+    )  # fmt: skip
     negatives: int = _setting(3, _int(0, 50), "negatives sampled per implicit positive")
     blend_weights: tuple = _setting(
         (), _weights,

@@ -53,6 +53,7 @@ from streamrec.streams import positions
 from streamrec.streams.catalog import Catalog
 from streamrec.streams.checkpoint import Checkpoint, FileCheckpointStore
 from streamrec.streams.ingest import Boundary
+from streamrec.streams.listindex import ListIndex
 from streamrec.streams.membership import Membership
 from streamrec.streams.outputs import SideOutputs, committed_offsets, outputs_group
 from streamrec.streams.recommender import Recommender
@@ -123,12 +124,15 @@ class StreamWorker:
             active = active_from_meta(checkpoint.meta.get("active", []))
             self.stats.learned = self.stats.learned_before = int(checkpoint.meta.get("learned", 0))
             self.catalog_state = Catalog(checkpoint.meta.get("content_hashes", {}))
+            #: who holds which item in their last written list (deletes reach every list)
+            self.lists = ListIndex.from_meta(checkpoint.meta.get("lists"), settings.top_k)
             log.info("restored checkpoint %d (%d partitions)", self.seq, len(self.offsets))
         else:
             self.model = model or build_recommender(settings)
             self.offsets, self.seq = {}, 0
             active = {}
             self.catalog_state = Catalog()
+            self.lists = ListIndex(settings.top_k)
         # negatives and seed of the model in use: a restored model keeps its own
         mf = self.model.config.mf
         version = {"model": MODEL_NAME, "k": settings.top_k, "negatives": mf.n_negatives,
@@ -226,6 +230,7 @@ class StreamWorker:
                 self.model.learn_rating(record.user, record.item, record.rating, record.ts)
             self.stats.learned += 1
             self.schedule.touch(record.user, position, now)
+            self._only_catalogued(record.item)
         elif kind is Item:
             self._item(record, now, (topic, partition, offset))
         elif kind is ItemEmbedding:
@@ -233,6 +238,7 @@ class StreamWorker:
                 try:
                     self.model.set_embedding(record.item, record.vector, record.ts)
                     self.stats.enrichments += 1
+                    self._only_catalogued(record.item)
                     # zero-shot cold start: the users it suits get a list with it at the next
                     # refresh, not at their next event (which partition they are on is unknown
                     # here, so every serving worker writes them; writes are idempotent)
@@ -244,18 +250,27 @@ class StreamWorker:
             if self.catalog_state.is_current(record.item, record.content_hash):
                 self.model.set_tags(record.item, record.tags, record.ts)
                 self.stats.enrichments += 1
+                self._only_catalogued(record.item)
         return record
 
     def _item(self, item: Item, now: float, origin: tuple[str, int, int]) -> None:
         if item.deleted:
             self.model.delete_item(item.item)
             self.catalog_state.delete(item.item)
+            for user in self.lists.holders(item.item):  # active or not: their lists show it
+                self.schedule.owe(user)
             return
         self.model.upsert_item(item.item, item.ts)
         request = self.catalog_state.upsert(item, now)
         if request is not None:  # new or changed content: queue it for the LLM workers
             if self.outputs.produce(self.topics.enrich, item.item.encode(), encode(request), origin):
                 self.stats.enrich_requests += 1
+
+    def _only_catalogued(self, item: str) -> None:
+        """With STREAMREC_RECOMMEND_UNCATALOGUED=false, an item the catalogue never announced (or
+        deleted) is learned from but never recommended, until an upsert makes it available."""
+        if not self.settings.recommend_uncatalogued and not self.catalog_state.known(item):
+            self.model.delete_item(item)
 
     def poll(self, timeout: float = 0.1) -> int:
         """Consume and learn one batch from the catalogue and the event topics."""
@@ -289,9 +304,15 @@ class StreamWorker:
         if not self.schedule.redis_ready(now):
             return False
         k = self.settings.top_k
+        lists: dict[str, list] = {}
+
+        def recommend(user: str) -> list:
+            lists[user] = self.model.recommend(user, k)
+            return lists[user]
+
         try:
             written = write_lists(
-                self.redis, self.keys, users, lambda u: self.model.recommend(u, k),
+                self.redis, self.keys, users, recommend,
                 self.model.fallback(k) if with_fallback else None,
                 self.model_version(), now, self.digest,
             )  # fmt: skip
@@ -302,6 +323,11 @@ class StreamWorker:
             return False
         self.schedule.redis_ok()
         self.stats.lists_written += written
+        for user, items in lists.items():  # what each user's list in Redis now holds
+            if items:
+                self.lists.record(user, [i for i, _ in items])
+            else:
+                self.lists.forget(user)
         return True
 
     def write_active(self, now: float) -> bool:
@@ -345,7 +371,7 @@ class StreamWorker:
                 model=self.model.to_bytes(), pending=tuple(sorted(self.schedule.active)),
                 meta={"learned": self.stats.learned, "model_version": self.model_version(),
                       "content_hashes": self.catalog_state.hashes,
-                      "active": active_to_meta(self.schedule.active)},
+                      "active": active_to_meta(self.schedule.active), "lists": self.lists.to_meta()},
             )
         )  # fmt: skip
         if self.membership is not None:

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 PREFIX = "STREAMREC_"
 
@@ -97,6 +98,17 @@ class Secret(str):
 
     def __repr__(self) -> str:
         return "<secret>" if self else "''"
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password in it replaced by ``<secret>``, for every message that names it.
+
+    >>> redact_url("redis://recs:s3cret@cache:6379/0"), redact_url("rediss://:p%40ss@h/0")
+    ('redis://recs:<secret>@cache:6379/0', 'rediss://:<secret>@h/0')
+    >>> redact_url("redis://127.0.0.1:6379/0")
+    'redis://127.0.0.1:6379/0'
+    """
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^@/]*@", r"\1:<secret>@", url, flags=re.I)
 
 
 def _secret(raw: str) -> Secret:
@@ -331,6 +343,20 @@ class Settings:
     def variables(cls) -> dict[str, str]:
         """Every environment variable and what it sets, for docs and config checks."""
         return {PREFIX + f.name.upper(): f.metadata["doc"] for f in dataclasses.fields(cls)}
+
+    def secrets(self) -> list[str]:
+        """Every secret configured (passwords, keys, a password inside the Redis URL), longest
+        first: what no output may ever contain (see :func:`streamrec.logs.configure`).
+
+        >>> Settings.from_env({"STREAMREC_REDIS_URL": "redis://u:p%40w@h:1/0",
+        ...                    "STREAMREC_KAFKA_SASL_PASSWORD": "k"}).secrets()
+        ['p%40w', 'p@w', 'k']
+        """
+        found = [self.kafka_sasl_password, self.redis_password, self.tag_openai_api_key]
+        password = urlparse(self.redis_url).password
+        if password:
+            found += [password, unquote(password)]
+        return sorted({str(s) for s in found if s}, key=lambda s: (-len(s), s))
 
     @property
     def checkpoints(self) -> Path:

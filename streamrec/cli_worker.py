@@ -24,8 +24,10 @@ def cmd_worker_streams(settings: Settings, args) -> int:
     from streamrec.streams.worker import StreamWorker
 
     stats = StreamWorker(settings).run(burst=args.burst, max_seconds=args.max_seconds)
-    print(f"learned {stats.learned}, lists written {stats.lists_written}, "
-          f"dead letters {stats.dead_letters}, refreshes {stats.refreshes}")  # fmt: skip
+    # this run's counts, then the state's running total (a restored state already held some)
+    print(f"this run: learned {stats.learned - stats.learned_before}, lists written "
+          f"{stats.lists_written}, dead letters {stats.dead_letters}, refreshes {stats.refreshes}, "
+          f"skipped {stats.skipped}; the state holds {stats.learned} learned events")  # fmt: skip
     return 0
 
 
@@ -39,7 +41,10 @@ def _llm_worker(kind: str, settings: Settings, args) -> int:
         return 0 if ok else 1
     import importlib
 
+    from streamrec.connect import check_kafka, kafka_config
     from streamrec.workers.common import WorkerError
+
+    check_kafka(kafka_config(settings), settings.kafka_timeout_s)  # one clear line if it is away
 
     try:
         module = importlib.import_module(f"streamrec.workers.{kind}")

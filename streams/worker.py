@@ -116,9 +116,11 @@ class StreamWorker:
         self.boundary = Boundary(self.topics)
         self.store = FileCheckpointStore(settings.checkpoints)
         self.stats = Stats()
-        checkpoint = self.store.load()
+        restored = self.store.restore(Recommender.from_bytes)
+        checkpoint = restored.checkpoint if restored else None
+        self._restored_log(restored)
         if checkpoint:
-            self.model = Recommender.from_bytes(checkpoint.model)
+            self.model = restored.model
             self.offsets: dict[tuple[str, int], int] = dict(checkpoint.offsets)
             self.seq = checkpoint.seq
             active = active_from_meta(checkpoint.meta.get("active", []))
@@ -126,7 +128,6 @@ class StreamWorker:
             self.catalog_state = Catalog(checkpoint.meta.get("content_hashes", {}))
             #: who holds which item in their last written list (deletes reach every list)
             self.lists = ListIndex.from_meta(checkpoint.meta.get("lists"), settings.top_k)
-            log.info("restored checkpoint %d (%d partitions)", self.seq, len(self.offsets))
         else:
             self.model = model or build_recommender(settings)
             self.offsets, self.seq = {}, 0
@@ -150,6 +151,24 @@ class StreamWorker:
         self.metrics = WorkerMetrics("streams")
         if settings.metrics_port:
             serve(self.metrics, settings.metrics_port, self.healthy)
+
+    def _restored_log(self, restored) -> None:
+        """Say where the state comes from; a fallback and a fresh start are warnings, and counted."""
+        if restored is None:
+            self.stats.fresh_starts += 1
+            (log.info if self.logical else log.warning)(
+                "no checkpoint in %s: a fresh start; every event still on the input topics is "
+                "learned from the beginning, and the lists' model version starts again at 1",
+                self.store.dir)  # fmt: skip
+            return
+        cp = restored.checkpoint
+        if restored.passed_over:
+            self.stats.checkpoint_fallbacks += 1
+            log.warning("checkpoint fallback: %s; restored the previous one (%s, checkpoint %d): "
+                        "the events after it are learned again", "; ".join(restored.passed_over),
+                        restored.path, cp.seq)  # fmt: skip
+        else:
+            log.info("restored checkpoint %d (%d partitions)", cp.seq, len(cp.offsets))
 
     # ------------------------------------------------------------ Kafka plumbing
 

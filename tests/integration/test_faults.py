@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from pathlib import Path
 
 import pytest
 from workerkit import (
@@ -272,3 +273,45 @@ def test_a_broker_and_redis_restart_mid_stream_costs_no_event(worker_env, stack,
     finally:
         log = stop(worker)
     assert worker.returncode == 0, log[-3000:]
+
+
+def test_a_dead_letter_the_broker_refuses_is_retried_reported_and_skipped_as_documented(
+    worker_env, stack, topics
+):
+    """Even a truncated dead letter can be refused (here the dead-letter topic takes 20 kB at
+    most): the worker keeps learning, retries with backoff, reports it in its log and health, and
+    holds its checkpoint back; the operator names the message in STREAMREC_SKIP_MESSAGES."""
+    import json
+    import re
+
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, ConfigResource
+
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    resource = ConfigResource("topic", topics.deadletter, set_config={"max.message.bytes": "20000"})
+    for future in admin.alter_configs([resource]).values():
+        future.result(30)
+    events = taste_events(n_users=4, per_user=10, seed=9)
+    publish(stack, topics, events[:20])
+    producer = Producer({"bootstrap.servers": stack.kafka_bootstrap})
+    producer.produce(topics.clicks, key=b"u0", value=b"\x00" * 100_000)  # its dead letter: ~100 kB
+    assert producer.flush(30) == 0
+    publish(stack, topics, events[20:])
+    worker = start_worker(worker_env)
+    health = os.path.join(worker_env["STREAMREC_CHECKPOINT_DIR"], "health.json")
+    try:
+        wait_for(lambda: os.path.exists(health) and json.loads(Path(health).read_text())["output_failures"] >= 2,
+                 60, "failed, retried commits in the heartbeat", worker)  # fmt: skip
+        assert worker.poll() is None, "the worker must keep running"
+    finally:
+        log = stop(worker)
+    assert "not committed" in log and "STREAMREC_SKIP_MESSAGES" in log, log[-3000:]
+    assert learned_counts(worker_env) in (None, {}), "no checkpoint may cover the undelivered letter"
+    topic, partition, offset = re.search(r"record for (\S+)\[(\d+)\]@(\d+)", log).groups()
+    assert topic == topics.clicks
+    env = {**worker_env, "STREAMREC_SKIP_MESSAGES": f"{topic}:{partition}:{offset}"}
+    skipping = start_worker(env, "--burst")
+    out, err = skipping.communicate(timeout=120)
+    assert skipping.returncode == 0 and "skipped 1" in out, err[-3000:]
+    assert learned_counts(env) == dict(Counter(e.user for e in events))
+    assert _records(stack, topics.deadletter) == []

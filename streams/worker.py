@@ -118,7 +118,6 @@ class StreamWorker:
         self.stats = Stats()
         restored = self.store.restore(Recommender.from_bytes)
         checkpoint = restored.checkpoint if restored else None
-        self._restored_log(restored)
         if checkpoint:
             self.model = restored.model
             self.offsets: dict[tuple[str, int], int] = dict(checkpoint.offsets)
@@ -148,6 +147,7 @@ class StreamWorker:
         self._stop = False
         self._last_heartbeat = 0.0
         self._consumers()
+        self._restored_log(restored)  # after Kafka answered: an unreachable broker is one line
         self.metrics = WorkerMetrics("streams")
         if settings.metrics_port:
             serve(self.metrics, settings.metrics_port, self.healthy)

@@ -285,11 +285,12 @@ def test_a_dead_letter_the_broker_refuses_is_retried_reported_and_skipped_as_doc
     import re
 
     from confluent_kafka import Producer
-    from confluent_kafka.admin import AdminClient, ConfigResource
+    from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
     admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
-    resource = ConfigResource("topic", topics.deadletter, set_config={"max.message.bytes": "20000"})
-    for future in admin.alter_configs([resource]).values():
+    limit = ConfigEntry("max.message.bytes", "20000", incremental_operation=AlterConfigOpType.SET)
+    resource = ConfigResource("topic", topics.deadletter, incremental_configs=[limit])
+    for future in admin.incremental_alter_configs([resource]).values():
         future.result(30)
     events = taste_events(n_users=4, per_user=10, seed=9)
     publish(stack, topics, events[:20])

@@ -177,6 +177,13 @@ FIELDS: dict[type, dict[str, dict[str, Any]]] = {
     DeadLetter: {
         "topic": _str(MAX_TOPIC_LEN), "key": {"anyOf": [{"type": "null"}, _BASE64]}, "value": _BASE64,
         "reason": _str(MAX_REASON_LEN), "ts": _TS,
+        "partition": {"anyOf": [{"type": "null"}, {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}],
+                      "description": "the original's partition (null: unknown)"},
+        "offset": {"anyOf": [{"type": "null"}, {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}],
+                   "description": "the original's offset (null: unknown)"},
+        "size": {"anyOf": [{"type": "null"}, {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}],
+                 "description": "the original value's size in bytes, before any cut"},
+        "truncated": {"type": "boolean", "description": "true: key or value cut short to fit"},
     },
 }  # fmt: skip
 

@@ -306,6 +306,12 @@ class DeadLetter:
     value: bytes
     reason: str
     ts: float
+    #: where the original sits, its size in bytes, and whether ``key``/``value`` are cut short
+    #: (see :func:`streamrec.schemas.deadletters.dead_letter`); optional for older producers
+    partition: int | None = field(default=None, kw_only=True)
+    offset: int | None = field(default=None, kw_only=True)
+    size: int | None = field(default=None, kw_only=True)
+    truncated: bool = field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         check_str("topic", self.topic, MAX_TOPIC_LEN)
@@ -314,6 +320,12 @@ class DeadLetter:
         _set(self, "value", check_bytes("value", self.value))
         check_str("reason", self.reason, MAX_REASON_LEN)
         _set(self, "ts", check_ts("ts", self.ts))
+        for name in ("partition", "offset", "size"):
+            value = getattr(self, name)
+            if value is not None and (type(value) is not int or not 0 <= value < 2**63):
+                raise SchemaError(name, f"expected a non-negative int, got {value!r:.40}")
+        if type(self.truncated) is not bool:
+            raise SchemaError("truncated", f"expected bool, got {type_name(self.truncated)}")
 
 
 Record = Union[Click, Rating, Item, EnrichRequest, ItemEmbedding, ItemTags, RecommendationList, SimilarItems,

@@ -21,7 +21,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 from streamrec import __version__
 from streamrec.logs import error
-from streamrec.settings import Secret, Settings, SettingsError
+from streamrec.settings import Secret, Settings, SettingsError, redact_url
 
 EPILOG = """\
 Configuration comes from STREAMREC_* environment variables (see `streamrec settings`).
@@ -64,7 +64,12 @@ def cmd_status(settings: Settings, args) -> int:
 def cmd_settings(settings: Settings, args) -> int:
     for name, doc in Settings.variables().items():
         value = getattr(settings, name[len("STREAMREC_") :].lower())
-        shown = repr(value) if isinstance(value, Secret) else str(value)
+        if isinstance(value, Secret):
+            shown = repr(value)
+        elif name == "STREAMREC_REDIS_URL":
+            shown = redact_url(value)
+        else:
+            shown = str(value)
         print(f"{name:<34} {shown:<28} {doc}")
     return 0
 
@@ -81,7 +86,7 @@ def _topics(settings: Settings):
 def cmd_topics_create(settings: Settings, args) -> int:
     from streamrec.schemas.admin import admin_for, create_topics
 
-    admin = admin_for(settings)
+    admin = admin_for(settings, settings.kafka_timeout_s)
     results = create_topics(admin, _topics(settings), settings.partitions, settings.replication)
     for r in results:
         what = "created" if r.created else "exists "
@@ -99,6 +104,9 @@ def cmd_publish(settings: Settings, args) -> int:
     from streamrec.schemas.lines import Rejected, guess_format, parse_lines
     from streamrec.schemas.publisher import DeliveryError, Publisher
 
+    from streamrec.connect import check_kafka, kafka_config
+
+    check_kafka(kafka_config(settings), settings.kafka_timeout_s)  # one clear line if it is away
     fmt = args.format or guess_format(None if args.file == "-" else args.file)
     stream = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8", newline="")
     rejected: list[Rejected] = []
@@ -121,20 +129,21 @@ def cmd_publish(settings: Settings, args) -> int:
     if len(rejected) > args.show_rejected:
         print(f"... and {len(rejected) - args.show_rejected} more rejected", file=sys.stderr)
     print(f"published {delivered}, rejected {len(rejected)}, failed {failed}")
-    return 1 if failed else 0
+    return 1 if failed or rejected else 0
 
 
 def cmd_recs(settings: Settings, args) -> int:
     from streamrec.connect import redis_client
-    from streamrec.schemas.keys import RedisKeys
+    from streamrec.schemas.keys import GLOBAL_USER, RedisKeys
     from streamrec.schemas.reader import RecsReader
 
     reader = RecsReader(redis_client(settings), RedisKeys(prefix=settings.redis_prefix))
     recs = reader.get(args.user)
+    personal = recs.personal and args.user != GLOBAL_USER  # the global list is nobody's own
     if args.json:
         lst = recs.list
         print(json.dumps({
-            "user": args.user, "personal": recs.personal, "items": recs.items[: args.k],
+            "user": args.user, "personal": personal, "items": recs.items[: args.k],
             "model_version": lst.model_version if lst else None,
             "generated_at": lst.generated_at if lst else None,
         }))  # fmt: skip
@@ -143,7 +152,7 @@ def cmd_recs(settings: Settings, args) -> int:
         print(f"no list for {args.user!r} and no global fallback list yet")
         return 1
     age = time.time() - recs.list.generated_at
-    kind = "personal" if recs.personal else "global fallback"
+    kind = "personal" if personal else "global fallback"
     print(f"{kind} list for {args.user!r}: model {recs.list.model_version}, {age:.0f}s old")
     for rank, (item, score) in enumerate(recs.items[: args.k], 1):
         print(f"{rank:>4}  {item:<24} {score:.4f}")
@@ -159,9 +168,12 @@ def cmd_peek(settings: Settings, args) -> int:
 
     topic = _topics(settings).name(args.topic) if args.topic in LAYOUT else args.topic
     n = 0
-    from streamrec.connect import kafka_config
+    from streamrec.connect import check_kafka, kafka_config
 
-    records = read_topic(settings.kafka_bootstrap, topic, args.n, config=kafka_config(settings))
+    config = kafka_config(settings)
+    check_kafka(config, settings.kafka_timeout_s)
+    records = read_topic(settings.kafka_bootstrap, topic, args.n, config=config,
+                         timeout_s=max(20.0, settings.kafka_timeout_s))  # fmt: skip
     for n, (key, value) in enumerate(records, 1):
         try:
             print(json.dumps(to_mapping(decode(value)), default=str))
@@ -172,6 +184,17 @@ def cmd_peek(settings: Settings, args) -> int:
 
 
 # ---------------------------------------------------------------- parser
+
+
+def _positive(raw: str) -> int:
+    """An argument that must be a whole number of at least 1."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{raw!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -213,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     recs = add("recs", cmd_recs, "print a user's recommendation list from Redis")
     recs.add_argument("user")
-    recs.add_argument("-k", type=int, default=10, help="how many items to show (default 10)")
+    recs.add_argument("-k", type=_positive, default=10, help="how many items to show (default 10)")
     recs.add_argument("--json", action="store_true", help="print JSON")
 
     peek = add("peek", cmd_peek, "print the records of a topic as JSON lines (reads, commits nothing)")
@@ -237,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from streamrec.logs import configure
 
-    configure(settings.log_level, settings.log_format)
+    configure(settings.log_level, settings.log_format, settings.secrets())
     from streamrec.connect import KafkaUnreachable
     from streamrec.localstack import StackError
     from streamrec.schemas.admin import TopicAdminError
@@ -255,11 +278,17 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(exc, RedisClusterException) and exc.__cause__ is not None:
             exc = exc.__cause__  # an unreachable cluster: report why its node refused or was away
         if isinstance(exc, redis.AuthenticationError):
-            error(f"Redis at {settings.redis_url} refused the credentials ({exc}); check "
+            error(f"Redis at {redact_url(settings.redis_url)} refused the credentials ({exc}); check "
                   "STREAMREC_REDIS_USERNAME / STREAMREC_REDIS_PASSWORD")  # fmt: skip
             return 2
         if isinstance(exc, (redis.RedisError, RedisClusterException)):
-            error(f"Redis at {settings.redis_url}: {exc}")
+            error(f"Redis at {redact_url(settings.redis_url)}: {exc}")
+            return 2
+        from confluent_kafka import KafkaException
+
+        if isinstance(exc, KafkaException):  # e.g. the broker went away mid-command
+            reason = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else str(exc)
+            error(f"Kafka at {settings.kafka_bootstrap}: {reason}")
             return 2
         raise
     except KeyboardInterrupt:

@@ -21,7 +21,15 @@ def _bench(name: str):
     return importlib.import_module(f"streamrec.bench.{name}")
 
 
+def _kafka_answers(settings: Settings) -> None:
+    """One clear line, within STREAMREC_KAFKA_TIMEOUT_S, when the broker is away."""
+    from streamrec.connect import check_kafka, kafka_config
+
+    check_kafka(kafka_config(settings), settings.kafka_timeout_s)
+
+
 def cmd_bench_stream(settings: Settings, args) -> int:
+    _kafka_answers(settings)
     if args.refresh_interval is not None:
         settings = settings.replace(refresh_interval_s=args.refresh_interval)
     if args.early_refresh is not None:
@@ -31,6 +39,7 @@ def cmd_bench_stream(settings: Settings, args) -> int:
 
 
 def cmd_bench_embed(settings: Settings, args) -> int:
+    _kafka_answers(settings)
     return _bench("embed").main(settings, items=args.items, json_path=args.json)
 
 
@@ -39,6 +48,8 @@ def cmd_bench_agents(settings: Settings, args) -> int:
 
 
 def cmd_bench_replay(settings: Settings, args) -> int:
+    if not args.in_process:
+        _kafka_answers(settings)
     try:
         return _bench("replay").main(settings, args)
     except ValueError as exc:

@@ -21,11 +21,22 @@ def cmd_worker_streams(settings: Settings, args) -> int:
         ok, msg = heartbeat_health(settings.checkpoints / "health.json", args.max_age)
         print(msg)
         return 0 if ok else 1
+    from streamrec.streams.checkpoint import CheckpointError, FileCheckpointStore
     from streamrec.streams.worker import StreamWorker
 
-    stats = StreamWorker(settings).run(burst=args.burst, max_seconds=args.max_seconds)
-    print(f"learned {stats.learned}, lists written {stats.lists_written}, "
-          f"dead letters {stats.dead_letters}, refreshes {stats.refreshes}")  # fmt: skip
+    if args.reset_state:
+        for path in FileCheckpointStore(settings.checkpoints).set_aside():
+            print(f"set aside {path}; starting afresh")
+    try:
+        worker = StreamWorker(settings)
+    except CheckpointError as exc:
+        error(str(exc))
+        return 2
+    stats = worker.run(burst=args.burst, max_seconds=args.max_seconds)
+    # this run's counts, then the state's running total (a restored state already held some)
+    print(f"this run: learned {stats.learned - stats.learned_before}, lists written "
+          f"{stats.lists_written}, dead letters {stats.dead_letters}, refreshes {stats.refreshes}, "
+          f"skipped {stats.skipped}; the state holds {stats.learned} learned events")  # fmt: skip
     return 0
 
 
@@ -39,7 +50,10 @@ def _llm_worker(kind: str, settings: Settings, args) -> int:
         return 0 if ok else 1
     import importlib
 
+    from streamrec.connect import check_kafka, kafka_config
     from streamrec.workers.common import WorkerError
+
+    check_kafka(kafka_config(settings), settings.kafka_timeout_s)  # one clear line if it is away
 
     try:
         module = importlib.import_module(f"streamrec.workers.{kind}")
@@ -79,3 +93,7 @@ def add_kinds(worker: argparse.ArgumentParser) -> None:
                         help="exit 0 if a running worker's heartbeat is fresh, 1 otherwise")
         wp.add_argument("--max-age", type=float, default=30.0,
                         help="heartbeat age (s) still counted healthy (default 30)")  # fmt: skip
+        if kind == "streams":
+            wp.add_argument("--reset-state", action="store_true",
+                            help="set the checkpoints aside (renamed *.unusable-TIME) and start "
+                            "afresh, re-learning every event still on the input topics")  # fmt: skip

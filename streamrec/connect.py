@@ -7,8 +7,9 @@ one place. Secrets are read from the settings (environment or a Kubernetes Secre
 logged: :class:`~streamrec.settings.Secret` hides itself in reprs.
 
 >>> from streamrec.settings import Settings
->>> kafka_config(Settings.from_env({}))
-{'bootstrap.servers': '127.0.0.1:9092'}
+>>> cfg = kafka_config(Settings.from_env({}))
+>>> cfg["bootstrap.servers"], cfg["log_level"], cfg["logger"].name
+('127.0.0.1:9092', 0, 'streamrec.kafka')
 >>> cfg = kafka_config(Settings.from_env({"STREAMREC_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
 ...     "STREAMREC_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512", "STREAMREC_KAFKA_SASL_USERNAME": "app",
 ...     "STREAMREC_KAFKA_SASL_PASSWORD": "s3cret"}))
@@ -18,12 +19,23 @@ logged: :class:`~streamrec.settings.Secret` hides itself in reprs.
 
 from __future__ import annotations
 
+import logging
+
 from streamrec.settings import Settings, SettingsError
+
+#: librdkafka's own log lines, through Python logging (text or JSON like every other line)
+KAFKA_LOG = logging.getLogger("streamrec.kafka")
 
 
 def kafka_config(settings: Settings) -> dict:
-    """librdkafka options shared by every Kafka client: bootstrap servers and security."""
-    cfg: dict = {"bootstrap.servers": settings.kafka_bootstrap}
+    """librdkafka options shared by every Kafka client: bootstrap servers, security, logging.
+
+    librdkafka logs every failed connection attempt, several a second while a broker is away; the
+    clients' errors reach the workers through their own calls anyway, so its log is silenced
+    unless ``STREAMREC_LOG_LEVEL=DEBUG`` asks for it (then at every librdkafka level).
+    """
+    cfg: dict = {"bootstrap.servers": settings.kafka_bootstrap, "logger": KAFKA_LOG,
+                 "log_level": 7 if settings.log_level == "DEBUG" else 0}  # fmt: skip
     protocol = settings.kafka_security_protocol
     if protocol != "PLAINTEXT":
         cfg["security.protocol"] = protocol
@@ -54,7 +66,7 @@ def check_kafka(config: dict, timeout_s: float = 10.0):
     from confluent_kafka.admin import AdminClient
 
     errors: list = []
-    admin = AdminClient({**config, "log_level": 0, "error_cb": errors.append})
+    admin = AdminClient({**config, "error_cb": errors.append})
     try:
         admin.list_topics(timeout=timeout_s)
         return admin

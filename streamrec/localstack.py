@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
-from streamrec.settings import Settings
+from streamrec.settings import Settings, redact_url
 
 DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy" / "local"
 
@@ -290,18 +290,19 @@ def redis_up(settings: Settings) -> ServiceStatus:
     if _read_record(settings, "redis", "redis-server"):
         return redis_status(settings)
     if redis_version(settings.redis_url):
-        _log(f"a Redis server already answers at {settings.redis_url}; reusing it")
+        _log(f"a Redis server already answers at {redact_url(settings.redis_url)}; reusing it")
         return redis_status(settings)
     url = urlparse(settings.redis_url)
     if url.scheme != "redis":
-        raise StackError(f"can only start a local Redis for redis:// URLs, not {settings.redis_url}")
+        raise StackError("can only start a local Redis for redis:// URLs, not "
+                         f"{redact_url(settings.redis_url)}")
     home = settings.state_dir / "redis"
     home.mkdir(parents=True, exist_ok=True)
     log_path = home / "redis.log"
     cmd = [
         _redis_server_binary(), "--bind", url.hostname or "127.0.0.1", "--port", str(url.port or 6379),
         "--dir", str(home), "--appendonly", "yes", "--appendfsync", "everysec",
-        "--daemonize", "no", "--logfile", str(log_path), "--protected-mode", "no",
+        "--daemonize", "no", "--logfile", str(log_path),
     ]  # fmt: skip
     proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
@@ -311,21 +312,23 @@ def redis_up(settings: Settings) -> ServiceStatus:
         version = redis_version(settings.redis_url)
         if version:
             _record_path(settings, "redis").write_text(
-                json.dumps({"pid": proc.pid, "address": settings.redis_url, "version": version})
+                json.dumps({"pid": proc.pid, "address": redact_url(settings.redis_url),
+                            "version": version})
             )
             _log(f"started Redis {version} (pid {proc.pid}), log: {log_path}")
             return redis_status(settings)
         time.sleep(0.1)
     if proc.poll() is None:
         _stop_pid(proc.pid, "redis", timeout_s=5)
-    raise StackError(f"redis-server did not answer at {settings.redis_url}; log tail:\n{_tail(log_path)}")
+    raise StackError(f"redis-server did not answer at {redact_url(settings.redis_url)}; log tail:\n"
+                     f"{_tail(log_path)}")
 
 
 def redis_status(settings: Settings) -> ServiceStatus:
     record = _read_record(settings, "redis", "redis-server")
     version = redis_version(settings.redis_url)
     return ServiceStatus(
-        "redis", settings.redis_url, version is not None, record is not None, version or "-",
+        "redis", redact_url(settings.redis_url), version is not None, record is not None, version or "-",
         record["pid"] if record else None,
     )  # fmt: skip
 

@@ -27,17 +27,46 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry)
 
 
+#: the configured secrets (set by :func:`configure`): masked in every log line and error line
+_SECRETS: list[str] = []
+
+
+def scrub(text: str) -> str:
+    """``text`` with every configured secret replaced by ``<secret>``.
+
+    >>> _SECRETS[:] = ["hunter2"]; scrub("auth hunter2 failed"); _SECRETS.clear()
+    'auth <secret> failed'
+    """
+    for secret in _SECRETS:
+        text = text.replace(secret, "<secret>")
+    return text
+
+
+class _Scrubbing(logging.Formatter):
+    """Formats with the wrapped formatter, then masks the secrets (messages, arguments, tracebacks)."""
+
+    def __init__(self, inner: logging.Formatter):
+        super().__init__()
+        self.inner = inner
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(self.inner.format(record))
+
+
 def error(msg: str) -> None:
     """The one shape of a command's error line, for every subcommand module (``streamrec.cli*``)."""
-    print(f"streamrec: error: {msg}", file=sys.stderr)
+    print(f"streamrec: error: {scrub(msg)}", file=sys.stderr)
 
 
-def configure(level: str, fmt: str = "text") -> None:
+def configure(level: str, fmt: str = "text", secrets: list[str] = ()) -> None:
+    """Log to stderr as text or JSON; no secret in ``secrets`` ever reaches a log line."""
+    _SECRETS[:] = sorted(set(secrets), key=len, reverse=True)
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
-        handler.setFormatter(JsonFormatter())
+        inner: logging.Formatter = JsonFormatter()
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        inner = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler.setFormatter(_Scrubbing(inner))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -38,6 +38,11 @@ COUNTERS = {
     "items": "items processed by an LLM worker",
     "cache_hits": "embedding cache hits",
     "errors": "errors handled without stopping",
+    "skipped": "messages passed over as STREAMREC_SKIP_MESSAGES says",
+    "output_failures": "failed commits of side outputs (retried with backoff)",
+    "suppressed_outputs": "side outputs of replayed inputs not produced again (committed before)",
+    "checkpoint_fallbacks": "restores from the previous checkpoint (the newest was unusable)",
+    "fresh_starts": "starts without a checkpoint (everything re-learned)",
 }
 
 

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import parse_qs, urlparse
+from urllib.parse import parse_qs, unquote, urlparse
 
 PREFIX = "STREAMREC_"
 
@@ -99,6 +100,17 @@ class Secret(str):
         return "<secret>" if self else "''"
 
 
+def redact_url(url: str) -> str:
+    """``url`` with any password in it replaced by ``<secret>``, for every message that names it.
+
+    >>> redact_url("redis://recs:s3cret@cache:6379/0"), redact_url("rediss://:p%40ss@h/0")
+    ('redis://recs:<secret>@cache:6379/0', 'rediss://:<secret>@h/0')
+    >>> redact_url("redis://127.0.0.1:6379/0")
+    'redis://127.0.0.1:6379/0'
+    """
+    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^@/]*@", r"\1:<secret>@", url, flags=re.I)
+
+
 def _secret(raw: str) -> Secret:
     return Secret(raw)
 
@@ -159,6 +171,25 @@ def _check_cluster_url(url: str) -> None:
                         f"database 0, STREAMREC_REDIS_URL names {problem}")  # fmt: skip
 
 
+def _skips(raw: str) -> frozenset:
+    """``topic:partition:offset`` entries, comma-separated: messages every worker passes over.
+
+    >>> sorted(_skips("events.clicks:0:41, t.items.enrich:2:7"))
+    [('events.clicks', 0, 41), ('t.items.enrich', 2, 7)]
+    >>> _skips("events.clicks:0")
+    Traceback (most recent call last):
+    ValueError: 'events.clicks:0' is not topic:partition:offset
+    """
+    out = set()
+    for part in filter(None, (p.strip() for p in raw.split(","))):
+        topic, _, rest = part.partition(":")
+        partition, _, offset = rest.partition(":")
+        if not (topic and partition.isdigit() and offset.isdigit()):
+            raise ValueError(f"{part!r} is not topic:partition:offset")
+        out.add((topic, int(partition), int(offset)))
+    return frozenset(out)
+
+
 def _setting(default, parse: Callable[[str], object], doc: str):
     return field(default=default, metadata={"parse": parse, "doc": doc})
 
@@ -189,6 +220,15 @@ class Settings:
     kafka_start_timeout_s: float = _setting(
         90.0, _float(1, 3600), "how long `up` waits for the broker to answer"
     )
+    kafka_timeout_s: float = _setting(
+        10.0, _float(0.5, 3600),
+        "how long a command or a starting worker waits for an unreachable Kafka before it gives up",
+    )  # fmt: skip
+    skip_messages: frozenset = _setting(
+        frozenset(), _skips,
+        "topic:partition:offset,...: messages the workers pass over without learning or "
+        "dead-lettering them (an operator's last resort)",
+    )  # fmt: skip
     group_id: str = _setting("streamrec-stream", _str, "consumer group of the stream workers")
     worker_id: str = field(
         default_factory=socket.gethostname,
@@ -210,6 +250,11 @@ class Settings:
     cold_start_users: int = _setting(
         50, _int(0, 100_000),
         "when a new item's embedding arrives, refresh the lists of this many closest users (0: off)",
+    )  # fmt: skip
+    recommend_uncatalogued: bool = _setting(
+        True, _bool,
+        "recommend items known only from events (clicks, ratings, enrichments); false: only "
+        "items the catalogue announced",
     )  # fmt: skip
     negatives: int = _setting(3, _int(0, 50), "negatives sampled per implicit positive")
     similar_k: int = _setting(20, _int(0, 1000), "items per similar-item list sim:{item} (0: none written)")
@@ -310,6 +355,20 @@ class Settings:
     def variables(cls) -> dict[str, str]:
         """Every environment variable and what it sets, for docs and config checks."""
         return {PREFIX + f.name.upper(): f.metadata["doc"] for f in dataclasses.fields(cls)}
+
+    def secrets(self) -> list[str]:
+        """Every secret configured (passwords, keys, a password inside the Redis URL), longest
+        first: what no output may ever contain (see :func:`streamrec.logs.configure`).
+
+        >>> Settings.from_env({"STREAMREC_REDIS_URL": "redis://u:p%40w@h:1/0",
+        ...                    "STREAMREC_KAFKA_SASL_PASSWORD": "k"}).secrets()
+        ['p%40w', 'p@w', 'k']
+        """
+        found = [self.kafka_sasl_password, self.redis_password, self.tag_openai_api_key]
+        password = urlparse(self.redis_url).password
+        if password:
+            found += [password, unquote(password)]
+        return sorted({str(s) for s in found if s}, key=lambda s: (-len(s), s))
 
     @property
     def checkpoints(self) -> Path:

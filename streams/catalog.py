@@ -40,6 +40,10 @@ class Catalog:
     def delete(self, item: str) -> None:
         self.hashes.pop(item, None)
 
+    def known(self, item: str) -> bool:
+        """Did the catalogue announce ``item`` (and not delete it since)?"""
+        return item in self.hashes
+
     def is_current(self, item: str, content_hash: str) -> bool:
         """Does an enrichment computed for ``content_hash`` describe the item as it is now?
 

@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import msgpack
 
@@ -50,6 +53,9 @@ class Checkpoint:
     meta: dict = field(default_factory=dict)
 
     def to_bytes(self) -> bytes:
+        if len(self.model) >= 2**32:  # msgpack's bin format: say so instead of failing obscurely
+            raise CheckpointError(f"model state of {len(self.model)} bytes exceeds the checkpoint "
+                                  "format's 4 GiB limit")  # fmt: skip
         body = msgpack.packb(
             {
                 "v": FORMAT_VERSION,
@@ -66,7 +72,7 @@ class Checkpoint:
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "checkpoint") -> Checkpoint:
-        digest, body = data[:32], data[32:]
+        digest, body = data[:32], memoryview(data)[32:]  # no copy of a large checkpoint
         if len(data) < 33 or hashlib.sha256(body).digest() != digest:
             raise CheckpointError(f"{source}: checksum mismatch (truncated or corrupted)")
         try:
@@ -83,6 +89,19 @@ class Checkpoint:
             )
         except (KeyError, TypeError, ValueError, msgpack.UnpackException) as exc:
             raise CheckpointError(f"{source}: malformed checkpoint ({exc})") from None
+
+
+RESET_HINT = "`streamrec worker streams --reset-state`"
+
+
+@dataclass(frozen=True)
+class Restored:
+    """A checkpoint and its decoded model; ``passed_over`` says why newer ones were not usable."""
+
+    checkpoint: Checkpoint
+    model: Any
+    path: Path
+    passed_over: tuple[str, ...] = ()
 
 
 class FileCheckpointStore:
@@ -108,6 +127,43 @@ class FileCheckpointStore:
             os.fsync(dir_fd)  # make the renames themselves durable
         finally:
             os.close(dir_fd)
+
+    def restore(self, decode: Callable[[bytes], Any]) -> Restored | None:
+        """The newest checkpoint whose model ``decode`` accepts, else the previous one; None when
+        there is none at all.
+
+        Any failure counts as unusable (a bad checksum, a malformed file, a model that does not
+        decode, an unreadable file), not only checksum errors. When every checkpoint there is
+        unusable, one :class:`CheckpointError` names the files, what is wrong with each and the
+        command that recovers.
+        """
+        problems: list[str] = []
+        for path in (self.path, self.prev):
+            if not path.exists():
+                continue
+            try:
+                checkpoint = Checkpoint.from_bytes(path.read_bytes(), str(path))
+                return Restored(checkpoint, decode(checkpoint.model), path, tuple(problems))
+            except CheckpointError as exc:
+                problems.append(str(exc))
+            except Exception as exc:  # noqa: BLE001 - e.g. a model from another format or version
+                problems.append(f"{path}: unusable model state ({type(exc).__name__}: {exc})"[:500])
+        if problems:
+            raise CheckpointError(f"no usable checkpoint ({'; '.join(problems)}); to start afresh "
+                                  f"and re-learn every event still on the input topics, run "
+                                  f"{RESET_HINT} (it keeps the unusable files aside)")  # fmt: skip
+        return None
+
+    def set_aside(self, now: float | None = None) -> list[Path]:
+        """Rename the checkpoints to ``*.unusable-<time>`` (kept for inspection); return new names."""
+        stamp = int(time.time() if now is None else now)
+        moved = []
+        for path in (self.path, self.prev):
+            if path.exists():
+                target = path.with_name(f"{path.name}.unusable-{stamp}")
+                os.replace(path, target)
+                moved.append(target)
+        return moved
 
     def load(self) -> Checkpoint | None:
         """The newest readable checkpoint, or None on first start."""

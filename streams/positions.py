@@ -48,14 +48,16 @@ def start_positions(metadata, topics: Topics, offsets: Offsets) -> list:
     return parts
 
 
-def open_reader(config: dict, group_id: str, parts: list):
-    """One consumer assigned ``parts`` (from :func:`start_positions`); it never commits.
+def open_reader(config: dict, group: str, parts: list):
+    """One consumer assigned ``parts`` (from :func:`start_positions`); it never commits itself.
 
-    ``read_committed``: records of aborted transactions are never learned.
+    ``read_committed``: records of aborted transactions are never learned. ``group`` is the
+    worker's outputs group, to which its side-output transactions commit (see
+    :mod:`streamrec.streams.outputs`); the reader's own position comes from the checkpoint.
     """
     from confluent_kafka import Consumer
 
-    reader = Consumer({**config, "group.id": f"{group_id}-reader",
+    reader = Consumer({**config, "group.id": group,
                        "enable.auto.commit": False, "enable.auto.offset.store": False,
                        "isolation.level": "read_committed"})  # fmt: skip
     reader.assign(parts)

@@ -5,6 +5,13 @@ dtype and shape. Never pickle for checkpoints: they cross machines and pickle ex
 Each model wrapper implements plain-data ``to_state``/``from_state``; :class:`Checkpointable`
 adds ``to_bytes``/``from_bytes`` on top. Every model of one :class:`~streamrec.streams.recommender.
 Recommender` shares one :class:`ItemIndex`, so their per-item score vectors line up row for row.
+
+State of any size restores: an array's header (dtype and shape) is at most :data:`HEADER_MAX`
+bytes, which the writer enforces and the reader decodes from exactly that prefix, and its raw bytes
+are read straight from the buffer; nothing on the way depends on a decoder limit the writer does
+not also enforce (msgpack's ``Unpacker`` refuses more than 100 MiB by default, which made every
+checkpoint with one array past 100 MiB unrestorable). What remains is msgpack's own format limit,
+4 GiB per array and per checkpoint, which the writer reports when it is reached.
 """
 
 from __future__ import annotations
@@ -19,6 +26,8 @@ from streamrec.streams.ranking import top_n
 
 FORMAT = 1
 _EXT_NDARRAY = 1
+#: the longest array header (msgpack of dtype and shape) written, and read back
+HEADER_MAX = 1024
 #: dtypes a checkpoint may contain; anything else is refused on load (no object arrays)
 _SAFE_DTYPES = frozenset({"<f8", "<f4", "<i8", "<i4", "<u4", "|b1", "|u1"})
 
@@ -29,6 +38,8 @@ def _default(obj: Any) -> Any:
         if arr.dtype.str not in _SAFE_DTYPES:
             raise TypeError(f"refusing to serialise dtype {arr.dtype.str}")
         meta = msgpack.packb([arr.dtype.str, list(arr.shape)])
+        if len(meta) > HEADER_MAX:
+            raise TypeError(f"refusing to serialise an array of {arr.ndim} dimensions")
         return msgpack.ExtType(_EXT_NDARRAY, meta + arr.tobytes())
     if isinstance(obj, np.generic):
         return obj.item()
@@ -40,8 +51,9 @@ def _default(obj: Any) -> Any:
 def _ext_hook(code: int, data: bytes) -> Any:
     if code != _EXT_NDARRAY:
         return msgpack.ExtType(code, data)
-    unpacker = msgpack.Unpacker()
-    unpacker.feed(data)
+    # only the header goes through an Unpacker (whose buffer is bounded); the bytes stay in place
+    unpacker = msgpack.Unpacker(max_buffer_size=HEADER_MAX)
+    unpacker.feed(memoryview(data)[:HEADER_MAX])
     dtype, shape = next(unpacker)
     if dtype not in _SAFE_DTYPES:
         raise ValueError(f"refusing to load dtype {dtype}")
@@ -59,6 +71,7 @@ def dumps(obj: Any) -> bytes:
 
 
 def loads(data: bytes) -> Any:
+    """The inverse of :func:`dumps`; ``unpackb`` bounds every length by the buffer's own size."""
     return msgpack.unpackb(data, ext_hook=_ext_hook, raw=False, strict_map_key=False)
 
 

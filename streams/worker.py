@@ -43,6 +43,7 @@ from pathlib import Path
 
 from streamrec.connect import check_kafka, kafka_config, redis_client, redis_errors
 from streamrec.schemas.codec import encode
+from streamrec.schemas.deadletters import dead_letter
 from streamrec.schemas.events import Click, DeadLetter, Item, ItemEmbedding, ItemTags, Rating
 from streamrec.schemas.keys import RedisKeys
 from streamrec.schemas.topics import Topics
@@ -52,7 +53,9 @@ from streamrec.streams import positions
 from streamrec.streams.catalog import Catalog
 from streamrec.streams.checkpoint import Checkpoint, FileCheckpointStore
 from streamrec.streams.ingest import Boundary
+from streamrec.streams.listindex import ListIndex
 from streamrec.streams.membership import Membership
+from streamrec.streams.outputs import SideOutputs, committed_offsets, outputs_group
 from streamrec.streams.recommender import Recommender
 from streamrec.streams.refresh import config_digest, write_lists
 from streamrec.streams.schedule import RefreshSchedule, active_from_meta, active_to_meta
@@ -75,6 +78,13 @@ class Stats:
     refreshes: int = 0
     early_refreshes: int = 0
     redis_failures: int = 0
+    skipped: int = 0  # messages named by STREAMREC_SKIP_MESSAGES
+    errors: int = 0  # messages whose handling raised (dead-lettered with the error)
+    output_failures: int = 0  # failed commits of side outputs (retried)
+    suppressed_outputs: int = 0  # side outputs of replayed inputs, committed before a restart
+    checkpoint_fallbacks: int = 0
+    fresh_starts: int = 0
+    learned_before: int = 0  # events the restored state already held
     last_refresh_s: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -109,23 +119,28 @@ class StreamWorker:
         self.stats = Stats()
         #: item records, seen lists and similar-item lists for the read API (written at refreshes)
         self.serving = ServingState(settings.similar_k, settings.similar_per_refresh, enabled=not logical)
-        checkpoint = self.store.load()
+        restored = self.store.restore(Recommender.from_bytes)
+        checkpoint = restored.checkpoint if restored else None
         if checkpoint:
-            self.model = Recommender.from_bytes(checkpoint.model)
+            self.model = restored.model
             self.offsets: dict[tuple[str, int], int] = dict(checkpoint.offsets)
             self.seq = checkpoint.seq
             active = active_from_meta(checkpoint.meta.get("active", []))
-            self.stats.learned = int(checkpoint.meta.get("learned", 0))
+            self.stats.learned = self.stats.learned_before = int(checkpoint.meta.get("learned", 0))
             self.catalog_state = Catalog(checkpoint.meta.get("content_hashes", {}))
             self.serving.restore(checkpoint.meta.get("serving", ()))
-            log.info("restored checkpoint %d (%d partitions)", self.seq, len(self.offsets))
+            #: who holds which item in their last written list (deletes reach every list)
+            self.lists = ListIndex.from_meta(checkpoint.meta.get("lists"), settings.top_k)
         else:
             self.model = model or build_recommender(settings)
             self.offsets, self.seq = {}, 0
             active = {}
             self.catalog_state = Catalog()
-        version = {"model": MODEL_NAME, "k": settings.top_k, "negatives": settings.negatives,
-                   "seed": settings.seed}  # fmt: skip
+            self.lists = ListIndex(settings.top_k)
+        # negatives and seed of the model in use: a restored model keeps its own
+        mf = self.model.config.mf
+        version = {"model": MODEL_NAME, "k": settings.top_k, "negatives": mf.n_negatives,
+                   "seed": mf.seed}  # fmt: skip
         if settings.blend_weights:  # ranking only, so it applies to a restored model as well
             self.model.set_weights(**dict(settings.blend_weights))
             version["weights"] = [list(p) for p in settings.blend_weights]
@@ -136,29 +151,53 @@ class StreamWorker:
         self._stop = False
         self._last_heartbeat = 0.0
         self._consumers()
+        self._restored_log(restored)  # after Kafka answered: an unreachable broker is one line
         self.metrics = WorkerMetrics("streams")
         if settings.metrics_port:
             serve(self.metrics, settings.metrics_port, self.healthy)
 
+    def _restored_log(self, restored) -> None:
+        """Say where the state comes from; a fallback and a fresh start are warnings, and counted."""
+        if restored is None:
+            self.stats.fresh_starts += 1
+            (log.info if self.logical else log.warning)(
+                "no checkpoint in %s: a fresh start; every event still on the input topics is "
+                "learned from the beginning, and the lists' model version starts again at 1",
+                self.store.dir)  # fmt: skip
+            return
+        cp = restored.checkpoint
+        if restored.passed_over:
+            self.stats.checkpoint_fallbacks += 1
+            log.warning("checkpoint fallback: %s; restored the previous one (%s, checkpoint %d): "
+                        "the events after it are learned again", "; ".join(restored.passed_over),
+                        restored.path, cp.seq)  # fmt: skip
+        else:
+            log.info("restored checkpoint %d (%d partitions)", cp.seq, len(cp.offsets))
+
     # ------------------------------------------------------------ Kafka plumbing
 
     def _consumers(self) -> None:
-        from confluent_kafka import Producer
-
-        config = kafka_config(self.settings)
-        metadata = check_kafka(config).list_topics(timeout=30)
+        settings = self.settings
+        config = kafka_config(settings)
+        timeout = settings.kafka_timeout_s
+        metadata = check_kafka(config, timeout).list_topics(timeout=timeout)
         event_topics = positions.event_topics(self.topics)
         # one reader for every partition of every input topic, positioned from the checkpoint
         parts = positions.start_positions(metadata, self.topics, self.offsets)
-        self.reader = positions.open_reader(config, self.settings.group_id, parts)
+        # side outputs: opening the transactional producer aborts what a killed predecessor left
+        # open; only then are the outputs group's offsets stable to read (see streams/outputs.py)
+        self.outputs = SideOutputs(config, f"{settings.group_id}.{settings.worker_id}",
+                                   timeout_s=timeout)  # fmt: skip
+        self.outputs.open()
+        group = outputs_group(settings.group_id, settings.worker_id)
+        self.reader = positions.open_reader(config, group, parts)
+        self.outputs.resume(committed_offsets(self.reader, parts, timeout))
         self.event_partitions = {(tp.topic, tp.partition) for tp in parts if tp.topic in event_topics}
         self.membership = None
         if not self.logical:  # a replay serves everything itself
             self.membership = Membership(config, self.settings.group_id, self.settings.worker_id,
                                          event_topics,
                                          on_gained=self.schedule.gained)  # fmt: skip
-        self.producer = Producer({**config, "acks": "all", "enable.idempotence": True,
-                                  "linger.ms": 20})  # fmt: skip
 
     def serves(self, position: tuple[str, int] | None) -> bool:
         """Does this worker write the lists of users whose latest event came from ``position``?"""
@@ -168,11 +207,38 @@ class StreamWorker:
 
     def handle(self, topic: str, partition: int, offset: int, key, value, now: float,
                headers=None) -> None:  # fmt: skip
-        """Learn one message (or dead-letter it) and advance the partition's position."""
+        """Learn one message (or dead-letter it) and advance the partition's position.
+
+        No single message can stop the worker: one whose handling raises is dead-lettered with the
+        error (and logged with its traceback), and one named by ``STREAMREC_SKIP_MESSAGES`` is
+        passed over (an operator's last resort when even its dead letter cannot be produced).
+        """
         position = (topic, partition)
         if offset < self.offsets.get(position, 0):
             return  # already inside the restored state: never learn an event twice
-        record = self.boundary.decode(topic, key, value, now, headers)
+        if self.settings.skip_messages and (topic, partition, offset) in self.settings.skip_messages:
+            self.stats.skipped += 1
+            log.warning("skipped %s[%d]@%d as STREAMREC_SKIP_MESSAGES says", topic, partition, offset)
+        else:
+            try:
+                record = self._learn(topic, partition, offset, key, value, now, headers)
+            except Exception as exc:  # a defect, not bad input: keep the stream going, say why
+                log.exception("handling %s[%d]@%d failed", topic, partition, offset)
+                self.stats.errors += 1
+                record = dead_letter(topic, key, value, f"worker error: {type(exc).__name__}: {exc}",
+                                     now, partition, offset)  # fmt: skip
+            if type(record) is DeadLetter:
+                produced = self.outputs.produce(self.topics.deadletter, key or b"", encode(record),
+                                                (topic, partition, offset))  # fmt: skip
+                if produced:
+                    self.stats.dead_letters += 1
+                    log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, record.reason)
+        self.offsets[position] = offset + 1
+
+    def _learn(self, topic: str, partition: int, offset: int, key, value, now: float, headers=None):
+        """Decode and learn one message; returns the record, a :class:`DeadLetter` if refused."""
+        position = (topic, partition)
+        record = self.boundary.decode(topic, key, value, now, partition, offset, headers)
         kind = type(record)
         if kind is Click or kind is Rating:
             if self.logical:
@@ -189,43 +255,49 @@ class StreamWorker:
             self.stats.learned += 1
             self.schedule.touch(record.user, position, now)
             self.serving.touched(record.item)
+            self._only_catalogued(record.item)
         elif kind is Item:
-            self._item(record, now)
+            self._item(record, now, (topic, partition, offset))
         elif kind is ItemEmbedding:
             if self.catalog_state.is_current(record.item, record.content_hash):
                 try:
                     self.model.set_embedding(record.item, record.vector, record.ts)
                     self.stats.enrichments += 1
                     self.serving.touched(record.item)
+                    self._only_catalogued(record.item)
                     # zero-shot cold start: the users it suits get a list with it at the next
                     # refresh, not at their next event (which partition they are on is unknown
                     # here, so every serving worker writes them; writes are idempotent)
                     for user in self.model.users_near(record.item, self.settings.cold_start_users):
                         self.schedule.owe(user)
                 except ValueError as exc:  # e.g. another model's dimension: refuse, keep going
-                    record = DeadLetter(topic=topic, key=key, value=value, reason=str(exc), ts=now)
-                    kind = DeadLetter
+                    return dead_letter(topic, key, value, str(exc), now, partition, offset)
         elif kind is ItemTags:
             if self.catalog_state.is_current(record.item, record.content_hash):
                 self.model.set_tags(record.item, record.tags, record.ts)
                 self.stats.enrichments += 1
-        if kind is DeadLetter:
-            self.producer.produce(self.topics.deadletter, key=key or b"", value=encode(record))
-            self.stats.dead_letters += 1
-            log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, record.reason)
-        self.offsets[position] = offset + 1
+                self._only_catalogued(record.item)
+        return record
 
-    def _item(self, item: Item, now: float) -> None:
+    def _item(self, item: Item, now: float, origin: tuple[str, int, int]) -> None:
         self.serving.item(item)
         if item.deleted:
             self.model.delete_item(item.item)
             self.catalog_state.delete(item.item)
+            for user in self.lists.holders(item.item):  # active or not: their lists show it
+                self.schedule.owe(user)
             return
         self.model.upsert_item(item.item, item.ts)
         request = self.catalog_state.upsert(item, now)
         if request is not None:  # new or changed content: queue it for the LLM workers
-            self.producer.produce(self.topics.enrich, key=item.item.encode(), value=encode(request))
-            self.stats.enrich_requests += 1
+            if self.outputs.produce(self.topics.enrich, item.item.encode(), encode(request), origin):
+                self.stats.enrich_requests += 1
+
+    def _only_catalogued(self, item: str) -> None:
+        """With STREAMREC_RECOMMEND_UNCATALOGUED=false, an item the catalogue never announced (or
+        deleted) is learned from but never recommended, until an upsert makes it available."""
+        if not self.settings.recommend_uncatalogued and not self.catalog_state.known(item):
+            self.model.delete_item(item)
 
     def poll(self, timeout: float = 0.1) -> int:
         """Consume and learn one batch from the catalogue and the event topics."""
@@ -239,8 +311,16 @@ class StreamWorker:
                 continue
             self.handle(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), now,
                         msg.headers())  # fmt: skip
-        self.producer.poll(0)
+        self.outputs.poll()
+        if self.outputs.due():  # enrichment requests reach the LLM workers within about a second
+            self._commit_outputs()
         return len(messages)
+
+    def _commit_outputs(self) -> bool:
+        ok = self.outputs.commit(self.offsets, self.reader.consumer_group_metadata())
+        self.stats.output_failures = self.outputs.failures
+        self.stats.suppressed_outputs = self.outputs.suppressed
+        return ok
 
     # ------------------------------------------------------------ refresh and checkpoint
 
@@ -252,9 +332,15 @@ class StreamWorker:
         if not self.schedule.redis_ready(now):
             return False
         k = self.settings.top_k
+        lists: dict[str, list] = {}
+
+        def recommend(user: str) -> list:
+            lists[user] = self.model.recommend(user, k)
+            return lists[user]
+
         try:
             written = write_lists(
-                self.redis, self.keys, users, lambda u: self.model.recommend(u, k),
+                self.redis, self.keys, users, recommend,
                 self.model.fallback(k) if with_fallback else None,
                 self.model_version(), now, self.digest,
             )  # fmt: skip
@@ -268,6 +354,11 @@ class StreamWorker:
             return False
         self.schedule.redis_ok()
         self.stats.lists_written += written
+        for user, items in lists.items():  # what each user's list in Redis now holds
+            if items:
+                self.lists.record(user, [i for i, _ in items])
+            else:
+                self.lists.forget(user)
         return True
 
     def write_active(self, now: float) -> bool:
@@ -301,9 +392,8 @@ class StreamWorker:
 
     def checkpoint(self) -> None:
         """Make state durable, then commit the offsets it covers."""
-        pending = self.producer.flush(30)
-        if pending:  # dead letters not yet acknowledged: keep their events uncommitted
-            log.warning("%d dead letters unacknowledged; checkpoint postponed", pending)
+        if not self._commit_outputs():  # never checkpoint past an input whose outputs may be lost
+            log.warning("%d side outputs not yet committed; checkpoint postponed", self.outputs.pending)
             return
         self.seq += 1
         self.store.save(
@@ -312,7 +402,7 @@ class StreamWorker:
                 model=self.model.to_bytes(), pending=tuple(sorted(self.schedule.active)),
                 meta={"learned": self.stats.learned, "model_version": self.model_version(),
                       "content_hashes": self.catalog_state.hashes, "serving": self.serving.to_meta(),
-                      "active": active_to_meta(self.schedule.active)},
+                      "active": active_to_meta(self.schedule.active), "lists": self.lists.to_meta()},
             )
         )  # fmt: skip
         if self.membership is not None:
@@ -350,7 +440,9 @@ class StreamWorker:
         self.metrics.heartbeat.set(now)
         body = {"ts": now, "seq": self.seq, "learned": self.stats.learned,
                 "active": len(self.schedule.active), "dead_letters": self.stats.dead_letters,
-                "enrichments": self.stats.enrichments,
+                "enrichments": self.stats.enrichments, "outputs_pending": self.outputs.pending,
+                "output_failures": self.outputs.failures, "skipped": self.stats.skipped,
+                "errors": self.stats.errors,
                 "redis_ok": self.schedule.redis_backoff == 0.0, "worker_id": self.settings.worker_id,
                 "serving": sorted(self.membership.owned) if self.membership else "all"}  # fmt: skip
         write_heartbeat(Path(self.store.dir) / "health.json", body)
@@ -391,7 +483,7 @@ class StreamWorker:
 
     def close(self) -> None:
         self._stop = True
-        self.producer.flush(10)
+        self.outputs.close()
         if self.membership is not None:
             self.membership.close()
         self.reader.close()

@@ -35,8 +35,9 @@ from pathlib import Path
 
 from streamrec.metrics import WorkerMetrics, write_heartbeat
 from streamrec.schemas.codec import content_type, decode, encode
+from streamrec.schemas.deadletters import dead_letter
 from streamrec.schemas.events import DeadLetter, EnrichRequest, content_hash
-from streamrec.schemas.fields import MAX_REASON_LEN, SchemaError
+from streamrec.schemas.fields import SchemaError
 from streamrec.schemas.publisher import route
 from streamrec.schemas.topics import Topics
 from streamrec.settings import Settings
@@ -168,13 +169,21 @@ class EnrichWorker:
                                   f"content (expected {expected!r})")  # fmt: skip
             return req
         except SchemaError as exc:
-            return DeadLetter(topic=msg.topic, key=msg.key, value=value or b"",
-                              reason=str(exc)[:MAX_REASON_LEN], ts=now)  # fmt: skip
+            # cut to fit, with the origin, so that no request can stop the worker
+            return dead_letter(msg.topic, msg.key, value, str(exc), now, msg.partition, msg.offset)
 
     def process(self, messages: list[Message], now: float | None = None) -> list[Output]:
         """The records to produce for one batch, each paired with its message; blocking (the
-        model runs here), so the agent calls it in an executor."""
+        model runs here), so the agent calls it in an executor. Messages named by
+        ``STREAMREC_SKIP_MESSAGES`` (an operator's last resort) produce nothing and are acked."""
         now = time.time() if now is None else now
+        skip = self.settings.skip_messages
+        if skip:
+            for m in messages:
+                if (m.topic, m.partition, m.offset) in skip:
+                    log.warning("skipped %s[%d]@%d as STREAMREC_SKIP_MESSAGES says", m.topic,
+                                m.partition, m.offset)  # fmt: skip
+            messages = [m for m in messages if (m.topic, m.partition, m.offset) not in skip]
         decoded = [(m, self.decode(m, now)) for m in messages]
         good = [(m, d) for m, d in decoded if isinstance(d, EnrichRequest)]
         malformed = [(m, d) for m, d in decoded if isinstance(d, DeadLetter)]

@@ -526,9 +526,12 @@ def objects(manifests, kind: str | None = None) -> list[dict]:
     ]  # fmt: skip
 
 
+SECRET_EXAMPLE = K8S / "examples" / "secret.yaml"
+
+
 def config(manifests) -> tuple[dict, dict]:
     (cm,) = objects(manifests, "ConfigMap")
-    (secret,) = objects(manifests, "Secret")
+    secret = yaml.safe_load(SECRET_EXAMPLE.read_text())  # the user creates it; never applied
     secret_env = dict(secret.get("stringData") or {})
     secret_env.update({k: "x" for k in secret.get("data") or {}})  # base64 values: names only
     return cm["data"], secret_env
@@ -539,7 +542,7 @@ def test_k8s_manifests_parse_are_listed_and_have_the_kinds(manifests):
     listed = set(kustomization["resources"])
     assert listed == set(manifests) - {"kustomization.yaml"}, "kustomization.yaml resources differ"
     kinds = Counter(d["kind"] for d in objects(manifests))
-    expected = {"ConfigMap": 1, "Secret": 1, "StatefulSet": 1, "Deployment": 3, "Job": 1}
+    expected = {"ConfigMap": 1, "Secret": 0, "StatefulSet": 1, "Deployment": 3, "Job": 1}
     for kind, n in expected.items():
         assert kinds[kind] == n, f"expected {n} {kind}, found {kinds[kind]}"
     assert kinds["Service"] >= 1
@@ -578,6 +581,7 @@ def containers(workload: dict) -> list[dict]:
 def test_k8s_workloads_run_real_commands_with_probes_and_resources(manifests):
     cm, secret = config(manifests)
     names = {(d["kind"], d["metadata"]["name"]) for d in objects(manifests)}
+    names.add(("Secret", "streamrec-secrets"))  # created by the user (README), never applied
     state_dir = cm["STREAMREC_STATE_DIR"]
     kinds_run = Counter()
     for w in workloads(manifests):
@@ -673,6 +677,39 @@ def test_k8s_stream_worker_is_a_statefulset_sized_by_partitions(manifests):
         (c,) = containers(d)
         (args,) = streamrec_commands(c["command"], d["metadata"]["name"])
         assert worker_kind(args) in ("embed", "tag") or is_serve(args), d["metadata"]["name"]
+
+
+def _kustomize_output() -> list[dict]:
+    """What `kubectl apply -k deploy/k8s` applies: `kubectl kustomize` where kubectl is installed,
+    else the same plain resource list read directly (this kustomization has no generators)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("kubectl"):
+        out = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True,
+                             check=True).stdout  # fmt: skip
+        return [d for d in yaml.safe_load_all(out) if d]
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return [d for name in kustomization["resources"]
+            for d in yaml.safe_load_all((K8S / name).read_text()) if d]  # fmt: skip
+
+
+def test_k8s_apply_never_overwrites_a_secret_and_the_readme_creates_the_one_workloads_read():
+    rendered = _kustomize_output()
+    assert not [d for d in rendered if d["kind"] == "Secret"], "apply -k would overwrite a Secret"
+    refs = {ref["secretRef"]["name"] for d in rendered if d["kind"] in ("StatefulSet", "Deployment", "Job")
+            for c in (d["spec"].get("template") or d["spec"]["template"])["spec"]["containers"]
+            for ref in c.get("envFrom", []) if "secretRef" in ref}  # fmt: skip
+    assert refs == {"streamrec-secrets"}
+    readme = (ROOT / "README.md").read_text()
+    steps = readme[readme.index("## On Kubernetes"):]
+    create = steps.index("kubectl -n streamrec create secret generic streamrec-secrets")
+    assert create < steps.index("kubectl apply -k deploy/k8s"), "README: create the Secret first"
+    example = yaml.safe_load(SECRET_EXAMPLE.read_text())
+    for key in example["stringData"]:  # the README's command names every key the example has
+        assert f"--from-literal={key}=" in steps, key
+    namespace = {d["metadata"].get("namespace") for d in rendered if d["kind"] != "Namespace"}
+    assert namespace == {"streamrec"}, namespace
 
 
 def test_k8s_configuration_and_secrets(manifests):

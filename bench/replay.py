@@ -114,7 +114,8 @@ __all__ = [
     "replay_in_process", "replay_kafka", "run_settings", "table", "uses_content", "worker_tags",
 ]  # fmt: skip
 
-CONFIGS = ("popularity", "crm", "crm+llm")
+CONFIGS = ("popularity", "crm", "crm+llm", "crm+llm-hand")
+DEFAULT_CONFIGS = "popularity,crm,crm+llm"
 DEFAULT_REFRESH = (60.0, 5.0)
 REQUIRED_KEYS = ("hr@10", "ndcg@10", "cold_hr@10", "coverage", "gini", "events_per_s",
                  "refresh_interval_s", "freshness_mean_s", "freshness_p50_s")  # fmt: skip
@@ -140,7 +141,7 @@ def model_config(name: str, settings: Settings):
                        n_cooccur=0, n_mf=0, content=ContentConfig(enabled=False))  # fmt: skip
     if name == "crm":
         return replace(base, content=ContentConfig(enabled=False))
-    if name == "crm+llm":
+    if name in ("crm+llm", "crm+llm-hand"):
         return base
     raise ValueError(f"unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")
 
@@ -189,7 +190,22 @@ def build_model(name: str, settings: Settings, config=None):
 
 
 def uses_content(name: str) -> bool:
-    return name.endswith("+llm")
+    return "+llm" in name
+
+
+def tuner_config(name: str, settings: Settings):
+    """The self-tuning blend of a configuration: ``crm+llm`` is the worker's default (tuned on the
+    stream, from the CRM weights with the content signals off; see :mod:`streamrec.streams.tuner`),
+    ``crm+llm-hand`` the hand-set weights it replaces, ``crm`` and ``popularity`` fixed baselines.
+
+    >>> tuner_config("crm", Settings()) is None, tuner_config("crm+llm", Settings()).start
+    (True, 'crm')
+    """
+    from streamrec.streams.tuner import TunerConfig
+
+    if name != "crm+llm" or not settings.tune_blend:
+        return None
+    return TunerConfig.from_settings(settings)
 
 
 # ---------------------------------------------------------------- one run of a configuration
@@ -213,7 +229,8 @@ def replay_in_process(dataset: Dataset, name: str, interval: float, settings: Se
     ``config`` (a RecommenderConfig) replaces the named configuration's, for model research.
     """
     return run_in_process(dataset, name, interval, settings, build=_builder(name, config),
-                          content=enrichment if uses_content(name) else None, progress=progress)
+                          content=enrichment if uses_content(name) else None, progress=progress,
+                          tuner=tuner_config(name, settings))  # fmt: skip
 
 
 def replay_kafka(dataset: Dataset, name: str, interval: float, settings: Settings,
@@ -223,6 +240,8 @@ def replay_kafka(dataset: Dataset, name: str, interval: float, settings: Setting
     logical mode, lists read back from Redis. ``enrichment`` is used only by configurations with
     content; ``keep`` leaves the run's topics and Redis keys in place.
     """
+    # the worker decides from its settings whether the blend tunes itself, as in a deployment
+    settings = settings.replace(tune_blend=tuner_config(name, settings) is not None)
     return run_kafka(dataset, name, interval, settings, build=_builder(name, config),
                      content=enrichment if uses_content(name) else None, progress=progress,
                      keep=keep)  # fmt: skip
@@ -240,7 +259,17 @@ def parse_list(spec: str, kind=str) -> list:
     return [kind(x.strip()) for x in spec.split(",") if x.strip()]
 
 
-def load_dataset(args) -> Dataset:
+def load_dataset(args, settings: Settings | None = None) -> Dataset:
+    if getattr(args, "from_topics", False):
+        from streamrec.bench.replay_events import load_topics
+
+        return load_topics(settings or Settings.from_env()).head(args.limit)
+    if args.dataset == "events":
+        from streamrec.bench.replay_events import load_events
+
+        if not args.path:
+            raise ValueError("--dataset events needs --path FILE (JSON lines or CSV in the wire format)")
+        return load_events(args.path).head(args.limit)
     if args.dataset == "synthetic":
         data = load_synthetic(n_users=args.synthetic_users, n_items=args.synthetic_items,
                               n_events=args.synthetic_events, seed=args.seed)  # fmt: skip
@@ -279,7 +308,7 @@ def main(settings: Settings, args) -> int:
     if any(i <= 0 for i in intervals):
         raise ValueError("refresh intervals must be positive seconds")
     started = time.perf_counter()
-    data = load_dataset(args)
+    data = load_dataset(args, settings)
     _log(f"{data.name}: {len(data.events):,} events, {data.n_users:,} users, {len(data.items):,} items "
          f"({time.perf_counter() - started:.1f}s to load)")  # fmt: skip
     enrichment = None

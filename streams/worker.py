@@ -54,8 +54,9 @@ from streamrec.streams.checkpoint import Checkpoint, FileCheckpointStore
 from streamrec.streams.ingest import Boundary
 from streamrec.streams.membership import Membership
 from streamrec.streams.recommender import Recommender
-from streamrec.streams.refresh import config_digest, write_lists
+from streamrec.streams.refresh import write_lists
 from streamrec.streams.schedule import RefreshSchedule, active_from_meta, active_to_meta
+from streamrec.streams.served import Served
 
 log = logging.getLogger("streamrec.worker")
 MODEL_NAME = "streamrec-blend"
@@ -74,6 +75,7 @@ class Stats:
     refreshes: int = 0
     early_refreshes: int = 0
     redis_failures: int = 0
+    tuner_promotions: int = 0
     last_refresh_s: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -125,7 +127,8 @@ class StreamWorker:
         if settings.blend_weights:  # ranking only, so it applies to a restored model as well
             self.model.set_weights(**dict(settings.blend_weights))
             version["weights"] = [list(p) for p in settings.blend_weights]
-        self.digest = config_digest(version)
+        #: the blend served (self-tuning by default) and the live quality metrics (streams/served.py)
+        self.served = Served(self.model, settings, version, checkpoint.meta if checkpoint else None)
         #: owed users and when their lists are due (see :mod:`streamrec.streams.schedule`)
         self.schedule = RefreshSchedule.from_settings(settings, logical, self.clock(), active)
         self.redis = redis_client(settings)
@@ -177,6 +180,7 @@ class StreamWorker:
                     self.schedule.advance_boundary(now)
             if self.observer is not None:
                 self.observer(record, self)
+            self.served.event(record.user, record.item, self.serves(position))
             if kind is Click:
                 self.model.learn_click(record.user, record.item, record.ts)
             else:
@@ -243,11 +247,11 @@ class StreamWorker:
         if not self.schedule.redis_ready(now):
             return False
         k = self.settings.top_k
+        fallback = self.model.fallback(k) if with_fallback else None
         try:
             written = write_lists(
-                self.redis, self.keys, users, lambda u: self.model.recommend(u, k),
-                self.model.fallback(k) if with_fallback else None,
-                self.model_version(), now, self.digest,
+                self.redis, self.keys, users, lambda u: self.served.recommend(u, k), fallback,
+                self.model_version(), now, self.served.digest,
             )  # fmt: skip
         except redis_errors() as exc:
             self.stats.redis_failures += 1
@@ -255,6 +259,8 @@ class StreamWorker:
             log.warning("Redis unavailable (%s); retrying in %.0fs, still learning", exc, delay)
             return False
         self.schedule.redis_ok()
+        if fallback is not None:
+            self.served.published(fallback)
         self.stats.lists_written += written
         return True
 
@@ -300,7 +306,7 @@ class StreamWorker:
                 model=self.model.to_bytes(), pending=tuple(sorted(self.schedule.active)),
                 meta={"learned": self.stats.learned, "model_version": self.model_version(),
                       "content_hashes": self.catalog_state.hashes,
-                      "active": active_to_meta(self.schedule.active)},
+                      "active": active_to_meta(self.schedule.active), **self.served.to_meta()},
             )
         )  # fmt: skip
         if self.membership is not None:
@@ -314,7 +320,8 @@ class StreamWorker:
             with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hset(key, mapping={"learned": self.stats.learned, "refreshed_at": now,
                                         "dead_letters": self.stats.dead_letters,
-                                        "model_version": self.model_version()})  # fmt: skip
+                                        "model_version": self.model_version(),
+                                        **self.served.stats_fields(self.catalog_state.hashes)})  # fmt: skip
                 pipe.expire(key, self.keys.recs_ttl_s)
                 pipe.execute()
         except redis_errors() as exc:
@@ -334,7 +341,9 @@ class StreamWorker:
         if now - self._last_heartbeat < HEARTBEAT_S:
             return
         self._last_heartbeat = now
+        self.stats.tuner_promotions = self.served.promotions
         self.metrics.sync(vars(self.stats))
+        self.metrics.quality(self.served.report(self.catalog_state.hashes), self.served.weights())
         self.metrics.heartbeat.set(now)
         body = {"ts": now, "seq": self.seq, "learned": self.stats.learned,
                 "active": len(self.schedule.active), "dead_letters": self.stats.dead_letters,

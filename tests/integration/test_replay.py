@@ -38,6 +38,10 @@ def _agree(kafka, fast):
     assert (kafka.hits == fast.hits).all(), "within tolerance, but the per-event hits differ"
     assert (kafka.exposure == fast.exposure).all(), "within tolerance, but the exposures differ"
     assert a["freshness_mean_s"] == pytest.approx(b["freshness_mean_s"])
+    # the worker's own live prequential metrics (streams/quality.py) measure what the replay does
+    assert a["live_evaluated"] == a["evaluated"]
+    for key in ("hr@10", "ndcg@10", "cold_hr@10", "coverage"):
+        assert abs(a[f"live_{key}"] - a[key]) <= TOLERANCE, (key, a[f"live_{key}"], a[key])
     return abs(a["hr@10"] - b["hr@10"])
 
 
@@ -60,6 +64,9 @@ def test_kafka_path_with_llm_enrichment_agrees(stack, synthetic):
     fast = replay_in_process(synthetic, "crm+llm", 5.0, stack, enrichment, progress=False)
     _agree(kafka, fast)
     assert kafka.metrics["hits"] > 0
+    # the self-tuning blend (the crm+llm default) made the same choices on both paths
+    assert kafka.metrics["tuner"]["weights"] == fast.metrics["tuner"]["weights"]
+    assert kafka.metrics["tuner"]["promotions"] == fast.metrics["tuner"]["promotions"]
 
 
 def test_kafka_path_and_in_process_agree_on_a_movielens_slice(stack):

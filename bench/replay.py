@@ -198,14 +198,13 @@ def tuner_config(name: str, settings: Settings):
     stream, from the CRM weights with the content signals off; see :mod:`streamrec.streams.tuner`),
     ``crm+llm-hand`` the hand-set weights it replaces, ``crm`` and ``popularity`` fixed baselines.
 
-    >>> tuner_config("crm", Settings()) is None, tuner_config("crm+llm", Settings()).start
-    (True, 'crm')
+    >>> tuner_config("crm", Settings()) is None, tuner_config("crm+llm", Settings()).start_off
+    (True, ('embedding', 'recent', 'tags'))
     """
     from streamrec.streams.tuner import TunerConfig
 
-    if name != "crm+llm" or not settings.tune_blend:
-        return None
-    return TunerConfig.from_settings(settings)
+    config = TunerConfig.from_settings(settings)
+    return config if name == "crm+llm" and config.enabled else None
 
 
 # ---------------------------------------------------------------- one run of a configuration
@@ -241,7 +240,7 @@ def replay_kafka(dataset: Dataset, name: str, interval: float, settings: Setting
     content; ``keep`` leaves the run's topics and Redis keys in place.
     """
     # the worker decides from its settings whether the blend tunes itself, as in a deployment
-    settings = settings.replace(tune_blend=tuner_config(name, settings) is not None)
+    settings = settings.replace(tune_blend="on" if tuner_config(name, settings) is not None else "off")
     return run_kafka(dataset, name, interval, settings, build=_builder(name, config),
                      content=enrichment if uses_content(name) else None, progress=progress,
                      keep=keep)  # fmt: skip

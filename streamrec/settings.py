@@ -216,9 +216,10 @@ class Settings:
         (), _weights,
         "override blend weights, e.g. popularity=0.3,embedding=0.9 (also applied to a restored model)",
     )  # fmt: skip
-    tune_blend: bool = _setting(
-        True, _bool,
-        "tune the blend weights on the live stream: shadow-score weightings, promote a significant winner",
+    tune_blend: str = _setting(
+        "auto", _choice("auto", "on", "off"),
+        "tune the blend weights on the live stream (shadow-score weightings, promote a significant "
+        "winner): auto = on unless STREAMREC_BLEND_WEIGHTS pins them",
     )  # fmt: skip
     tune_min_events: int = _setting(
         300, _int(10, 10_000_000), "paired events the tuner needs before a promotion"

@@ -47,6 +47,7 @@ from streamrec.streams.ranking import (BlendLearner, BlendWeights, LearnedBlendC
 
 log = logging.getLogger("streamrec.tuner")
 CONTENT = ("embedding", "fresh", "recent", "tags")
+START_OFF = ("embedding", "recent", "tags")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,23 +74,33 @@ class TunerConfig:
     #: ``learned_patience`` times the evidence of a one-signal step before it is promoted
     learned: bool = True
     learned_patience: float = 4.0
-    #: where the climb starts: "crm" (the model's weights with the content signals off: the CRM
-    #: is served until the stream shows the content signals help) or "model" (its weights as set)
-    start: str = "crm"
+    #: where the climb starts: the model's weights with these signals off, so the CRM is served
+    #: until the stream shows that the content signals help; ``fresh`` keeps its weight, because
+    #: only it can show a new item that nobody has interacted with yet (the zero-shot cold start;
+    #: at 0.25 instead of 1.0 a new item reached none of its matching users' lists in the cold-start
+    #: scenario), and the tuner turns it down or off where the stream says so
+    start_off: tuple[str, ...] = START_OFF
 
 
     @classmethod
     def from_settings(cls, settings) -> TunerConfig:
-        """The worker's tuner: on unless ``STREAMREC_TUNE_BLEND=false``; explicit
-        ``STREAMREC_BLEND_WEIGHTS`` are where the climb starts.
+        """The worker's tuner. ``STREAMREC_TUNE_BLEND=auto`` (the default): on, unless
+        ``STREAMREC_BLEND_WEIGHTS`` pins the weights; ``on``: tune, starting from those weights when
+        given; ``off``: serve the configured weights as they are.
 
         >>> from streamrec.settings import Settings
-        >>> c = TunerConfig.from_settings(Settings.from_env({"STREAMREC_BLEND_WEIGHTS": "embedding=0.5"}))
-        >>> c.enabled, c.start, c.min_events
-        (True, 'model', 300)
+        >>> c = TunerConfig.from_settings(Settings.from_env({"STREAMREC_BLEND_WEIGHTS": "embedding=0.5",
+        ...                                                  "STREAMREC_TUNE_BLEND": "on"}))
+        >>> c.enabled, c.start_off, c.min_events
+        (True, (), 300)
+        >>> TunerConfig.from_settings(Settings.from_env({"STREAMREC_BLEND_WEIGHTS": "embedding=0.5",
+        ...                                              "STREAMREC_TUNE_BLEND": "auto"})).enabled
+        False
         """
-        return cls(enabled=settings.tune_blend, min_events=settings.tune_min_events,
-                   margin=settings.tune_margin, start="model" if settings.blend_weights else "crm")  # fmt: skip
+        mode = settings.tune_blend
+        enabled = mode == "on" or (mode == "auto" and not settings.blend_weights)
+        return cls(enabled=enabled, min_events=settings.tune_min_events, margin=settings.tune_margin,
+                   start_off=() if settings.blend_weights else START_OFF)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +159,11 @@ class Tuner:
 
     @classmethod
     def for_model(cls, model, config: TunerConfig | None = None) -> Tuner:
-        """A tuner starting from ``model``'s weights (content off when ``config.start == "crm"``)."""
+        """A tuner starting from ``model``'s weights, ``config.start_off`` switched off."""
         cfg = config or TunerConfig()
         w = model.config.weights
         start = {n: float(w.of(n)) for n in SIGNALS}
-        if cfg.start == "crm":
-            start.update({n: 0.0 for n in CONTENT})
+        start.update({n: 0.0 for n in cfg.start_off})
         return cls(cfg, start)
 
     def _rebuild(self) -> None:

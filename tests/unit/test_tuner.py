@@ -67,7 +67,7 @@ def _run(model: Model, tuner: Tuner, events: int) -> float:
 
 def test_a_harmful_signal_is_switched_off():
     model = Model(BlendWeights(cooccur=1.0, embedding=1.0))
-    tuner = Tuner.for_model(model, TunerConfig(start="model", learned=False, min_events=200))
+    tuner = Tuner.for_model(model, TunerConfig(start_off=(), learned=False, min_events=200))
     _run(model, tuner, 3000)
     assert tuner.promotions, "no promotion despite a noise signal weighing as much as the good one"
     assert tuner.weights["embedding"] < 0.5 * tuner.weights["cooccur"]
@@ -78,7 +78,7 @@ def test_a_harmful_signal_is_switched_off():
 def test_a_helpful_signal_is_switched_on_from_the_crm_start():
     model = Model(BlendWeights(cooccur=1.0, embedding=0.9), helpful=True)
     tuner = Tuner.for_model(model, TunerConfig(learned=False, min_events=200))
-    assert tuner.weights["embedding"] == 0.0  # start="crm": content off until the stream says otherwise
+    assert tuner.weights["embedding"] == 0.0  # content off until the stream says otherwise
     _run(model, tuner, 3000)
     assert tuner.weights["embedding"] > 0
     assert tuner.promotions[0]["arm"] == "embedding=0.25"
@@ -87,14 +87,14 @@ def test_a_helpful_signal_is_switched_on_from_the_crm_start():
 def test_no_promotion_without_a_difference():
     model = Model(BlendWeights(cooccur=1.0, embedding=0.0))
     # cooccur alone, and embedding noise may not be switched on: every challenger is no better
-    tuner = Tuner.for_model(model, TunerConfig(start="model", learned=False, min_events=200, on_weight=1.0))
+    tuner = Tuner.for_model(model, TunerConfig(start_off=(), learned=False, min_events=200, on_weight=1.0))
     _run(model, tuner, 2000)
     assert [p["arm"] for p in tuner.promotions if "embedding" in p["arm"]] == []
 
 
 def test_state_round_trip_with_the_river_learner():
     model = Model(BlendWeights(cooccur=1.0, embedding=1.0))
-    tuner = Tuner.for_model(model, TunerConfig(start="model", min_events=100))
+    tuner = Tuner.for_model(model, TunerConfig(start_off=(), min_events=100))
     _run(model, tuner, 600)
     assert tuner.learner is not None and tuner.learner.n > 0
     back = Tuner.from_state(tuner.to_state())

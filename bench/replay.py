@@ -29,13 +29,17 @@ Configurations (same model and ranking code, :class:`~streamrec.streams.recommen
 - ``popularity``: the decayed trending counts alone (no co-occurrence, MF or content signals in
   the ranking), minus the items the user has seen;
 - ``crm``: the MF + co-occurrence + popularity blend with the default weights, no content;
-- ``crm+llm``: the same plus the content signals (``embedding``, ``fresh``, ``recent``, ``tags``)
-  with the recommender's default weights and content settings, from item embeddings computed with
+- ``crm+llm``: the same plus the content signals (``embedding``, ``fresh``, ``recent``, ``tags``),
+  blended by the self-tuning blend the worker runs by default (:mod:`streamrec.streams.tuner`:
+  it starts from the CRM weights with ``embedding``, ``recent`` and ``tags`` off and promotes
+  weightings that win on the stream so far; nothing of it is tuned by hand), from item embeddings computed with
   the shipped sentence encoder (all-MiniLM-L6-v2) on each item's text (what the embedding worker
   embeds) and tags from the tag worker's own functions (keyphrases + zero-shot vocabulary, same
   encoder). The catalogue is one snapshot published before the stream, so every item is "born" at
   its start and ``fresh`` (cold items first seen within ``fresh_horizon_s``) only acts during the
   first ``fresh_horizon_s`` of stream time; MovieLens has no arrival times to do better.
+- ``crm+llm-hand``: the same signals with the recommender's hand-set default weights (chosen on
+  the first half of MovieLens), no tuning: what the self-tuning blend replaces.
 
 Each at each refresh interval of ``--refresh`` (default 60 and 5 s of stream time).
 

@@ -147,7 +147,7 @@ def load_topics(settings, timeout_s: float = 60.0) -> Dataset:
                     done.add(tp)
                 if msg.offset() >= ends.get(tp, 0):
                     continue
-                record = boundary.decode(msg.topic(), msg.key(), msg.value(), 0.0)
+                record = boundary.decode(msg.topic(), msg.key(), msg.value(), time.time())
                 if type(record) is DeadLetter:
                     rejected.append(SimpleNamespace(line=f"{msg.topic()}[{msg.partition()}]@{msg.offset()}",
                                                     reason=record.reason))  # fmt: skip

@@ -171,6 +171,7 @@ def run_in_process(dataset: Dataset, name: str, interval: float, settings: Setti
     lists.active.update(owed)
     metrics = Prequential(len(dataset.items))
     kind = dataset.kind
+    promoted_at: list[int] = []  # the stream position (1-based) of each promotion
     step = 500
     with _bar(len(dataset.events), f"{name} @{interval:g}s in-process", progress) as bar:
         started = time.perf_counter()
@@ -183,6 +184,8 @@ def run_in_process(dataset: Dataset, name: str, interval: float, settings: Setti
                 metrics.event(user, item, ts, current[0], current[1])
             if tuned is not None:
                 tuned.observe(model, user, item)
+                if len(tuned.promotions) > len(promoted_at):
+                    promoted_at.append(n)
             if kind == "rating" or (kind == "mixed" and value is not None):
                 model.learn_rating(user, item, value, ts)
             else:
@@ -195,7 +198,8 @@ def run_in_process(dataset: Dataset, name: str, interval: float, settings: Setti
     extra = {"refreshes": lists.refreshes, "lists_written": lists.lists_written}
     if tuned is not None:
         extra["tuner"] = {"promotions": tuned.promotions, "weights": tuned.weights,
-                          "settled_at_event": tuned.promotions[-1]["at_event"] if tuned.promotions else 0}
+                          "promoted_at_event": promoted_at,
+                          "settled_at_event": promoted_at[-1] if promoted_at else 0}
     return _finish(name, interval, "in-process", metrics, dataset, seconds, extra)
 
 

@@ -29,13 +29,17 @@ Configurations (same model and ranking code, :class:`~streamrec.streams.recommen
 - ``popularity``: the decayed trending counts alone (no co-occurrence, MF or content signals in
   the ranking), minus the items the user has seen;
 - ``crm``: the MF + co-occurrence + popularity blend with the default weights, no content;
-- ``crm+llm``: the same plus the content signals (``embedding``, ``fresh``, ``recent``, ``tags``)
-  with the recommender's default weights and content settings, from item embeddings computed with
+- ``crm+llm``: the same plus the content signals (``embedding``, ``fresh``, ``recent``, ``tags``),
+  blended by the self-tuning blend the worker runs by default (:mod:`streamrec.streams.tuner`:
+  it starts from the CRM weights with ``embedding``, ``recent`` and ``tags`` off and promotes
+  weightings that win on the stream so far; nothing of it is tuned by hand), from item embeddings computed with
   the shipped sentence encoder (all-MiniLM-L6-v2) on each item's text (what the embedding worker
   embeds) and tags from the tag worker's own functions (keyphrases + zero-shot vocabulary, same
   encoder). The catalogue is one snapshot published before the stream, so every item is "born" at
   its start and ``fresh`` (cold items first seen within ``fresh_horizon_s``) only acts during the
   first ``fresh_horizon_s`` of stream time; MovieLens has no arrival times to do better.
+- ``crm+llm-hand``: the same signals with the recommender's hand-set default weights (chosen on
+  the first half of MovieLens), no tuning: what the self-tuning blend replaces.
 
 Each at each refresh interval of ``--refresh`` (default 60 and 5 s of stream time).
 
@@ -114,7 +118,8 @@ __all__ = [
     "replay_in_process", "replay_kafka", "run_settings", "table", "uses_content", "worker_tags",
 ]  # fmt: skip
 
-CONFIGS = ("popularity", "crm", "crm+llm")
+CONFIGS = ("popularity", "crm", "crm+llm", "crm+llm-hand")
+DEFAULT_CONFIGS = "popularity,crm,crm+llm"
 DEFAULT_REFRESH = (60.0, 5.0)
 REQUIRED_KEYS = ("hr@10", "ndcg@10", "cold_hr@10", "coverage", "gini", "events_per_s",
                  "refresh_interval_s", "freshness_mean_s", "freshness_p50_s")  # fmt: skip
@@ -140,7 +145,7 @@ def model_config(name: str, settings: Settings):
                        n_cooccur=0, n_mf=0, content=ContentConfig(enabled=False))  # fmt: skip
     if name == "crm":
         return replace(base, content=ContentConfig(enabled=False))
-    if name == "crm+llm":
+    if name in ("crm+llm", "crm+llm-hand"):
         return base
     raise ValueError(f"unknown configuration {name!r}; choose from {', '.join(CONFIGS)}")
 
@@ -189,7 +194,21 @@ def build_model(name: str, settings: Settings, config=None):
 
 
 def uses_content(name: str) -> bool:
-    return name.endswith("+llm")
+    return "+llm" in name
+
+
+def tuner_config(name: str, settings: Settings):
+    """The self-tuning blend of a configuration: ``crm+llm`` is the worker's default (tuned on the
+    stream, from the CRM weights with the content signals off; see :mod:`streamrec.streams.tuner`),
+    ``crm+llm-hand`` the hand-set weights it replaces, ``crm`` and ``popularity`` fixed baselines.
+
+    >>> tuner_config("crm", Settings()) is None, tuner_config("crm+llm", Settings()).start_off
+    (True, ('embedding', 'recent', 'tags'))
+    """
+    from streamrec.streams.tuner import TunerConfig
+
+    config = TunerConfig.from_settings(settings)
+    return config if name == "crm+llm" and config.enabled else None
 
 
 # ---------------------------------------------------------------- one run of a configuration
@@ -213,7 +232,8 @@ def replay_in_process(dataset: Dataset, name: str, interval: float, settings: Se
     ``config`` (a RecommenderConfig) replaces the named configuration's, for model research.
     """
     return run_in_process(dataset, name, interval, settings, build=_builder(name, config),
-                          content=enrichment if uses_content(name) else None, progress=progress)
+                          content=enrichment if uses_content(name) else None, progress=progress,
+                          tuner=tuner_config(name, settings))  # fmt: skip
 
 
 def replay_kafka(dataset: Dataset, name: str, interval: float, settings: Settings,
@@ -223,6 +243,8 @@ def replay_kafka(dataset: Dataset, name: str, interval: float, settings: Setting
     logical mode, lists read back from Redis. ``enrichment`` is used only by configurations with
     content; ``keep`` leaves the run's topics and Redis keys in place.
     """
+    # the worker decides from its settings whether the blend tunes itself, as in a deployment
+    settings = settings.replace(tune_blend="on" if tuner_config(name, settings) is not None else "off")
     return run_kafka(dataset, name, interval, settings, build=_builder(name, config),
                      content=enrichment if uses_content(name) else None, progress=progress,
                      keep=keep)  # fmt: skip
@@ -240,7 +262,17 @@ def parse_list(spec: str, kind=str) -> list:
     return [kind(x.strip()) for x in spec.split(",") if x.strip()]
 
 
-def load_dataset(args) -> Dataset:
+def load_dataset(args, settings: Settings | None = None) -> Dataset:
+    if getattr(args, "from_topics", False):
+        from streamrec.bench.replay_events import load_topics
+
+        return load_topics(settings or Settings.from_env()).head(args.limit)
+    if args.dataset == "events":
+        from streamrec.bench.replay_events import load_events
+
+        if not args.path:
+            raise ValueError("--dataset events needs --path FILE (JSON lines or CSV in the wire format)")
+        return load_events(args.path).head(args.limit)
     if args.dataset == "synthetic":
         data = load_synthetic(n_users=args.synthetic_users, n_items=args.synthetic_items,
                               n_events=args.synthetic_events, seed=args.seed)  # fmt: skip
@@ -279,7 +311,7 @@ def main(settings: Settings, args) -> int:
     if any(i <= 0 for i in intervals):
         raise ValueError("refresh intervals must be positive seconds")
     started = time.perf_counter()
-    data = load_dataset(args)
+    data = load_dataset(args, settings)
     _log(f"{data.name}: {len(data.events):,} events, {data.n_users:,} users, {len(data.items):,} items "
          f"({time.perf_counter() - started:.1f}s to load)")  # fmt: skip
     enrichment = None

@@ -9,7 +9,7 @@ had published for that user before the event (``None`` when no list existed at a
 - the same restricted to *cold* items: items with fewer than ``cold_threshold`` earlier
   interactions in the stream (by anyone);
 - exposure: how often each item appeared in an evaluated top-K list, hence catalogue coverage
-  (distinct items shown / catalogue size) and the Gini coefficient of exposure over the whole
+  (distinct catalogue items shown / catalogue size; items outside the catalogue do not count) and the Gini coefficient of exposure over the whole
   catalogue (never-shown items count as zero exposure);
 - freshness: the age, in stream time, of the list read at each evaluated event
   (``event ts - list generated_at``), mean and median; and, since an old list of a user who was
@@ -68,13 +68,22 @@ def gini(counts: Iterable[float]) -> float:
     return float(((2 * i - n - 1) * x).sum() / (n * total))
 
 
-def coverage(shown: Iterable[str], catalogue_size: int) -> float:
-    """Share of the catalogue that appeared at least once.
+def coverage(shown: Iterable[str], catalogue_size: int, catalogue: Iterable[str] | None = None) -> float:
+    """Share of the catalogue that appeared at least once; with ``catalogue``, only its items count
+    (a list may show an item that events named but the catalogue never announced), so it never
+    exceeds 1.
 
     >>> coverage(["a", "b", "a"], 4)
     0.5
+    >>> coverage(["a", "x", "y", "z"], 2, catalogue=["a", "b"])
+    0.5
     """
-    return len(set(shown)) / catalogue_size if catalogue_size else 0.0
+    if not catalogue_size:
+        return 0.0
+    distinct = set(shown)
+    if catalogue is not None:
+        distinct &= set(catalogue)
+    return min(1.0, len(distinct) / catalogue_size)
 
 
 def lorenz(counts: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
@@ -184,6 +193,7 @@ class Prequential:
 
     def result(self, catalogue: Iterable[str] | None = None) -> dict:
         ev = self.evaluated
+        catalogue = list(catalogue) if catalogue is not None else None
         counts = (self.exposure_counts(catalogue) if catalogue is not None else
                   np.asarray(list(self.exposure.values()) + [0] * max(0, self.catalogue_size - len(self.exposure))))  # fmt: skip
         ages = np.frombuffer(self.ages, dtype=np.float64) if len(self.ages) else np.zeros(0)
@@ -191,7 +201,7 @@ class Prequential:
             "hr@10": self.hits / ev if ev else 0.0,
             "ndcg@10": self.ndcg_sum / ev if ev else 0.0,
             "cold_hr@10": self.cold_hits / self.cold_evaluated if self.cold_evaluated else 0.0,
-            "coverage": coverage(self.exposure, self.catalogue_size),
+            "coverage": coverage(self.exposure, self.catalogue_size, catalogue),
             "gini": gini(counts),
             "freshness_mean_s": float(ages.mean()) if len(ages) else float("nan"),
             "freshness_p50_s": quantile(ages, 0.5),

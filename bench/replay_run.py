@@ -116,8 +116,10 @@ class LogicalLists:
     interval after ``ts``.
     """
 
-    def __init__(self, model, interval: float, k: int, keep: int = K):
+    def __init__(self, model, interval: float, k: int, keep: int = K, recommend=None):
         self.model, self.interval, self.k, self.keep = model, interval, k, keep
+        #: ``(user, k) -> list``: the model's own, or the self-tuning blend's (the worker's choice)
+        self.recommend = recommend or model.recommend
         self.next_boundary = float("-inf")
         self.active: set[str] = set()
         self.lists: dict[str, tuple[list[str], float]] = {}
@@ -129,7 +131,7 @@ class LogicalLists:
         if ts < self.next_boundary:
             return
         for user in sorted(self.active):
-            recs = self.model.recommend(user, self.k)
+            recs = self.recommend(user, self.k)
             if recs:
                 self.lists[user] = ([str(i) for i, _ in recs[: self.keep]], ts)
                 self.lists_written += 1
@@ -148,18 +150,28 @@ class LogicalLists:
 
 
 def run_in_process(dataset: Dataset, name: str, interval: float, settings: Settings, *, build,
-                   content: Enrichment | None = None, progress: bool = True) -> RunResult:  # fmt: skip
+                   content: Enrichment | None = None, progress: bool = True,
+                   tuner=None) -> RunResult:  # fmt: skip
     """The fast mode: same Recommender, same order, same boundary rule; no Kafka, no Redis.
 
     ``build(settings)`` makes the fresh model and ``content`` is the enrichment it sees (None: no
     content signals); :func:`streamrec.bench.replay.replay_in_process` derives both from a configuration.
+    ``tuner`` (a :class:`~streamrec.streams.tuner.TunerConfig`) serves the lists through the
+    self-tuning blend, as the worker does: it sees each event before the model learns it.
     """
+    from streamrec.streams.tuner import Tuner
+
     model = build(settings)
     owed = feed_catalogue(model, dataset, content, settings)
-    lists = LogicalLists(model, interval, settings.top_k)
+    tuned = Tuner.for_model(model, tuner) if tuner is not None and tuner.enabled else None
+    if tuned is not None:
+        model.set_weights(**tuned.weights)
+    recommend = None if tuned is None else (lambda user, k: tuned.recommend(model, user, k))
+    lists = LogicalLists(model, interval, settings.top_k, recommend=recommend)
     lists.active.update(owed)
     metrics = Prequential(len(dataset.items))
-    rating = dataset.kind == "rating"
+    kind = dataset.kind
+    promoted_at: list[int] = []  # the stream position (1-based) of each promotion
     step = 500
     with _bar(len(dataset.events), f"{name} @{interval:g}s in-process", progress) as bar:
         started = time.perf_counter()
@@ -170,7 +182,11 @@ def run_in_process(dataset: Dataset, name: str, interval: float, settings: Setti
                 metrics.event(user, item, ts, None, None)
             else:
                 metrics.event(user, item, ts, current[0], current[1])
-            if rating:
+            if tuned is not None:
+                tuned.observe(model, user, item)
+                if len(tuned.promotions) > len(promoted_at):
+                    promoted_at.append(n)
+            if kind == "rating" or (kind == "mixed" and value is not None):
                 model.learn_rating(user, item, value, ts)
             else:
                 model.learn_click(user, item, ts)
@@ -180,6 +196,10 @@ def run_in_process(dataset: Dataset, name: str, interval: float, settings: Setti
         seconds = time.perf_counter() - started
         bar.update(len(dataset.events) % step)
     extra = {"refreshes": lists.refreshes, "lists_written": lists.lists_written}
+    if tuned is not None:
+        extra["tuner"] = {"promotions": tuned.promotions, "weights": tuned.weights,
+                          "promoted_at_event": promoted_at,
+                          "settled_at_event": promoted_at[-1] if promoted_at else 0}
     return _finish(name, interval, "in-process", metrics, dataset, seconds, extra)
 
 
@@ -191,6 +211,9 @@ def _event_records(dataset: Dataset):
 
     if dataset.kind == "rating":
         return (Rating(e.user, e.item, e.rating, e.ts) for e in dataset.events)
+    if dataset.kind == "mixed":  # an event log: each event as what it was
+        return (Click(e.user, e.item, e.ts) if e.rating is None else Rating(e.user, e.item, e.rating, e.ts)
+                for e in dataset.events)  # fmt: skip
     return (Click(e.user, e.item, e.ts) for e in dataset.events)
 
 
@@ -315,8 +338,11 @@ def run_kafka(dataset: Dataset, name: str, interval: float, settings: Settings, 
             with Publisher.from_settings(s, topics) as pub:
                 pub.publish_many(_event_records(dataset))
             publish_s = time.perf_counter() - published
+            ran = worker
             stats = worker.run(burst=True)
             worker = None  # run() closed it
+            # what the worker itself measured (its live prequential metrics), beside the replay's
+            live = ran.served.quality.overall("total", catalogue=ran.catalog_state.hashes)
             bar.update(clock["n"] % 500)
         finally:
             bar.close()
@@ -331,5 +357,8 @@ def run_kafka(dataset: Dataset, name: str, interval: float, settings: Settings, 
             raise RuntimeError(f"{stats.dead_letters} events were dead-lettered")
         seconds = (clock["last"] or 0) - (clock["first"] or 0)
         extra = {"refreshes": stats.refreshes, "lists_written": stats.lists_written,
-                 "publish_events_s": publish_s, "partitions": 1}  # fmt: skip
+                 "publish_events_s": publish_s, "partitions": 1,
+                 **{f"live_{k}": v for k, v in live.items()}}  # fmt: skip
+        if ran.served.tuner is not None:
+            extra["tuner"] = {"promotions": ran.served.tuner.promotions, "weights": ran.served.tuner.weights}
         return _finish(name, interval, "kafka", metrics, dataset, seconds, extra)

@@ -126,11 +126,17 @@ def add_benches(bench: argparse.ArgumentParser) -> None:
         "against the list published before it. Protocol: bench/replay.py.",
     )  # fmt: skip
     br.set_defaults(func=cmd_bench_replay)
-    br.add_argument("--dataset", choices=("movielens", "synthetic"), default="movielens")
-    br.add_argument("--path", metavar="DIR", help="MovieLens directory, ml-latest-small or ml-100k "
-                    "layout (default: $STREAMREC_MOVIELENS_DIR, else ../shared/data/ml-latest-small)")
+    br.add_argument("--dataset", choices=("movielens", "synthetic", "events"), default="movielens",
+                    help="movielens, synthetic, or events: an event log in the wire format (--path)")
+    br.add_argument("--path", metavar="PATH", help="movielens: the directory, ml-latest-small or "
+                    "ml-100k layout (default: $STREAMREC_MOVIELENS_DIR, else ../shared/data/ml-latest-small); "
+                    "events: a JSON-lines or CSV file of catalogue records, clicks and ratings")
+    br.add_argument("--from-topics", action="store_true",
+                    help="replay this deployment's own catalogue and event topics from their earliest "
+                    "retained offsets (STREAMREC_TOPIC_PREFIX names them)")
     br.add_argument("--configs", default="popularity,crm,crm+llm",
-                    help="comma-separated: popularity, crm, crm+llm (default all three)")
+                    help="comma-separated: popularity, crm, crm+llm (self-tuned blend), crm+llm-hand "
+                    "(the hand-set weights); default the first three")
     br.add_argument("--refresh", default="60,5", metavar="S,S",
                     help="comma-separated refresh intervals in stream seconds (default 60,5)")
     br.add_argument("--in-process", action="store_true",

@@ -43,6 +43,15 @@ COUNTERS = {
     "suppressed_outputs": "side outputs of replayed inputs not produced again (committed before)",
     "checkpoint_fallbacks": "restores from the previous checkpoint (the newest was unusable)",
     "fresh_starts": "starts without a checkpoint (everything re-learned)",
+    "tuner_promotions": "blend weightings promoted by the self-tuning blend",
+}
+#: live prequential metrics (streams/quality.py): gauge name -> (its key in the report, help text)
+QUALITY = {
+    "streamrec_quality_hr10": ("hr@10", "share of evaluated events whose item was in the served top 10"),
+    "streamrec_quality_ndcg10": ("ndcg@10", "NDCG@10 of the served lists at the evaluated events"),
+    "streamrec_quality_cold_hr10": ("cold_hr@10", "HR@10 on events of items with fewer than 5 earlier events"),
+    "streamrec_quality_coverage": ("coverage", "share of the catalogue shown in the evaluated top 10 lists"),
+    "streamrec_quality_evaluated": ("evaluated", "evaluated events (of users with an earlier event)"),
 }
 
 
@@ -64,6 +73,29 @@ class WorkerMetrics:
         ).labels(worker)  # fmt: skip
         self.heartbeat = Gauge("streamrec_heartbeat_timestamp_seconds", "last loop heartbeat",
                                ["worker"], registry=self.registry).labels(worker)  # fmt: skip
+        self.quality_gauges = {
+            key: Gauge(name, text, ["worker", "digest", "window"], registry=self.registry)
+            for name, (key, text) in QUALITY.items()
+        }
+        self.blend_weight = Gauge("streamrec_blend_weight", "the served blend weight of each signal",
+                                  ["worker", "signal"], registry=self.registry)  # fmt: skip
+
+    def quality(self, report: dict, weights: dict | None = None) -> None:
+        """Set the live quality gauges from ``{"window"|"total": {digest: metrics}}`` (see
+        streams/quality.py) and the served blend weights.
+
+        >>> m = WorkerMetrics("streams")
+        >>> m.quality({"window": {"d1": {"hr@10": 0.25, "evaluated": 4}}}, {"embedding": 0.5})
+        >>> b'streamrec_quality_hr10{digest="d1",window="window",worker="streams"} 0.25' in m.exposition()
+        True
+        """
+        for which, per_digest in report.items():
+            for digest, values in per_digest.items():
+                for key, gauge in self.quality_gauges.items():
+                    if key in values:
+                        gauge.labels(self.worker, digest, which).set(values[key])
+        for signal, weight in (weights or {}).items():
+            self.blend_weight.labels(self.worker, signal).set(weight)
 
     def sync(self, stats: dict) -> None:
         """Advance the counters to the worker's current totals."""

@@ -268,6 +268,20 @@ class Settings:
         (), _weights,
         "override blend weights, e.g. popularity=0.3,embedding=0.9 (also applied to a restored model)",
     )  # fmt: skip
+    tune_blend: str = _setting(
+        "auto", _choice("auto", "on", "off"),
+        "tune the blend weights on the live stream (shadow-score weightings, promote a significant "
+        "winner): auto = on unless STREAMREC_BLEND_WEIGHTS pins them",
+    )  # fmt: skip
+    tune_min_events: int = _setting(
+        300, _int(10, 10_000_000), "paired events the tuner needs before a promotion"
+    )
+    tune_margin: float = _setting(
+        0.01, _float(0.0, 1.0), "relative margin a challenger weighting must beat the served one by"
+    )
+    quality_window: int = _setting(
+        10_000, _int(1, 10_000_000), "evaluated events in the sliding window of the live quality metrics"
+    )
     seed: int = _setting(42, _int(0, 2**31), "random seed of the models")
     # --- LLM workers (embedding, tags)
     enrich_group_id: str = _setting("streamrec-enrich", _str, "consumer group prefix of the LLM workers")

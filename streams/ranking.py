@@ -30,7 +30,6 @@ the mean of the others, so missing enrichment is neutral rather than a penalty.
 
 from __future__ import annotations
 
-import math
 import random
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -261,7 +260,8 @@ class LearnedBlendConfig:
     weights are ``(1 - mix) * prior + mix * learned``, the learned (non-negative) coefficients
     rescaled to the priors' total.
 
-    Off by default because it did not help on the synthetic benchmark (prequential HR@10 0.094
+    Off as the ranker by default: it is a challenger of the self-tuning blend (streams/tuner.py),
+    served only when it wins there. Alone it did not help on the synthetic benchmark (prequential HR@10 0.094
     against 0.095 for the fixed CRM weights, 0.092 against 0.095 with content signals; negatives
     drawn from the shown top ``k`` taught it that high-scoring candidates are *not* picked, the
     selection bias of learning from one's own lists, and made it worse still).
@@ -280,12 +280,9 @@ class LearnedBlendConfig:
     seed: int = 0
 
 
-def _sigmoid(z: float) -> float:
-    return 1.0 / (1.0 + math.exp(-z)) if z > -30 else 0.0
-
-
 class BlendLearner:
-    """Online logistic regression over the signals' normalised values (see :class:`LearnedBlendConfig`).
+    """Online logistic regression over the signals' normalised values (see :class:`LearnedBlendConfig`),
+    learned by River's ``linear_model.LogisticRegression`` (plain SGD at ``lr``, L2 at ``l2``).
 
     >>> bl = BlendLearner(LearnedBlendConfig(warmup=0, n_negatives=1))
     >>> X = np.array([[1.0, 0.0], [0.0, 1.0]])
@@ -300,12 +297,25 @@ class BlendLearner:
 
     def __init__(self, config: LearnedBlendConfig | None = None):
         self.config = config or LearnedBlendConfig()
-        self.coef: dict[str, float] = {}
-        self.bias = 0.0
+        self.model = self._river(self.config)
         self.n = 0
         #: user -> (signal names, sorted candidate rows, uint8 features, positions of the top k)
         self._mem: OrderedDict[Hashable, tuple] = OrderedDict()
         self._rng = random.Random(self.config.seed)
+
+    @staticmethod
+    def _river(cfg: LearnedBlendConfig):
+        from river import linear_model, optim
+
+        return linear_model.LogisticRegression(optimizer=optim.SGD(cfg.lr), l2=cfg.l2, intercept_lr=cfg.lr)
+
+    @property
+    def coef(self) -> dict[str, float]:
+        return dict(self.model.weights)
+
+    @property
+    def bias(self) -> float:
+        return float(self.model.intercept)
 
     def weights(self, names, sources, prior: BlendWeights) -> np.ndarray:
         p = np.array([prior.of(name, src) for name, src in zip(names, sources)])
@@ -344,14 +354,9 @@ class BlendLearner:
                 i = int(rnd() * len(cand))
             if i != j:
                 pairs.append((i, 0.0))
-        w = np.array([self.coef.get(name, 0.0) for name in names])
+        learn = self.model.learn_one
         for i, y in pairs:
-            x = q[i] / 255.0
-            g = _sigmoid(float(w @ x) + self.bias) - y
-            w -= cfg.lr * (g * x + cfg.l2 * w)
-            self.bias -= cfg.lr * g
-        for name, v in zip(names, w.tolist()):
-            self.coef[name] = v
+            learn(dict(zip(names, (q[i] / 255.0).tolist())), bool(y))
         self.n += 1
         return True
 
@@ -366,7 +371,11 @@ class BlendLearner:
     def from_state(cls, state: dict | None, config: LearnedBlendConfig) -> BlendLearner:
         self = cls(config)
         if state:
-            self.coef, self.bias, self.n = dict(state["coef"]), state["bias"], state["n"]
+            # River keeps no public setter for a linear model's weights (``clone`` keeps only the
+            # hyper-parameters), so a restored learner writes them back into its weight vector
+            for name, value in state["coef"].items():
+                self.model._weights[name] = float(value)
+            self.model.intercept, self.n = float(state["bias"]), state["n"]
             version, internal, gauss = state["rng"]
             self._rng.setstate((version, tuple(internal), gauss))
             for u, (names, cand, q, best) in zip(state["users"], state["mem"]):

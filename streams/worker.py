@@ -57,9 +57,10 @@ from streamrec.streams.listindex import ListIndex
 from streamrec.streams.membership import Membership
 from streamrec.streams.outputs import SideOutputs, committed_offsets, outputs_group
 from streamrec.streams.recommender import Recommender
-from streamrec.streams.refresh import config_digest, write_lists
+from streamrec.streams.refresh import write_lists
 from streamrec.streams.schedule import RefreshSchedule, active_from_meta, active_to_meta
 from streamrec.streams.serving import ServingState
+from streamrec.streams.served import Served
 
 log = logging.getLogger("streamrec.worker")
 MODEL_NAME = "streamrec-blend"
@@ -85,6 +86,7 @@ class Stats:
     checkpoint_fallbacks: int = 0
     fresh_starts: int = 0
     learned_before: int = 0  # events the restored state already held
+    tuner_promotions: int = 0
     last_refresh_s: float = 0.0
     extra: dict = field(default_factory=dict)
 
@@ -144,7 +146,8 @@ class StreamWorker:
         if settings.blend_weights:  # ranking only, so it applies to a restored model as well
             self.model.set_weights(**dict(settings.blend_weights))
             version["weights"] = [list(p) for p in settings.blend_weights]
-        self.digest = config_digest(version)
+        #: the blend served (self-tuning by default) and the live quality metrics (streams/served.py)
+        self.served = Served(self.model, settings, version, checkpoint.meta if checkpoint else None)
         #: owed users and when their lists are due (see :mod:`streamrec.streams.schedule`)
         self.schedule = RefreshSchedule.from_settings(settings, logical, self.clock(), active)
         self.redis = redis_client(settings)
@@ -248,6 +251,7 @@ class StreamWorker:
                     self.schedule.advance_boundary(now)
             if self.observer is not None:
                 self.observer(record, self)
+            self.served.event(record.user, record.item, self.serves(position))
             if kind is Click:
                 self.model.learn_click(record.user, record.item, record.ts)
             else:
@@ -332,27 +336,29 @@ class StreamWorker:
         if not self.schedule.redis_ready(now):
             return False
         k = self.settings.top_k
+        fallback = self.model.fallback(k) if with_fallback else None
         lists: dict[str, list] = {}
 
         def recommend(user: str) -> list:
-            lists[user] = self.model.recommend(user, k)
+            lists[user] = self.served.recommend(user, k)
             return lists[user]
 
         try:
             written = write_lists(
-                self.redis, self.keys, users, recommend,
-                self.model.fallback(k) if with_fallback else None,
-                self.model_version(), now, self.digest,
+                self.redis, self.keys, users, recommend, fallback,
+                self.model_version(), now, self.served.digest,
             )  # fmt: skip
             if not self.logical:  # a replay reads lists only
                 self.serving.write(self.redis, self.keys, self.model, users, now, self.model_version(),
-                                   self.digest)  # fmt: skip
+                                   self.served.digest)  # fmt: skip
         except redis_errors() as exc:
             self.stats.redis_failures += 1
             delay = self.schedule.redis_failed(now)
             log.warning("Redis unavailable (%s); retrying in %.0fs, still learning", exc, delay)
             return False
         self.schedule.redis_ok()
+        if fallback is not None:
+            self.served.published(fallback)
         self.stats.lists_written += written
         for user, items in lists.items():  # what each user's list in Redis now holds
             if items:
@@ -402,7 +408,8 @@ class StreamWorker:
                 model=self.model.to_bytes(), pending=tuple(sorted(self.schedule.active)),
                 meta={"learned": self.stats.learned, "model_version": self.model_version(),
                       "content_hashes": self.catalog_state.hashes, "serving": self.serving.to_meta(),
-                      "active": active_to_meta(self.schedule.active), "lists": self.lists.to_meta()},
+                      "active": active_to_meta(self.schedule.active), "lists": self.lists.to_meta(),
+                      **self.served.to_meta()},
             )
         )  # fmt: skip
         if self.membership is not None:
@@ -416,7 +423,8 @@ class StreamWorker:
             with self.redis.pipeline(transaction=False) as pipe:
                 pipe.hset(key, mapping={"learned": self.stats.learned, "refreshed_at": now,
                                         "dead_letters": self.stats.dead_letters,
-                                        "model_version": self.model_version()})  # fmt: skip
+                                        "model_version": self.model_version(),
+                                        **self.served.stats_fields(self.catalog_state.hashes)})  # fmt: skip
                 pipe.expire(key, self.keys.recs_ttl_s)
                 pipe.execute()
         except redis_errors() as exc:
@@ -436,7 +444,9 @@ class StreamWorker:
         if now - self._last_heartbeat < HEARTBEAT_S:
             return
         self._last_heartbeat = now
+        self.stats.tuner_promotions = self.served.promotions
         self.metrics.sync(vars(self.stats))
+        self.metrics.quality(self.served.report(self.catalog_state.hashes), self.served.weights())
         self.metrics.heartbeat.set(now)
         body = {"ts": now, "seq": self.seq, "learned": self.stats.learned,
                 "active": len(self.schedule.active), "dead_letters": self.stats.dead_letters,

@@ -38,6 +38,10 @@ def _agree(kafka, fast):
     assert (kafka.hits == fast.hits).all(), "within tolerance, but the per-event hits differ"
     assert (kafka.exposure == fast.exposure).all(), "within tolerance, but the exposures differ"
     assert a["freshness_mean_s"] == pytest.approx(b["freshness_mean_s"])
+    # the worker's own live prequential metrics (streams/quality.py) measure what the replay does
+    assert a["live_evaluated"] == a["evaluated"]
+    for key in ("hr@10", "ndcg@10", "cold_hr@10", "coverage"):
+        assert abs(a[f"live_{key}"] - a[key]) <= TOLERANCE, (key, a[f"live_{key}"], a[key])
     return abs(a["hr@10"] - b["hr@10"])
 
 
@@ -60,6 +64,9 @@ def test_kafka_path_with_llm_enrichment_agrees(stack, synthetic):
     fast = replay_in_process(synthetic, "crm+llm", 5.0, stack, enrichment, progress=False)
     _agree(kafka, fast)
     assert kafka.metrics["hits"] > 0
+    # the self-tuning blend (the crm+llm default) made the same choices on both paths
+    assert kafka.metrics["tuner"]["weights"] == fast.metrics["tuner"]["weights"]
+    assert kafka.metrics["tuner"]["promotions"] == fast.metrics["tuner"]["promotions"]
 
 
 def test_kafka_path_and_in_process_agree_on_a_movielens_slice(stack):
@@ -93,3 +100,36 @@ def test_bench_replay_command_end_to_end(stack, tmp_path):
         png = out.parent / name
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "replay_hr.png" in doc["plots"] and "replay_exposure.png" in doc["plots"]
+
+
+def test_replay_from_the_deployments_own_topics(stack, topics, prefix):
+    """``--from-topics``: what was published on the catalogue and event topics (3 partitions, clicks
+    and ratings mixed, one item deleted, one undecodable message) is the dataset replayed."""
+    from confluent_kafka import Producer
+
+    from streamrec.bench.replay import replay_in_process
+    from streamrec.bench.replay_events import load_topics
+    from streamrec.connect import kafka_config
+    from streamrec.schemas.events import Click, Item, Rating
+    from streamrec.schemas.publisher import Publisher
+
+    data = load_synthetic(n_users=20, n_items=60, n_events=600, seed=5)
+    s = stack.replace(topic_prefix=prefix)
+    gone = Item(item="gone", title="Gone", ts=data.items[0].ts)
+    records = [*data.items, gone, Item(item="gone", deleted=True, ts=data.items[0].ts + 1)]
+    events = [Click(e.user, e.item, e.ts) if i % 2 else Rating(e.user, e.item, 3.0, e.ts)
+              for i, e in enumerate(data.events)]  # fmt: skip
+    with Publisher.from_settings(s, topics) as pub:
+        pub.publish_many(records)
+        pub.publish_many(events)
+    producer = Producer(kafka_config(s))
+    producer.produce(topics.clicks, key=b"u1", value=b"\x00junk")
+    producer.flush(10)
+    replayed = load_topics(s)
+    assert sorted(it.item for it in replayed.items) == sorted(it.item for it in data.items)
+    assert len(replayed.events) == len(events) and replayed.kind == "mixed"
+    assert replayed.meta["rejected"] == 1
+    assert [e.ts for e in replayed.events] == sorted(e.ts for e in data.events)
+    assert sum(e.rating is not None for e in replayed.events) == len(events) // 2
+    r = replay_in_process(replayed, "crm", 5.0, stack, progress=False)
+    assert r.metrics["evaluated"] > 500 and r.metrics["hits"] > 0

@@ -264,3 +264,48 @@ def test_metrics_and_health_endpoint(worker_env, stack, topics):
         assert health.status == 200
     finally:
         stop(worker)
+
+
+def test_live_quality_is_exported_scored_against_the_lists_written(worker_env, stack, topics, prefix,
+                                                                   redis_client):  # fmt: skip
+    """The worker scores each event of a user with history against the list it wrote for them:
+    the hits it reports are the events whose item was in the top 10 read from Redis just before."""
+    import re
+    import urllib.request
+
+    port = _free_port()
+    worker = start_worker({**worker_env, "STREAMREC_METRICS_PORT": str(port)})
+    first = taste_events(n_users=6, per_user=10, seed=4)
+    users = sorted({e.user for e in first})
+    try:
+        publish(stack, topics, first)
+        lists = wait_for_lists(redis_client, prefix, users, worker)
+        # the second wave: for each user, one item from their list's top 10 and one from outside it
+        top = {u: [i for i, _ in lists[u].items[:10]] for u in users}
+        second = [Click(user=u, item=i, ts=TS + 100) for u in users for i in (top[u][0], "never-listed")]
+        publish(stack, topics, second)
+
+        def scrape():
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+            except OSError:
+                return ""
+
+        pattern = r'streamrec_quality_evaluated\{digest="(\w+)",window="total",worker="streams"\} (\S+)'
+        learned = f'streamrec_learned_total{{worker="streams"}} {len(first) + len(second)}.0'
+        # (events learned before this worker was assigned its partitions are not its to score)
+        wait_for(lambda: learned in (t := scrape()) and sum(float(v) for _, v in re.findall(pattern, t)) >= len(second),
+                 30, "the second wave scored", worker)  # fmt: skip
+        text = scrape()
+        stats = wait_for(lambda: (h := redis_client.hgetall(RedisKeys(prefix=prefix).stats(worker_env["STREAMREC_GROUP_ID"])))
+                         and b"quality_hr@10" in h and h, 30, "the quality fields in the stats hash", worker)  # fmt: skip
+    finally:
+        stop(worker)
+    # the first wave was scored against the global list (no personal list yet): at most a few hits;
+    # the second against the users' own lists: exactly one hit per user
+    hits = re.findall(r'streamrec_quality_hr10\{digest="(\w+)",window="total",worker="streams"\} (\S+)', text)
+    evaluated = dict(re.findall(pattern, text))
+    total_hits = sum(float(hr) * float(evaluated[d]) for d, hr in hits)
+    assert len(users) <= round(total_hits) <= len(users) + len(first)
+    assert 'streamrec_blend_weight{signal="cooccur",worker="streams"}' in text
+    assert json.loads(stats[b"quality"])["total"] and float(stats[b"quality_coverage"]) <= 1.0

@@ -732,7 +732,12 @@ def test_grafana_dashboard_uses_exported_metrics():
 
     exported = set()
     for worker in ("streams", "embed", "tag"):
-        for line in WorkerMetrics(worker).exposition().decode().splitlines():
+        metrics = WorkerMetrics(worker)
+        if worker == "streams":  # the labelled quality gauges appear once the worker has measured
+            report = {"window": {"d": {"hr@10": 0.1, "ndcg@10": 0.05, "cold_hr@10": 0.02,
+                                       "coverage": 0.5, "evaluated": 9}}}  # fmt: skip
+            metrics.quality(report, {"embedding": 0.25})
+        for line in metrics.exposition().decode().splitlines():
             if line and not line.startswith("#"):
                 exported.add(re.split(r"[{ ]", line, maxsplit=1)[0])
     for path in sorted(GRAFANA.glob("*.json")):
@@ -777,3 +782,14 @@ def test_grafana_shows_malformed_skips_beside_the_dead_letters():
         steps = ((1, 0), (-1, 0), (0, 1), (0, -1))
         neighbours = {(x + dx, y + dy) for x, y in _cells(dead) for dx, dy in steps}
         assert _cells(skipped) & neighbours, "the malformed-skips panel is not next to the dead letters"
+
+
+def test_grafana_shows_the_live_quality_per_digest_and_the_tuner():
+    """Every deployment sees the quality it serves: the four live metrics, split by digest."""
+    panels = json.loads((GRAFANA / "streamrec.json").read_text())["panels"]
+    exprs = " ".join(t["expr"] for p in panels for t in p.get("targets", []))
+    for metric in ("streamrec_quality_hr10", "streamrec_quality_ndcg10", "streamrec_quality_cold_hr10",
+                   "streamrec_quality_coverage", "streamrec_blend_weight", "streamrec_tuner_promotions_total"):
+        assert metric in exprs, metric
+    quality = [p for p in panels if any("streamrec_quality_hr10" in t["expr"] for t in p["targets"])]
+    assert all("digest" in t["expr"] for p in quality for t in p["targets"])

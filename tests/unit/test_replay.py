@@ -257,3 +257,63 @@ def test_table_has_a_row_per_run():
     text = table([r, r])
     assert text.count("\n") == 3 and "| popularity | 5 s | in-process |" in text
     assert np.isfinite(r.metrics["events_per_s"])
+
+
+# ---------------------------------------------------------------- any event log (bench/replay_events.py)
+
+
+def test_event_log_in_json_lines_replays_with_its_catalogue_and_names_bad_lines(tmp_path, capsys):
+    from streamrec.bench.replay_events import load_events
+
+    log = tmp_path / "events.jsonl"
+    log.write_text("\n".join([
+        '{"type": "item", "item": "i1", "title": "Heat", "text": "a heist", "ts": 100}',
+        '{"type": "item", "item": "i2", "title": "Ran", "ts": 100}',
+        '{"type": "item", "item": "i3", "title": "Gone", "ts": 100}',
+        '{"type": "item", "item": "i3", "deleted": true, "ts": 101}',
+        '{"type": "rating", "user": "u1", "item": "i2", "rating": 4.5, "ts": 130}',
+        '{"type": "click", "user": "u1", "item": "i1", "ts": 120}',
+        '{"type": "rating", "user": "u2", "item": "i1", "rating": 9, "ts": 140}',
+        'not json',
+    ]) + "\n")  # fmt: skip
+    data = load_events(log)
+    assert [it.item for it in data.items] == ["i1", "i2"] and data.kind == "mixed"
+    assert [(e.user, e.item, e.ts, e.rating) for e in data.events] == [("u1", "i1", 120.0, None), ("u1", "i2", 130.0, 4.5)]
+    assert data.meta["rejected"] == 2
+    err = capsys.readouterr().err
+    assert "events.jsonl: line 7: rating: 9.0 is outside [0.0, 5.0]" in err and "line 8: not valid JSON" in err
+
+
+def test_event_log_in_csv_and_the_replay_learns_clicks_and_ratings_as_they_are(tmp_path):
+    from streamrec.bench.replay import build_model
+    from streamrec.bench.replay_events import load_events
+    from streamrec.bench.replay_run import run_in_process
+    from streamrec.settings import Settings
+
+    rows = ["type,user,item,title,rating,ts"] + [f"item,,i{i},Item {i},,1" for i in range(20)]
+    rows += [f"click,u{t % 5},i{(t * 7) % 20},,,{10 + t}" for t in range(150)]
+    rows += [f"rating,u{t % 5},i{(t * 3) % 20},,{t % 5}.0,{200 + t}" for t in range(150)]
+    log = tmp_path / "log.csv"
+    log.write_text("\n".join(rows) + "\n")
+    data = load_events(log)
+    assert len(data.items) == 20 and len(data.events) == 300 and data.kind == "mixed"
+    settings = Settings.from_env({})
+    r = run_in_process(data, "crm", 5.0, settings, build=lambda s: build_model("crm", s), progress=False)
+    assert r.metrics["evaluated"] == 295 and 0 < r.metrics["coverage"] <= 1.0
+
+
+def test_an_empty_or_missing_event_log_is_a_clear_error(tmp_path):
+    from streamrec.bench.replay_events import load_events
+
+    with pytest.raises(FileNotFoundError, match="event log .* not found"):
+        load_events(tmp_path / "nope.jsonl")
+    (tmp_path / "items.jsonl").write_text('{"type": "item", "item": "i1", "title": "x", "ts": 1}\n')
+    with pytest.raises(ValueError, match="no clicks or ratings"):
+        load_events(tmp_path / "items.jsonl")
+
+
+def test_coverage_never_exceeds_one_when_lists_show_items_outside_the_catalogue():
+    p = Prequential(catalogue_size=2)
+    p.event("u", "a", 1.0, None, None)
+    p.event("u", "b", 2.0, ["x", "y", "z", "a"], 1.0)  # items events named, never catalogued
+    assert p.result(["a", "b"])["coverage"] == 0.5

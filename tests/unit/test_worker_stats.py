@@ -22,7 +22,8 @@ def test_stats_write_survives_redis_going_away():
     gone = redis.Redis(port=_closed_port(), socket_connect_timeout=0.5)
     worker = SimpleNamespace(
         keys=RedisKeys(), settings=Settings.from_env({}), stats=Stats(), redis=gone,
-        model_version=lambda: "m.1",
+        model_version=lambda: "m.1", catalog_state=SimpleNamespace(hashes={}),
+        served=SimpleNamespace(stats_fields=lambda catalogue: {"quality_hr@10": 0.1}),
     )  # fmt: skip
     StreamWorker._write_stats(worker, now=1.0)  # must not raise
     assert worker.stats.redis_failures == 1

@@ -87,6 +87,10 @@ class Cooccurrence(Checkpointable):
         if self.config.ratings.positive(rating):
             self._add(user, self.index.add(item))
 
+    def add_row(self, user: Hashable, j: int) -> None:
+        """``user`` interacted with item row ``j`` (a positive): pair it with the recent history."""
+        self._add(user, j)
+
     def _add(self, user: Hashable, j: int) -> None:
         hist = self._hist.get(user)
         if hist is None:
@@ -170,6 +174,37 @@ class Cooccurrence(Checkpointable):
         s[nz] /= np.sqrt(pop[nz]) if cfg.alpha == 0.5 else pop[nz] ** cfg.alpha
         return s
 
+    @property
+    def interactions(self) -> np.ndarray:
+        """Times each row entered some user's recent history (what makes an item cold)."""
+        return self._pop
+
+    def history_rows(self, user: Hashable) -> list[int]:
+        """The user's recent distinct rows, oldest first."""
+        return list(self._hist.get(user, ()))
+
+    def sparse_scores(self, user: Hashable) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`scores_for` at its non-zero rows only, ``(sorted rows, scores)``: the per-user
+        cost grows with the neighbour lists read, not with the catalogue."""
+        hist = self._hist.get(user)
+        if not hist:
+            return None
+        cfg, pop, nbrs = self.config, self._pop, self._nbrs
+        keys, vals = [], []
+        w = 1.0
+        for h in reversed(hist):
+            d = nbrs.get(h)
+            if d:
+                keys.append(np.fromiter(d, np.int64, len(d)))
+                vals.append(np.fromiter(d.values(), np.float64, len(d)) * (w / pop[h] ** (1.0 - cfg.alpha)))
+            w *= cfg.recency_decay
+        if not keys:
+            return np.zeros(0, np.int64), np.zeros(0)
+        rows, inv = np.unique(np.concatenate(keys), return_inverse=True)
+        s = np.bincount(inv, weights=np.concatenate(vals), minlength=len(rows))
+        s /= np.sqrt(pop[rows]) if cfg.alpha == 0.5 else pop[rows] ** cfg.alpha
+        return rows, s
+
     def neighbours(self, item: Hashable, k: int = 10) -> list[tuple[Hashable, float]]:
         """Items most co-occurring with ``item``, normalised as in :meth:`scores_for`."""
         r = self.index.get(item)
@@ -251,6 +286,10 @@ class Popularity(Checkpointable):
     def learn_rating(self, user: Hashable, item: Hashable, rating: float, ts: float | None = None) -> None:
         if self.config.ratings.positive(rating):
             self._add(self.index.add(item), ts)
+
+    def add_row(self, row: int, ts: float | None) -> None:
+        """One positive interaction with item ``row`` at ``ts``."""
+        self._add(row, ts)
 
     def _add(self, row: int, ts: float | None) -> None:
         if ts is None:

@@ -222,6 +222,13 @@ class OnlineMF(Checkpointable):
                 self._pool_pos = (self._pool_pos + 1) % len(pool)
         return negs
 
+    def learn_positive_row(self, user: Hashable, row: int) -> None:
+        """A click on item ``row`` of the shared index (the recommender's per-event path)."""
+        self._positive(self._user(user), row)
+
+    def learn_rating_row(self, user: Hashable, row: int, rating: float) -> None:
+        self._rating(self._user(user), row, rating)
+
     def learn_implicit(self, user: Hashable, item: Hashable) -> list[Hashable]:
         """A positive (target 1) then the sampled negatives (target 0); returns the negatives.
 
@@ -265,6 +272,45 @@ class OnlineMF(Checkpointable):
             s += self._mean + self._bu[u]
         out[:m] = np.where(self._has[:m], s, -np.inf)
         return out
+
+    def user_row(self, user: Hashable) -> int | None:
+        """The factor row of ``user`` (``None``: never learned), for batched scoring."""
+        return self.users.get(user)
+
+    def factor_rows(self) -> np.ndarray:
+        """Item rows that have learned factors."""
+        m = min(len(self.index), len(self._has))
+        return np.flatnonzero(self._has[:m])
+
+    def item_factors(self, rows: np.ndarray) -> np.ndarray:
+        """Factor rows of items ``rows`` (a copy), ``len(rows) x n_factors``."""
+        return self._Q[rows]
+
+    def user_factors(self, users: np.ndarray) -> np.ndarray:
+        """Factor rows of user rows ``users`` (a copy)."""
+        return self._P[users]
+
+    def score_rows(self, u: int, rows: np.ndarray, factors: np.ndarray | None = None) -> np.ndarray:
+        """MF scores of user row ``u`` at item ``rows`` (``-inf`` where no factors), exactly
+        :meth:`scores_for` there; ``factors`` are precomputed scores ``Q[rows] @ P[u]``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        has = np.zeros(len(rows), dtype=bool)
+        inside = rows < len(self._has)
+        has[inside] = self._has[rows[inside]]
+        s = np.full(len(rows), -np.inf)
+        if has.any():
+            r = rows[has]
+            v = self._Q[r] @ self._P[u] if factors is None else factors[has]
+            if self.config.biased:
+                v = v + self._bi[r] + (self._mean + self._bu[u])
+            s[has] = v
+        return s
+
+    def biases(self, u: int, rows: np.ndarray) -> np.ndarray | float:
+        """What :meth:`scores_for` adds to ``Q @ P[u]`` at ``rows`` (0 for FunkMF)."""
+        if not self.config.biased:
+            return 0.0
+        return self._bi[rows] + (self._mean + self._bu[u])
 
     def predict_one(self, user: Hashable, item: Hashable) -> float | None:
         """River's ``predict_one`` for known ids; ``None`` (not a random guess) otherwise."""

@@ -40,6 +40,7 @@ from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
+from streamrec.streams.candidates import RankPass
 from streamrec.streams.content import ContentConfig, ContentModel, unit
 from streamrec.streams.cooccur import CooccurConfig, Cooccurrence, Popularity, PopularityConfig
 from streamrec.streams.model import MFConfig, OnlineMF
@@ -137,9 +138,9 @@ class Recommender:
     def learn_click(self, user: Hashable, item: Hashable, ts: float | None = None) -> None:
         """Implicit positive: MF step plus sampled negatives, co-occurrence, popularity."""
         row = self.index.add(item)
-        self.mf._positive(self.mf._user(user), row)
-        self.cooccur._add(user, row)
-        self.popularity._add(row, ts)
+        self.mf.learn_positive_row(user, row)
+        self.cooccur.add_row(user, row)
+        self.popularity.add_row(row, ts)
         self._saw(user, row)
         if self.content.live:
             self.content.learn(user, row)
@@ -149,11 +150,11 @@ class Recommender:
     def learn_rating(self, user: Hashable, item: Hashable, rating: float, ts: float | None = None) -> None:
         """Explicit feedback, learned as the configured :class:`RatingPolicy` says."""
         row = self.index.add(item)
-        self.mf._rating(self.mf._user(user), row, rating)
+        self.mf.learn_rating_row(user, row, rating)
         positive = self.config.ratings.positive(rating)
         if positive:
-            self.cooccur._add(user, row)
-            self.popularity._add(row, ts)
+            self.cooccur.add_row(user, row)
+            self.popularity.add_row(row, ts)
         self._saw(user, row)
         if self.content.live:
             weight = 1.0 if positive else self.config.content.negative_weight
@@ -291,20 +292,42 @@ class Recommender:
         if out and self.content.live:
             if allowed is None:
                 allowed = self.allowed(user)
-            out += self.content.signals(user, allowed, self.cooccur._pop, self._history(user), self._now())
+            out += self.content.signals(user, allowed, self.cooccur.interactions, self._history(user),
+                                        self.event_time)  # fmt: skip
         if out:
             out.append(Signal("popularity", self.popularity.scores(), cfg.n_popular, "max"))
         return out
 
     def _history(self, user: Hashable) -> list[int]:
-        return list(self.cooccur._hist.get(user, ()))
+        return self.cooccur.history_rows(user)
 
-    def _now(self) -> float | None:
+    @property
+    def event_time(self) -> float | None:
+        """The stream's time: the latest event, catalogue or enrichment time seen."""
         times = [t for t in (self.popularity.now, self.content.now) if t is not None]
         return max(times) if times else None
 
+    def seen_rows(self, user: Hashable) -> np.ndarray:
+        """The item rows ``user`` interacted with (never recommended to them again)."""
+        seen = self._seen.get(user)
+        return np.fromiter(seen, np.int64, len(seen)) if seen else np.zeros(0, dtype=np.int64)
+
     def recommend(self, user: Hashable, k: int | None = None) -> list[tuple[Hashable, float]]:
         """Top-``k`` (item, blended score), never a seen or deleted item; else the fallback."""
+        return self.recommend_many([user], k)[0]
+
+    def recommend_many(self, users: Sequence[Hashable], k: int | None = None,
+                       exact: bool = False) -> list[list[tuple[Hashable, float]]]:  # fmt: skip
+        """:meth:`recommend` for many users in one pass (see :mod:`streamrec.streams.candidates`):
+        per-pass work once, batched products, candidates from the nearest-neighbour index once the
+        catalogue is large; ``exact`` nominates by exhaustive products (the recall reference)."""
+        k = self.config.k if k is None else k
+        if self.blend is not None:  # the learned blend remembers per-user dense candidate sets
+            return [self.recommend_dense(u, k) for u in users]
+        return RankPass(self, exact=exact).lists(list(users), k)
+
+    def recommend_dense(self, user: Hashable, k: int | None = None) -> list[tuple[Hashable, float]]:
+        """The dense ranking of :meth:`signals` (a score vector per signal over every row)."""
         k = self.config.k if k is None else k
         allowed = self.allowed(user)
         signals = self.signals(user, allowed)

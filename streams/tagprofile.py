@@ -147,6 +147,40 @@ class TagModel:
         s[~has] = -np.inf
         return s
 
+    def sparse_scores(self, user: Hashable) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`scores` at the rows sharing a tag with the profile, ``(sorted rows, scores)``;
+        every other tagged row scores 0 and an untagged one ``-inf`` (see :meth:`tagged`)."""
+        d = self._ut.get(user)
+        if not d:
+            return None
+        n_tagged = len(self._item_tags)
+        keys, vals = [], []
+        for t, w in d.items():
+            if w <= 0:
+                continue
+            arr = self._post_arr.get(t)
+            if arr is None:
+                post = self._post[t]
+                arr = self._post_arr[t] = (
+                    np.fromiter(post, np.int64, len(post)),
+                    np.fromiter(post.values(), np.float64, len(post)),
+                )
+            if len(arr[0]):
+                keys.append(arr[0])
+                vals.append(arr[1] * (w * math.log(1.0 + n_tagged / len(arr[0]))))
+        if not keys:
+            return None
+        rows, inv = np.unique(np.concatenate(keys), return_inverse=True)
+        return rows, np.bincount(inv, weights=np.concatenate(vals), minlength=len(rows))
+
+    def tagged(self, rows: np.ndarray) -> np.ndarray:
+        """Which of ``rows`` have tags."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros(len(rows), dtype=bool)
+        inside = rows < len(self._has)
+        out[inside] = self._has[rows[inside]]
+        return out
+
     # -- state ----------------------------------------------------------------------------------
 
     def to_state(self) -> dict:

@@ -212,6 +212,14 @@ class Settings:
         "when a new item's embedding arrives, refresh the lists of this many closest users (0: off)",
     )  # fmt: skip
     negatives: int = _setting(3, _int(0, 50), "negatives sampled per implicit positive")
+    max_seen: int = _setting(
+        2000, _int(1, 10_000_000),
+        "items remembered as seen per user and never recommended again (past it the oldest may return)",
+    )  # fmt: skip
+    checkpoint_full_every: int = _setting(
+        10, _int(1, 100_000),
+        "every Nth checkpoint is a full snapshot; the others write only the users changed since (1: all full)",
+    )  # fmt: skip
     blend_weights: tuple = _setting(
         (), _weights,
         "override blend weights, e.g. popularity=0.3,embedding=0.9 (also applied to a restored model)",

@@ -40,7 +40,9 @@ CHUNK = 64
 #: popularity: the pass keeps this many more than ``n_popular`` to filter each user's seen rows
 POP_SLACK = 256
 #: index searches ask for this many more rows than nominated (seen and deleted rows are dropped)
-SEARCH_SLACK = 64
+SEARCH_SLACK = 32
+#: rows ranked beyond ``k``, in case items were deleted while a long (interleaved) pass runs
+GONE_SLACK = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +123,28 @@ def lift_scalar(cos: np.ndarray, mu: float, top: float) -> np.ndarray:
     return np.clip((cos - mu) / (top - mu), 0.0, 1.0)
 
 
+class _Probe:
+    """One user's content query vectors (columns) read at candidate rows, one gather per rows."""
+
+    def __init__(self, content, W: np.ndarray):
+        self.content, self.W = content, np.ascontiguousarray(W, dtype=np.float32)
+        self._rows: np.ndarray | None = None
+
+    def at(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if rows is not self._rows:
+            self._rows = rows
+            self._out = (self.content.vectors(rows) @ self.W, self.content.has_embedding(rows))
+        return self._out
+
+
+def _within(rows: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``rows`` (and their values) below ``n``."""
+    if len(rows) and rows[-1] >= n:
+        m = int(np.searchsorted(rows, n))
+        return rows[:m], vals[:m]
+    return rows, vals
+
+
 def _rows_of(hits: np.ndarray) -> np.ndarray:
     return hits[hits >= 0].astype(np.int64)
 
@@ -139,7 +163,8 @@ class RankPass:
         self.pop_all = len(self.pop_top) < cfg.n_popular + POP_SLACK  # every positive row is in it
         mf_rows = rec.mf.factor_rows()
         self.mf_rows = mf_rows[self.available[mf_rows]]
-        self.mf_Q = rec.mf.item_factors(self.mf_rows)
+        # float32 for the nominating product and top-k (half the bytes); exact scores are float64
+        self.mf_Q = rec.mf.item_factors(self.mf_rows).astype(np.float32)
         cm = rec.content
         self.content_on = cm.live and cm.config.enabled
         self.emb = self.content_on and cm.has_embeddings
@@ -156,6 +181,7 @@ class RankPass:
             self.cold_rows = np.flatnonzero(cold)
             self.cold_E = cm.vectors(self.cold_rows)
         self._fallback: dict[int, list] = {}
+        self._near: dict[int, np.ndarray] = {}  # recent row -> its nominated neighbours (per pass)
 
     def fallback(self, k: int) -> list[tuple[Hashable, float]]:
         if k not in self._fallback:
@@ -163,6 +189,10 @@ class RankPass:
         return self._fallback[k]
 
     def lists(self, users: list[Hashable], k: int) -> list[list[tuple[Hashable, float]]]:
+        """Each user's top ``k`` (item, score), the fallback for a user with no personal signal.
+
+        The pass may outlive the state it was set up from (the worker interleaves it with
+        learning): rows added since are left to the next pass, deletions are honoured at once."""
         out: list = []
         for start in range(0, len(users), CHUNK):
             out.extend(self._chunk(users[start : start + CHUNK], k))
@@ -175,10 +205,11 @@ class RankPass:
         known = [j for j, r in enumerate(urows) if r is not None]
         mf_scores = {}
         if known and len(self.mf_rows):
-            S = mf.user_factors(np.array([urows[j] for j in known])) @ self.mf_Q.T
+            S = mf.user_factors(np.array([urows[j] for j in known])).astype(np.float32) @ self.mf_Q.T
             mf_scores = {j: S[i] for i, j in enumerate(known)}
         hists = [rec.cooccur.history_rows(u) for u in users]
-        seens = [rec.seen_rows(u) for u in users]
+        n = self.n  # rows that arrived after the pass began are left to the next pass
+        seens = [(r[r < n] if len(r) and r.max() >= n else r) for r in (rec.seen_rows(u) for u in users)]
         pre = self._content_batch(users, hists, seens) if self.emb else None
         items = rec.index.items
         out = []
@@ -190,7 +221,9 @@ class RankPass:
                 if not sigs:
                     out.append(self.fallback(k))
                     continue
-                rows, scores = rank_nominated(sigs, cfg.weights, k)
+                rows, scores = rank_nominated(sigs, cfg.weights, k + GONE_SLACK)
+                live = rec.available_rows(rows)  # deleted since the pass began: never listed
+                rows, scores = rows[live][:k], scores[live][:k]
                 out.append([(items[r], s) for r, s in zip(rows.tolist(), scores.tolist())])
             finally:
                 self.allowed[seen] = self.available[seen]
@@ -211,15 +244,18 @@ class RankPass:
             if self.index is None:
                 pre["cos"] = dict(zip(have, cm.exact_scores(Qp)))
             else:
-                hits = self.index.search(Qp, cc.n_embedding + slack)
-                pre["nom"] = dict(zip(have, hits))
+                hits, scores = self.index.search_scored(Qp, cc.n_embedding + slack)
+                pre["nom"] = dict(zip(have, zip(hits, scores)))
         rec_rows = sorted({r for rr in recents for r in rr})
-        if rec_rows:
+        if rec_rows and self.index is None:
             V = cm.vectors(np.asarray(rec_rows, dtype=np.int64))
-            if self.index is None:
-                pre["near"] = dict(zip(rec_rows, cm.exact_scores(V)))
-            else:
-                pre["near_nom"] = dict(zip(rec_rows, self.index.search(V, cc.n_recent + slack)))
+            pre["near"] = dict(zip(rec_rows, cm.exact_scores(V)))
+        elif rec_rows:  # the same recent items recur across users (popular ones): once per pass
+            todo = [r for r in rec_rows if r not in self._near]
+            if todo:
+                V = cm.vectors(np.asarray(todo, dtype=np.int64))
+                self._near.update(zip(todo, self.index.search(V, cc.n_recent + SEARCH_SLACK + 64)))
+            pre["near_nom"] = self._near
         return pre
 
     # -- one user ---------------------------------------------------------------------------------
@@ -230,13 +266,13 @@ class RankPass:
         sigs: list[Nominated] = []
         co = rec.cooccur.sparse_scores(user)
         if co is not None:
-            rows, vals = co
+            rows, vals = _within(*co, self.n)
             sigs.append(Nominated("cooccur", nominate(rows, vals, cfg.n_cooccur, allowed, True),
                                   lookup(rows, vals, 0.0)))  # fmt: skip
         if urow is not None:
             mf = rec.mf
             if mf_row is not None and cfg.n_mf > 0:
-                s = mf_row + mf.biases(urow, self.mf_rows)
+                s = mf_row + mf.biases(urow, self.mf_rows) if mf.config.biased else mf_row
                 t = min(len(s), cfg.n_mf + len(seen))
                 pos = np.argpartition(-s, t - 1)[:t] if t < len(s) else np.arange(len(s))
                 pos.sort()
@@ -270,11 +306,15 @@ class RankPass:
         cm, cc, allowed = self.rec.content, self.cfg.content, self.allowed
         out: list[Nominated] = []
         q = pre["profiles"][j]
+        recent = pre["recents"][j]
+        queries = ([q] if q is not None else []) + ([cm.vectors(np.asarray(recent, dtype=np.int64))] if recent else [])
+        probe = _Probe(cm, np.vstack([np.atleast_2d(x) for x in queries]).T) if queries else None
         if q is not None:
 
-            def cos_at(c: np.ndarray, q=q) -> np.ndarray:
-                v = (cm.vectors(c) @ q).astype(np.float64)
-                v[~cm.has_embedding(c)] = -np.inf
+            def cos_at(c: np.ndarray) -> np.ndarray:
+                sims, has = probe.at(c)
+                v = sims[:, 0].astype(np.float64)
+                v[~has] = -np.inf
                 return v
 
             if self.index is None:
@@ -287,14 +327,16 @@ class RankPass:
                 count = len(ref)
                 mu, top = (float(ref.mean()), float(ref.max())) if count else (0.0, 0.0)
             else:
-                hits = _rows_of(pre["nom"][j])
-                hits = hits[allowed[hits]]
-                noms = hits[: cc.n_embedding]
+                hits, scores = pre["nom"][j]
+                ok = hits >= 0
+                hits, scores = hits[ok], scores[ok]
+                ok = allowed[hits]
+                noms, scores = hits[ok][: cc.n_embedding], scores[ok]
                 seen_emb = seen[self.emb_ok[seen]]
                 total = self.emb_sum - cm.vectors(seen_emb).sum(axis=0, dtype=np.float64)
                 count = self.emb_count - len(seen_emb)
                 mu = float(total @ q) / count if count else 0.0
-                top = float(cos_at(noms[:1])[0]) if len(noms) else -np.inf
+                top = float(scores[0]) if len(scores) else -np.inf
             out.append(Nominated("embedding", noms, cos_at, "minmax", "mean"))
             if len(self.cold_rows) and count:
                 ok = allowed[self.cold_rows]
@@ -306,17 +348,16 @@ class RankPass:
                     lifted = lift_scalar(cos, mu, top)
                     out.append(Nominated("fresh", nominate(rows, lifted, cc.n_fresh, allowed, True),
                                          lookup(rows, lifted, -np.inf), "raw"))  # fmt: skip
-        recent = pre["recents"][j]
         if recent:
-            V = cm.vectors(np.asarray(recent, dtype=np.int64))
             w = np.array([cc.recent_decay**r for r in range(len(recent))], dtype=np.float32)
-            power = cc.recent_power
+            power, first = cc.recent_power, 0 if q is None else 1
 
             def near_at(c: np.ndarray) -> np.ndarray:
-                sim = np.maximum(cm.vectors(c) @ V.T, np.float32(0.0))
+                sims, has = probe.at(c)
+                sim = np.maximum(sims[:, first:], np.float32(0.0))
                 acc = ((sim * sim * sim) if power == 3.0 else sim**power) @ w
                 v = acc.astype(np.float64)
-                v[~cm.has_embedding(c)] = -np.inf
+                v[~has] = -np.inf
                 return v
 
             if self.index is None:
@@ -342,7 +383,7 @@ class RankPass:
         sp = tags.sparse_scores(user)
         if sp is None:
             return []
-        rows, vals = sp
+        rows, vals = _within(*sp, self.n)
         base = lookup(rows, vals, 0.0)
 
         def at(c: np.ndarray) -> np.ndarray:

@@ -78,6 +78,7 @@ import numpy as np
 
 from streamrec.streams.contentindex import ContentIndex
 from streamrec.streams.ranking import Signal, best_k
+from streamrec.streams.snapshot import pack_ids, unpack_ids
 from streamrec.streams.state import ItemIndex, grow
 from streamrec.streams.tagprofile import TagModel
 
@@ -122,6 +123,8 @@ class ContentConfig:
     #: inverted lists scanned per query (recall against speed) and lists in all (0: ~sqrt(items))
     index_nprobe: int = 16
     index_nlist: int = 0
+    #: build the index in a thread (the worker: learning goes on meanwhile) or in place
+    index_background: bool = False
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ContentConfig:
@@ -179,11 +182,13 @@ class ContentModel:
         # user profiles: a float32 row per user with at least one embedded interaction
         self.users: dict[Hashable, int] = {}
         self._user_ids: list[Hashable] = []  # by profile row
+        self._E_changed: set[int] = set()  # embedding rows set since the last snapshot
         self._P = np.zeros((16, 0), dtype=np.float32)
         self._pn = np.zeros(16, dtype=np.int64)  # embedded interactions per user
         self._decay = np.float32(0.5 ** (1.0 / cfg.profile_half_life))
         self.tags = TagModel(cfg.tag_half_life, cfg.max_user_tags)
-        self.ann = ContentIndex(cfg.index_min_items, cfg.index_nprobe, cfg.index_nlist)
+        self.ann = ContentIndex(cfg.index_min_items, cfg.index_nprobe, cfg.index_nlist,
+                                background=cfg.index_background)
 
     # -- enrichment -----------------------------------------------------------------------------
 
@@ -229,6 +234,7 @@ class ContentModel:
         self._rows(max(row + 1, len(self.index)))
         self.saw(row, ts)
         self._E[row] = v
+        self._E_changed.add(row)
         self.ann.item_changed(row, v)
         if not self._has[row]:
             self._has[row] = True
@@ -245,7 +251,8 @@ class ContentModel:
         self._user_ids = []
         self._P = np.zeros((16, 0), dtype=np.float32)
         self._pn = np.zeros(16, dtype=np.int64)
-        self.ann = ContentIndex(self.config.index_min_items, self.config.index_nprobe, self.config.index_nlist)
+        self.ann = ContentIndex(self.config.index_min_items, self.config.index_nprobe, self.config.index_nlist,
+                                background=self.config.index_background)
 
     def embedding(self, row: int | None) -> np.ndarray | None:
         if row is None or row >= len(self._has) or not self._has[row]:
@@ -349,7 +356,9 @@ class ContentModel:
     def vectors(self, rows: np.ndarray) -> np.ndarray:
         """Embeddings of ``rows`` (zero where none), ``len(rows) x dim`` float32."""
         rows = np.asarray(rows, dtype=np.int64)
-        return self._E[np.minimum(rows, len(self._E) - 1)] * self.has_embedding(rows)[:, None]
+        if len(rows) and rows.max() >= len(self._E):  # rows the index knows, no arrays yet
+            return self._E.take(rows, axis=0, mode="clip") * self.has_embedding(rows)[:, None]
+        return self._E[rows]  # rows without an embedding are zero rows
 
     def vector_sum(self, mask: np.ndarray) -> np.ndarray:
         """Sum of the embeddings of the rows where ``mask`` (over the first rows) is true."""
@@ -469,6 +478,77 @@ class ContentModel:
         return out
 
     # -- state ----------------------------------------------------------------------------------
+
+    # -- snapshots: profile rows apart from the item side; embeddings by changed row --------------
+
+    def users_state(self, users: list[Hashable] | None = None) -> dict:
+        if users is None:
+            nu = len(self.users)
+            ids, r = list(self._user_ids), slice(0, nu)
+        else:
+            rows = sorted(u for u in map(self.users.get, users) if u is not None)
+            ids, r = [self._user_ids[u] for u in rows], np.asarray(rows, dtype=np.int64)
+        return {"ids": pack_ids(ids), "P": self._P[r] if self.dim else None, "pn": self._pn[r],
+                "tags": self.tags.users_state(users)}  # fmt: skip
+
+    def load_users(self, state: dict) -> None:
+        ids = unpack_ids(state["ids"])
+        rows = np.empty(len(ids), dtype=np.int64)
+        for k, user in enumerate(ids):
+            u = self.users.get(user)
+            if u is None:
+                u = self.users[user] = len(self.users)
+                self._user_ids.append(user)
+            rows[k] = u
+        n = len(self.users)
+        if self.dim:
+            if self._P.shape[1] != self.dim:
+                self._P = np.zeros((max(16, n), self.dim), dtype=np.float32)
+            self._P = grow(self._P, n)
+            self._P[rows] = state["P"].reshape(-1, self.dim)
+        self._pn = grow(self._pn, n)
+        self._pn[rows] = state["pn"]
+        self.tags.load_users(state["tags"])
+
+    def items_state(self, changed_only: bool = False) -> dict:
+        """The item side; with ``changed_only`` only the embeddings set since :meth:`checkpointed`."""
+        n = len(self.index)
+        self._rows(n)
+        E: dict | None = None
+        if self.dim:
+            if changed_only:
+                rows = np.asarray(sorted(self._E_changed), dtype=np.int64)
+                E = {"rows": rows, "vals": self._E[rows]}
+            else:
+                E = {"all": self._E[:n]}
+        return {"dim": self.dim, "E": E, "has": self._has[:n], "born": self._born[:n], "now": self.now,
+                "tags": self.tags.items_state()}  # fmt: skip
+
+    def load_items(self, state: dict) -> None:
+        self.dim = dim = state["dim"]
+        n = len(state["has"])
+        self._has = grow(state["has"], 16)
+        self._born = grow(state["born"], 16, fill=np.nan)
+        self.now = state["now"]
+        self.n_embedded = int(self._has.sum())
+        if dim:
+            E = state["E"]
+            if "all" in E:
+                self._E = grow(E["all"].reshape(-1, dim), len(self._has))
+            else:
+                if self._E.shape[1] != dim:
+                    self._E = np.zeros((len(self._has), dim), dtype=np.float32)
+                self._E = grow(self._E, max(n, len(self._has)))
+                self._E[E["rows"]] = E["vals"].reshape(-1, dim)
+            if self._P.shape[1] != dim:
+                self._P = np.zeros((max(16, len(self._pn)), dim), dtype=np.float32)
+        else:
+            self._E = np.zeros((len(self._has), 0), dtype=np.float32)
+        self.tags.load_items(state["tags"], len(self._has))
+
+    def checkpointed(self) -> None:
+        """A snapshot was made durable: changes are counted from here."""
+        self._E_changed = set()
 
     def to_state(self) -> dict:
         n = len(self.index)

@@ -23,6 +23,8 @@ their bucket until the next pass, and a brand-new user is searched exhaustively 
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from streamrec.streams.vectorindex import VectorIndex
@@ -31,7 +33,8 @@ from streamrec.streams.vectorindex import VectorIndex
 class ContentIndex:
     """Item IVF index (built at ``min_items`` embeddings, retrained when they double) + user buckets."""
 
-    def __init__(self, min_items: int = 20_000, nprobe: int = 16, nlist: int = 0, users_nprobe: int = 8):
+    def __init__(self, min_items: int = 20_000, nprobe: int = 16, nlist: int = 0, users_nprobe: int = 8,
+                 background: bool = False):  # fmt: skip
         self.min_items, self.nprobe, self.nlist, self.users_nprobe = min_items, nprobe, nlist, users_nprobe
         self.items: VectorIndex | None = None
         self._in = np.zeros(0, dtype=bool)  # row is in the item index
@@ -42,12 +45,36 @@ class ContentIndex:
         self._order = np.zeros(0, dtype=np.int64)
         self._starts = np.zeros(1, dtype=np.int64)
         self._n_bucketed = 0
+        #: build a new index in a thread (the worker); False builds it in place (tests, benches)
+        self.background = background
+        self._building: threading.Thread | None = None
+        self._next = None
+
+    def __getstate__(self) -> dict:
+        """Pickled without the index (rebuilt at the next pass): it is derived, not state."""
+        state = dict(self.__dict__)
+        state.update(items=None, _building=None, _next=None, _n_bucketed=0, _pending={})
+        return state
 
     @property
     def built(self) -> bool:
         return self.items is not None
 
+    def wait(self) -> None:
+        """Block until a background build is done (it is installed at the next pass)."""
+        if self._building is not None:
+            self._building.join()
+
+    def set_nprobe(self, nprobe: int) -> None:
+        """Inverted lists scanned per item query from now on (recall against speed)."""
+        self.nprobe = nprobe
+        if self.items is not None:
+            self.items.nprobe = nprobe
+            self.items.index.nprobe = min(nprobe, self.items.index.nlist)
+
     def item_changed(self, row: int, vector: np.ndarray) -> None:
+        if self._building is not None:
+            self._next_pending[row] = vector
         if self.items is not None:
             self._pending[row] = vector
 
@@ -59,13 +86,17 @@ class ContentIndex:
         """Build, retrain or update the item index and rebucket moved users (``P``: every profile)."""
         if not self.min_items or n_embedded < self.min_items:
             return
+        if self._building is not None:
+            if self._building.is_alive():
+                return  # passes nominate exactly (or from the old index) until it is done
+            self._install()
         if self.items is None or n_embedded >= 2 * self.items.n_built:
-            rows = np.flatnonzero(has)
-            self.items = VectorIndex(E.shape[1], self.nlist or None, self.nprobe)
-            self.items.build(E[rows], rows)
-            self._in = has.copy()
-            self._pending = {}
-            self._n_bucketed = 0  # new centroids: every user is bucketed again
+            self._start_build(E, has)
+            if not self.background:
+                self._building.join()
+                self._install()
+            else:
+                return
         elif self._pending:
             rows = np.fromiter(self._pending, np.int64, len(self._pending))
             if len(self._in) < len(has):
@@ -77,6 +108,27 @@ class ContentIndex:
             self._in[rows] = True
             self._pending = {}
         self._rebucket(P)
+
+    def _start_build(self, E: np.ndarray, has: np.ndarray) -> None:
+        """Train and fill a new index from a copy of the vectors, in a thread: faiss releases the
+        GIL, so learning goes on meanwhile (at 100k items the build takes tens of seconds)."""
+        rows = np.flatnonzero(has)
+        vectors = E[rows]
+        index = VectorIndex(E.shape[1], self.nlist or None, self.nprobe)
+        self._next = (index, has.copy())
+        self._next_pending: dict[int, np.ndarray] = {}  # vectors set while it is built
+        self._building = threading.Thread(target=index.build, args=(vectors, rows), daemon=True,
+                                          name="streamrec-index-build")  # fmt: skip
+        self._building.start()
+
+    def _install(self) -> None:
+        index, has = self._next
+        self._building = self._next = None
+        if index.index is None:  # the build failed: try again at the next pass
+            return
+        self.items, self._in = index, has
+        self._pending = self._next_pending
+        self._n_bucketed = 0  # new centroids: every user is bucketed again
 
     def _rebucket(self, P: np.ndarray) -> None:
         nu = len(P)
@@ -101,6 +153,10 @@ class ContentIndex:
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
         """Rows nominated for each query (``len(queries) x k``, ``-1`` padded); needs :attr:`built`."""
         return self.items.search(queries, k)[0]
+
+    def search_scored(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`search` with the inner products (best first)."""
+        return self.items.search(queries, k)
 
     def users_near(self, vector: np.ndarray, n_users: int) -> np.ndarray | None:
         """Profile rows to score for an item ``vector``: its nearest buckets' users plus those not

@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover - other interpreters
             mapping[elem] = mapping.get(elem, 0) + 1
 
 
+from streamrec.streams.snapshot import chunked, pack_ids, pack_rows, unpack_ids, unpack_rows
 from streamrec.streams.model import Checkpointable, ItemIndex, RatingPolicy, _policy, _top, grow
 
 
@@ -241,6 +242,39 @@ class Cooccurrence(Checkpointable):
             "pop": self._pop[: len(self.index)],
             "touched": sorted(self._touched), "since_sweep": self._since_sweep,
         }
+
+    # -- snapshots: per-user histories apart from the item side, both as CSR arrays -----------------
+
+    def users_state(self, users: list[Hashable] | None = None) -> dict:
+        hist = self._hist
+        ids = list(hist) if users is None else [u for u in users if u in hist]
+        return {"ids": pack_ids(ids), "hist": pack_rows([hist[u] for u in ids])}
+
+    def load_users(self, state: dict) -> None:
+        for user, rows in zip(unpack_ids(state["ids"]), unpack_rows(state["hist"])):
+            self._hist[user] = dict.fromkeys(rows)
+
+    def items_state(self) -> dict:
+        nbrs = self._nbrs
+        rows = np.fromiter(nbrs, np.int64, len(nbrs))
+        lens = np.fromiter(map(len, nbrs.values()), np.int64, len(nbrs))
+        maps = list(nbrs.values())
+        return {  # the pairs are streamed out a few thousand rows at a time (no copy of them all)
+            "config": asdict(self.config), "rows": rows, "lens": lens,
+            "keys": chunked(np.int32, maps, lens), "vals": chunked(np.int64, maps, lens, values=True),
+            "pop": self._pop[: len(self.index)], "touched": np.asarray(sorted(self._touched), np.int64),
+            "since_sweep": self._since_sweep,
+        }  # fmt: skip
+
+    def load_items(self, state: dict) -> None:
+        keys, vals = state["keys"].tolist(), state["vals"].tolist()
+        self._nbrs = {}
+        start = 0
+        for r, n in zip(state["rows"].tolist(), state["lens"].tolist()):
+            self._nbrs[r] = dict(zip(keys[start : start + n], vals[start : start + n]))
+            start += n
+        self._pop = grow(state["pop"], 16)
+        self._touched, self._since_sweep = set(state["touched"].tolist()), state["since_sweep"]
 
     @classmethod
     def from_state(cls, state: dict, index: ItemIndex | None = None) -> Cooccurrence:

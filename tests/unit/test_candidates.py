@@ -121,3 +121,15 @@ def test_users_near_from_buckets_matches_the_exhaustive_scan():
     rec.content.ann.users_nprobe = 2
     near = rec.users_near(item, 10)
     assert len(set(near) & set(exhaustive)) >= 7
+
+
+def test_a_background_index_build_keeps_passes_exact_until_it_is_installed():
+    cfg = dataclasses.replace(CONTENT, index_min_items=50, index_nlist=8, index_nprobe=8, index_background=True)
+    rec = build(cfg)
+    first = rec.recommend_many(USERS, 50)  # starts the build; this pass nominates exhaustively
+    assert_same(first, [rec.recommend_dense(u, 50) for u in USERS])
+    rec.content.ann.wait()
+    assert not rec.content.ann.built  # installed by the next pass, not behind its back
+    second = rec.recommend_many(USERS, 50)
+    assert rec.content.ann.built
+    assert_same(second, first)

@@ -128,8 +128,8 @@ class LogicalLists:
     def before(self, ts: float) -> None:
         if ts < self.next_boundary:
             return
-        for user in sorted(self.active):
-            recs = self.model.recommend(user, self.k)
+        users = sorted(self.active)
+        for user, recs in zip(users, self.model.recommend_many(users, self.k)):  # one batched pass
             if recs:
                 self.lists[user] = ([str(i) for i, _ in recs[: self.keep]], ts)
                 self.lists_written += 1

@@ -216,6 +216,10 @@ class Settings:
         2000, _int(1, 10_000_000),
         "items remembered as seen per user and never recommended again (past it the oldest may return)",
     )  # fmt: skip
+    history: int = _setting(
+        50, _int(1, 100_000),
+        "recent distinct items kept per user for co-occurrence scoring (memory and refresh cost per user)",
+    )  # fmt: skip
     checkpoint_full_every: int = _setting(
         10, _int(1, 100_000),
         "every Nth checkpoint is a full snapshot; the others write only the users changed since (1: all full)",

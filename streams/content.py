@@ -38,6 +38,11 @@ Items without an embedding (or without tags) get the candidates' mean value for 
 no embeddings and no tags at all there are no content signals, and the recommender's lists are
 exactly the CRM's: LLM workers being down never breaks or degrades the online model.
 
+The dense score vectors below (:meth:`ContentModel.signals`) are the reference ranking; the worker
+ranks through :mod:`streamrec.streams.candidates`, which reads the same signals at candidates only
+(nominated by :class:`~streamrec.streams.contentindex.ContentIndex` on a large catalogue) and gives
+the same lists when nothing is left out of the nomination.
+
 Per event the cost is at most one decay-and-add on the user's profile (skipped when the item has no
 embedding) and a few dict updates for its tags; all scoring happens at refresh time.
 

@@ -45,6 +45,7 @@ class ContentIndex:
         self._order = np.zeros(0, dtype=np.int64)
         self._starts = np.zeros(1, dtype=np.int64)
         self._n_bucketed = 0
+        self._n_dirty = 0
         #: build a new index in a thread (the worker); False builds it in place (tests, benches)
         self.background = background
         self._building: threading.Thread | None = None
@@ -79,8 +80,9 @@ class ContentIndex:
             self._pending[row] = vector
 
     def user_changed(self, u: int) -> None:
-        if u < len(self._dirty):
+        if u < len(self._dirty) and not self._dirty[u]:
             self._dirty[u] = True
+            self._n_dirty += 1
 
     def prepare(self, E: np.ndarray, has: np.ndarray, P: np.ndarray, n_embedded: int) -> None:
         """Build, retrain or update the item index and rebucket moved users (``P``: every profile)."""
@@ -131,8 +133,12 @@ class ContentIndex:
         self._n_bucketed = 0  # new centroids: every user is bucketed again
 
     def _rebucket(self, P: np.ndarray) -> None:
+        """Bucket new users and those whose profile moved, once enough did (a full re-sort of the
+        buckets costs ~0.1 s at a million users: not for every early refresh); until then a moved
+        user is found in their old bucket and a new one by the exhaustive tail."""
         nu = len(P)
-        if not nu:
+        changed = nu - self._n_bucketed + self._n_dirty
+        if not nu or (self._n_bucketed and changed < max(1000, 0.02 * nu)):
             return
         bucket = np.full(nu, -1, dtype=np.int64)
         keep = min(self._n_bucketed, len(self._bucket))
@@ -148,7 +154,7 @@ class ContentIndex:
         self._bucket, self._order = bucket, order
         self._starts = np.searchsorted(bucket[order], np.arange(self.items.index.nlist + 1))
         self._dirty = np.zeros(nu, dtype=bool)
-        self._n_bucketed = nu
+        self._n_bucketed, self._n_dirty = nu, 0
 
     def search(self, queries: np.ndarray, k: int) -> np.ndarray:
         """Rows nominated for each query (``len(queries) x k``, ``-1`` padded); needs :attr:`built`."""

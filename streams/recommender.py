@@ -455,6 +455,14 @@ class Recommender:
         self.content.checkpointed()
 
     @classmethod
+    def from_checkpoint(cls, model) -> Recommender:
+        """The model of a loaded checkpoint: format-2 snapshots (``base`` and ``deltas``) or
+        format-1 bytes (:meth:`from_bytes`)."""
+        if isinstance(model, (bytes, bytearray)):
+            return cls.from_bytes(model)
+        return cls.from_snapshots(model.base, model.deltas)
+
+    @classmethod
     def from_snapshots(cls, base: dict, deltas: Sequence[dict] = ()) -> Recommender:
         """The model a full snapshot and the deltas after it describe."""
         if base.get("kind") != cls.KIND or base.get("format") != SNAPSHOT_FORMAT or base.get("delta"):

@@ -69,6 +69,7 @@ BATCH = 1000
 HEARTBEAT_S = 2.0
 LOGICAL_CHECKPOINT_S = 30.0  # wall-clock checkpoint period of a logical-clock (replay) worker
 PASS_SLICE_S = 0.05  # an interleaved refresh pass ranks this long, then the loop consumes a batch
+PASS_REUSE_S = 1.0  # early refreshes within this long share one ranking pass
 
 
 @dataclass
@@ -92,6 +93,7 @@ def build_recommender(settings: Settings) -> Recommender:
 
     cfg = RecommenderConfig(k=settings.top_k, max_seen=settings.max_seen)
     cfg = replace(cfg, mf=replace(cfg.mf, n_negatives=settings.negatives),
+                  cooccur=replace(cfg.cooccur, history=settings.history),
                   content=replace(cfg.content, index_background=True))  # fmt: skip
     return Recommender(cfg, seed=settings.seed)
 
@@ -118,11 +120,10 @@ class StreamWorker:
         self._deltas = 0  # delta checkpoints since the last full one (None: no full one yet)
         self._have_full = False
         if checkpoint:
+            # format 1 (bytes) is restored as it is, and the next checkpoint is a full format-2 one
+            self.model = Recommender.from_checkpoint(checkpoint.model)
             if isinstance(checkpoint.model, Snapshots):
-                self.model = Recommender.from_snapshots(checkpoint.model.base, checkpoint.model.deltas)
                 self._have_full, self._deltas = True, len(checkpoint.model.deltas)
-            else:  # format 1: restored as it is, the next checkpoint is a full format-2 one
-                self.model = Recommender.from_bytes(checkpoint.model)
             self.offsets: dict[tuple[str, int], int] = dict(checkpoint.offsets)
             self.seq = checkpoint.seq
             active = active_from_meta(checkpoint.meta.get("active", []))
@@ -146,6 +147,7 @@ class StreamWorker:
         self._stop = False
         self._pass: PassSlices | None = None  # the interleaved refresh pass in progress
         self._pass_started = 0.0
+        self._cached_pass = None
         self._last_heartbeat = 0.0
         self._consumers()
         self.metrics = WorkerMetrics("streams")
@@ -261,7 +263,7 @@ class StreamWorker:
             return False
         k = self.settings.top_k
         if lists is None:
-            lists = dict(zip(users, self.model.recommend_many(users, k)))
+            lists = dict(zip(users, self._ranking(now).lists(users, k)))
         try:
             written = write_lists(
                 self.redis, self.keys, users, lists.__getitem__,
@@ -276,6 +278,14 @@ class StreamWorker:
         self.schedule.redis_ok()
         self.stats.lists_written += written
         return True
+
+    def _ranking(self, now: float):
+        """A ranking pass for a write; early refreshes reuse one for up to ``PASS_REUSE_S`` (its
+        per-pass work is tens of ms at 100k items; deletions still apply at once), replays never."""
+        cached = self._cached_pass
+        if self.logical or cached is None or not 0 <= now - cached[1] < PASS_REUSE_S:
+            cached = self._cached_pass = (self.model.ranking_pass(), now)
+        return cached[0]
 
     def write_active(self, now: float) -> bool:
         """Write the lists of the active users we serve, and the global list; keep them on failure."""

@@ -132,7 +132,8 @@ def roofline(queries: np.ndarray, matrix: np.ndarray, k: int = 50, chunk: int = 
 
 
 def measure(settings, n_users: int, n_items: int, embeddings: bool, events_per_user: float,
-            n_lists: int, n_recall: int, seed: int, quiet: bool) -> dict:  # fmt: skip
+            n_lists: int, n_recall: int, seed: int, quiet: bool,
+            index_min_items: int | None = None) -> dict:  # fmt: skip
     """One configuration, as one JSON-able dict."""
     from tqdm import tqdm
 
@@ -149,6 +150,11 @@ def measure(settings, n_users: int, n_items: int, embeddings: bool, events_per_u
     _say(f"{label}: generating {n_events:,} events", quiet)
     users, items, ts, vectors, born = synth(n_users, n_items, n_events, embeddings, seed)
     rec = build_recommender(settings)
+    if index_min_items is not None:
+        from dataclasses import replace
+
+        cfg = rec.config
+        rec = Recommender(replace(cfg, content=replace(cfg.content, index_min_items=index_min_items)))
     item_ids = [f"i{i}" for i in range(n_items)]
     for i in tqdm(range(n_items), desc="catalogue", disable=quiet, mininterval=1.0, leave=False):
         rec.upsert_item(item_ids[i], float(born[i]))
@@ -314,7 +320,7 @@ def main(settings, args) -> int:
     for n_users, n_items in sizes:
         for emb in kinds:
             row = measure(settings, n_users, n_items, emb, args.events_per_user, args.lists,
-                          args.recall_lists, args.seed, args.no_progress)  # fmt: skip
+                          args.recall_lists, args.seed, args.no_progress, args.index_min_items)  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.json:  # rewritten after each configuration: a long run keeps what it measured

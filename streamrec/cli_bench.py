@@ -68,6 +68,8 @@ def add_scale(bsub) -> None:
     sc.add_argument("--recall-lists", type=int, default=200, metavar="N",
                     help="of those, ranked again exhaustively for recall_at_50 (default 200)")
     sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--index-min-items", type=int, default=None, metavar="N",
+                    help="embedded items from which candidates come from the index (default: the model's)")
     sc.add_argument("--json", metavar="PATH", help="write the list of configurations as JSON here")
     sc.add_argument("--no-progress", action="store_true", help="no progress display")
 

@@ -9,7 +9,9 @@ configuration (one JSON object each, the keys below):
 
 ``learn_us_per_event``       µs per ``learn_click`` (the model's per-event path)
 ``intake_events_per_s``      wire bytes decoded at the topic boundary and learned, events/s
-``ms_per_list``              one list in a pass (index build excluded, reported as ``index_build_s``)
+``ms_per_list``              one list in a pass (index build excluded, reported as ``index_build_s``);
+                             ``cpu_ms_per_list`` the same in process CPU time (what a shared,
+                             overloaded machine distorts least), likewise for the roofline
 ``roofline_ms_per_list``     the bare numpy floor over the same items in the same run: a batched
                              product of the users' query vectors (profiles with embeddings, MF
                              factors without) with every item, plus ``argpartition`` top-50
@@ -122,13 +124,14 @@ def synth(n_users: int, n_items: int, n_events: int, embeddings: bool, seed: int
     return users, items, ts, vectors, born
 
 
-def roofline(queries: np.ndarray, matrix: np.ndarray, k: int = 50, chunk: int = 64) -> float:
-    """ms per query of the bare floor: ``queries @ matrix.T`` in chunks, plus top-``k``."""
-    start = time.perf_counter()
+def roofline(queries: np.ndarray, matrix: np.ndarray, k: int = 50, chunk: int = 64) -> tuple[float, float]:
+    """ms per query of the bare floor, wall and CPU: ``queries @ matrix.T`` in chunks, plus top-``k``."""
+    start, cpu = time.perf_counter(), time.process_time()
     for s in range(0, len(queries), chunk):
         scores = queries[s : s + chunk] @ matrix.T
         np.argpartition(-scores, k, axis=1)[:, :k]
-    return (time.perf_counter() - start) * 1e3 / max(1, len(queries))
+    n = max(1, len(queries))
+    return (time.perf_counter() - start) * 1e3 / n, (time.process_time() - cpu) * 1e3 / n
 
 
 def measure(settings, n_users: int, n_items: int, embeddings: bool, events_per_user: float,
@@ -199,9 +202,10 @@ def measure(settings, n_users: int, n_items: int, embeddings: bool, events_per_u
     rec.recommend_many(sample[:8])  # installs it
     index_build_s = time.perf_counter() - start
     _say(f"{label}: ranking {len(sample):,} lists (index built in {index_build_s:.1f}s)", quiet)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     lists = rec.recommend_many(sample, 50)
     ms_per_list = (time.perf_counter() - start) * 1e3 / len(sample)
+    cpu_ms_per_list = (time.process_time() - cpu) * 1e3 / len(sample)
     r_users = sample[:n_recall]
     start = time.perf_counter()
     exact = rec.recommend_many(r_users, 50, exact=True)
@@ -235,14 +239,15 @@ def measure(settings, n_users: int, n_items: int, embeddings: bool, events_per_u
     else:
         Q = rec.mf.user_factors(np.array([rec.mf.user_row(u) for u in sample if rec.mf.user_row(u) is not None]))
         M = rec.mf.item_factors(rec.mf.factor_rows())
-    roof = roofline(Q, M)
+    roof, roof_cpu = roofline(Q, M)
     del M
-    near_ms, near_recall = None, None
+    near_ms, near_recall, near_cpu = None, None, None
     if embeddings:
         probe = [item_ids[i] for i in rng.choice(n_items, 100, replace=False).tolist()]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         near = [rec.users_near(i, 100) for i in probe]
         near_ms = (time.perf_counter() - start) * 1e3 / len(probe)
+        near_cpu = (time.process_time() - cpu) * 1e3 / len(probe)
         ann, nprobe = cm.ann, cm.ann.users_nprobe
         ann.users_nprobe = 1 << 20  # every bucket: the exhaustive answer
         full = [rec.users_near(i, 100) for i in probe[:20]]
@@ -280,9 +285,11 @@ def measure(settings, n_users: int, n_items: int, embeddings: bool, events_per_u
         "users": n_users, "items": n_items, "embeddings": embeddings, "workers": 1, "events": n_events,
         "learn_us_per_event": round(learn_us, 2), "intake_events_per_s": round(intake),
         "ms_per_list": round(ms_per_list, 3), "roofline_ms_per_list": round(roof, 3),
+        "cpu_ms_per_list": round(cpu_ms_per_list, 3), "roofline_cpu_ms_per_list": round(roof_cpu, 3),
         "exact_ms_per_list": round(exact_ms, 3), "dense_ms_per_list": round(dense_ms, 3), "recall_at_50": round(recall, 4),
         "index_build_s": round(index_build_s, 2), "nprobe_sweep": sweep,
         "users_near_ms": None if near_ms is None else round(near_ms, 3),
+        "users_near_cpu_ms": None if near_cpu is None else round(near_cpu, 3),
         "users_near_recall": None if near_recall is None else round(near_recall, 4),
         "rss_mb_per_worker": round(steady), "peak_rss_mb": round(peak.peak),
         "peak_rss_mb_delta": round(peak_delta.peak), "checkpoint_delta_s": round(delta_s, 2),

@@ -30,6 +30,30 @@ import numpy as np
 from streamrec.streams.vectorindex import VectorIndex
 
 
+def user_buckets(P: np.ndarray, index: VectorIndex, per_bucket: int = 1000, seed: int = 0):
+    """Centroids for the user buckets, as a faiss flat inner-product index: k-means on a sample of
+    the (unit) profiles, about ``per_bucket`` users each, so buckets are balanced over the users
+    (the item index's centroids follow the items, and users crowd into the few nearest their
+    topic: a cold-start lookup then scanned tens of thousands of them)."""
+    import faiss
+
+    nu, dim = P.shape
+    k = int(max(1, min(index.index.nlist, nu // per_bucket)))
+    rng = np.random.default_rng(seed)
+    sample = np.ascontiguousarray(P[np.sort(rng.choice(nu, min(nu, 32 * k), replace=False))], dtype=np.float32)
+    norms = np.linalg.norm(sample, axis=1, keepdims=True)
+    sample = sample[norms[:, 0] > 0] / norms[norms[:, 0] > 0]
+    quantizer = faiss.IndexFlatIP(dim)
+    if k <= 1 or len(sample) < 2 * k:
+        quantizer.add(index.centroids)  # too few users to train on: the item centroids
+        return quantizer
+    km = faiss.Kmeans(dim, k, niter=10, seed=seed, spherical=True, max_points_per_centroid=32,
+                      min_points_per_centroid=1, verbose=False)  # fmt: skip
+    km.train(sample)
+    quantizer.add(km.centroids)
+    return quantizer
+
+
 class ContentIndex:
     """Item IVF index (built at ``min_items`` embeddings, retrained when they double) + user buckets."""
 
@@ -46,6 +70,8 @@ class ContentIndex:
         self._starts = np.zeros(1, dtype=np.int64)
         self._n_bucketed = 0
         self._n_dirty = 0
+        self._users_q = None  # faiss flat index of the user buckets' centroids
+        self._users_q_n = 0  # users it was trained for
         #: build a new index in a thread (the worker); False builds it in place (tests, benches)
         self.background = background
         self._building: threading.Thread | None = None
@@ -54,7 +80,7 @@ class ContentIndex:
     def __getstate__(self) -> dict:
         """Pickled without the index (rebuilt at the next pass): it is derived, not state."""
         state = dict(self.__dict__)
-        state.update(items=None, _building=None, _next=None, _n_bucketed=0, _pending={})
+        state.update(items=None, _building=None, _next=None, _n_bucketed=0, _pending={}, _users_q=None)
         return state
 
     @property
@@ -129,13 +155,16 @@ class ContentIndex:
 
     def _build(self, index: VectorIndex, vectors: np.ndarray, rows: np.ndarray, P: np.ndarray) -> None:
         index.build(vectors, rows)
+        if not len(P):
+            return
+        quantizer = user_buckets(P, index)
         nu = len(P)
         bucket = np.empty(nu, dtype=np.int64)
         for start in range(0, nu, 65_536):
-            bucket[start : start + 65_536] = index.buckets(P[start : start + 65_536], 1)[:, 0]
+            bucket[start : start + 65_536] = quantizer.search(P[start : start + 65_536], 1)[1][:, 0]
         order = np.argsort(bucket, kind="stable")
-        starts = np.searchsorted(bucket[order], np.arange(index.index.nlist + 1))
-        self._next = (self._next[0], self._next[1], (bucket, order, starts))
+        starts = np.searchsorted(bucket[order], np.arange(quantizer.ntotal + 1))
+        self._next = (self._next[0], self._next[1], (quantizer, bucket, order, starts))
 
     def _install(self) -> None:
         index, has, buckets = self._next
@@ -146,7 +175,8 @@ class ContentIndex:
         self._pending = self._next_pending
         self._n_bucketed = 0  # new centroids: every user is bucketed again (below, or by the build)
         if buckets is not None:
-            self._bucket, self._order, self._starts = buckets
+            self._users_q, self._bucket, self._order, self._starts = buckets
+            self._users_q_n = len(self._bucket)
             self._n_bucketed = len(self._bucket)
             self._dirty = self._next_dirty
             self._n_dirty = int(self._dirty.sum())
@@ -159,6 +189,9 @@ class ContentIndex:
         changed = nu - self._n_bucketed + self._n_dirty
         if not nu or (self._n_bucketed and changed < max(1000, 0.02 * nu)):
             return
+        if not self._n_bucketed or self._users_q is None or nu >= 4 * self._users_q_n:
+            self._users_q, self._users_q_n = user_buckets(P, self.items), nu  # (re)trained as users grow
+            self._n_bucketed = 0
         bucket = np.full(nu, -1, dtype=np.int64)
         keep = min(self._n_bucketed, len(self._bucket))
         bucket[:keep] = self._bucket[:keep]
@@ -168,10 +201,10 @@ class ContentIndex:
         todo = np.flatnonzero(dirty)
         for start in range(0, len(todo), 65_536):  # bounded scratch memory
             chunk = todo[start : start + 65_536]
-            bucket[chunk] = self.items.buckets(P[chunk], 1)[:, 0]
+            bucket[chunk] = self._users_q.search(P[chunk], 1)[1][:, 0]
         order = np.argsort(bucket, kind="stable")
         self._bucket, self._order = bucket, order
-        self._starts = np.searchsorted(bucket[order], np.arange(self.items.index.nlist + 1))
+        self._starts = np.searchsorted(bucket[order], np.arange(self._users_q.ntotal + 1))
         self._dirty = np.zeros(nu, dtype=bool)
         self._n_bucketed, self._n_dirty = nu, 0
 
@@ -188,7 +221,8 @@ class ContentIndex:
         bucketed yet; ``None`` when there is no index (then every user is scored)."""
         if self.items is None or not self._n_bucketed:
             return None
-        probes = self.items.buckets(vector, self.users_nprobe)[0]
+        q = np.ascontiguousarray(np.atleast_2d(vector), dtype=np.float32)
+        probes = self._users_q.search(q, min(self.users_nprobe, self._users_q.ntotal))[1][0]
         starts, order = self._starts, self._order
         parts = [order[starts[b] : starts[b + 1]] for b in probes.tolist() if b >= 0]
         if n_users > self._n_bucketed:

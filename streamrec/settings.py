@@ -213,7 +213,7 @@ class Settings:
     )  # fmt: skip
     negatives: int = _setting(3, _int(0, 50), "negatives sampled per implicit positive")
     max_seen: int = _setting(
-        2000, _int(1, 10_000_000),
+        10_000, _int(1, 10_000_000),
         "items remembered as seen per user and never recommended again (past it the oldest may return)",
     )  # fmt: skip
     history: int = _setting(

@@ -85,7 +85,7 @@ class RecommenderConfig:
     k: int = 50
     #: items remembered as seen per user (never recommended to them again); past it the oldest is
     #: forgotten and may come back. Bounds memory and checkpoint size per heavy user.
-    max_seen: int = 2000
+    max_seen: int = 10_000
 
     @classmethod
     def from_dict(cls, d: dict) -> RecommenderConfig:

@@ -19,7 +19,8 @@ configuration (one JSON object each, the keys below):
                              signal over every item), on the same model: the "before"
 ``recall_at_50``             overlap of the pass's lists with exhaustive nomination (``exact=True``)
 ``users_near_ms``            one cold-start lookup of the closest users of an item (and its recall)
-``rss_mb_per_worker``        resident memory after learning (steady state, the data freed)
+``rss_mb_per_worker``        resident memory before the checkpoint: the steady state with the
+                             index built, the data freed (``rss_mb_after_learning``: before it)
 ``peak_rss_mb``              the highest resident memory sampled while the full checkpoint is
                              written (``peak_rss_mb_delta``: while the delta is)
 ``full_state_bytes``         a full checkpoint; ``checkpoint_bytes_per_interval`` what the next
@@ -255,6 +256,8 @@ def measure(settings, n_users: int, n_items: int, embeddings: bool, events_per_u
         near_recall = float(np.mean([len(set(a) & set(b)) / max(1, len(b)) for a, b in zip(near, full)]))
     # checkpoints as the worker writes them: a full one, then 1% of the users have an event and
     # the next interval's (delta) checkpoint is written; peak memory sampled while writing
+    gc.collect()
+    before_checkpoint = rss_mb()  # the worker's steady state: model, index and buckets
     with tempfile.TemporaryDirectory() as tmp:
         store = FileCheckpointStore(tmp)
 
@@ -291,7 +294,8 @@ def measure(settings, n_users: int, n_items: int, embeddings: bool, events_per_u
         "users_near_ms": None if near_ms is None else round(near_ms, 3),
         "users_near_cpu_ms": None if near_cpu is None else round(near_cpu, 3),
         "users_near_recall": None if near_recall is None else round(near_recall, 4),
-        "rss_mb_per_worker": round(steady), "peak_rss_mb": round(peak.peak),
+        "rss_mb_per_worker": round(before_checkpoint), "rss_mb_after_learning": round(steady),
+        "peak_rss_mb": round(peak.peak),
         "peak_rss_mb_delta": round(peak_delta.peak), "checkpoint_delta_s": round(delta_s, 2),
         "checkpoint_bytes_per_interval": interval_bytes, "full_state_bytes": full_bytes,
         "changed_users": changed, "checkpoint_write_s": round(write_s, 2), "restore_s": round(restore_s, 2),

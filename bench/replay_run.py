@@ -116,10 +116,11 @@ class LogicalLists:
     interval after ``ts``.
     """
 
-    def __init__(self, model, interval: float, k: int, keep: int = K, recommend=None):
+    def __init__(self, model, interval: float, k: int, keep: int = K, rank_many=None):
         self.model, self.interval, self.k, self.keep = model, interval, k, keep
-        #: ``(user, k) -> list``: the model's own, or the self-tuning blend's (the worker's choice)
-        self.recommend = recommend or model.recommend
+        #: ``(users, k) -> lists`` in one batched pass: the model's own weights, or the self-tuning
+        #: blend's served weighting (the worker's choice)
+        self.rank_many = rank_many or model.recommend_many
         self.next_boundary = float("-inf")
         self.active: set[str] = set()
         self.lists: dict[str, tuple[list[str], float]] = {}
@@ -130,8 +131,8 @@ class LogicalLists:
     def before(self, ts: float) -> None:
         if ts < self.next_boundary:
             return
-        for user in sorted(self.active):
-            recs = self.recommend(user, self.k)
+        users = sorted(self.active)
+        for user, recs in zip(users, self.rank_many(users, self.k)):  # one batched pass
             if recs:
                 self.lists[user] = ([str(i) for i, _ in recs[: self.keep]], ts)
                 self.lists_written += 1
@@ -166,8 +167,9 @@ def run_in_process(dataset: Dataset, name: str, interval: float, settings: Setti
     tuned = Tuner.for_model(model, tuner) if tuner is not None and tuner.enabled else None
     if tuned is not None:
         model.set_weights(**tuned.weights)
-    recommend = None if tuned is None else (lambda user, k: tuned.recommend(model, user, k))
-    lists = LogicalLists(model, interval, settings.top_k, recommend=recommend)
+    rank_many = None if tuned is None else (
+        lambda users, k: model.recommend_many(users, k, ranker=tuned.ranker(model)))
+    lists = LogicalLists(model, interval, settings.top_k, rank_many=rank_many)
     lists.active.update(owed)
     metrics = Prequential(len(dataset.items))
     kind = dataset.kind

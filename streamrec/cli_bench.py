@@ -57,6 +57,38 @@ def cmd_bench_replay(settings: Settings, args) -> int:
         return 2
 
 
+def cmd_bench_scale(settings: Settings, args) -> int:
+    try:
+        return _bench("scale").main(settings, args)
+    except ValueError as exc:
+        error(str(exc))
+        return 2
+
+
+def add_scale(bsub) -> None:
+    sc = bsub.add_parser(
+        "scale", help="one worker's model at tenant scale: µs/event, ms/list vs a numpy roofline, "
+        "recall of the indexed candidates, memory, checkpoint bytes and restore time",
+        description="Learn a synthetic Zipf stream with the worker's own model for each USERSxITEMS "
+        "size, then rank a sample of lists and write and restore a checkpoint. Protocol: bench/scale.py.",
+    )  # fmt: skip
+    sc.set_defaults(func=cmd_bench_scale)
+    sc.add_argument("--sizes", default="100kx10k,1Mx100k", metavar="UxI,...",
+                    help="comma-separated USERSxITEMS, k/M suffixes (default 100kx10k,1Mx100k)")
+    sc.add_argument("--embeddings", choices=("yes", "no", "both"), default="both",
+                    help="384-d item embeddings (default both, one configuration each)")
+    sc.add_argument("--events-per-user", type=float, default=3.0, metavar="F",
+                    help="events per user (default 3; at least one per item)")
+    sc.add_argument("--lists", type=int, default=2000, metavar="N", help="lists timed (default 2000)")
+    sc.add_argument("--recall-lists", type=int, default=200, metavar="N",
+                    help="of those, ranked again exhaustively for recall_at_50 (default 200)")
+    sc.add_argument("--seed", type=int, default=0)
+    sc.add_argument("--index-min-items", type=int, default=None, metavar="N",
+                    help="embedded items from which candidates come from the index (default: the model's)")
+    sc.add_argument("--json", metavar="PATH", help="write the list of configurations as JSON here")
+    sc.add_argument("--no-progress", action="store_true", help="no progress display")
+
+
 def cmd_bench_serve(settings: Settings, args) -> int:
     return _bench("serve").main(settings, requests=args.requests, json_path=args.json)
 
@@ -66,7 +98,7 @@ def cmd_bench_wire(settings: Settings, args) -> int:
 
 
 def add_benches(bench: argparse.ArgumentParser) -> None:
-    """The NAME subcommands of ``streamrec bench``: ``embed``, ``stream``, ``agents``, ``serve``, ``wire`` and ``replay``."""
+    """The NAME subcommands of ``streamrec bench``: ``embed``, ``stream``, ``agents``, ``serve``, ``wire``, ``replay`` and ``scale``."""
     bsub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     be = bsub.add_parser(
         "embed", help="items/s through the embedding worker end to end vs the raw encoder",
@@ -156,3 +188,4 @@ def add_benches(bench: argparse.ArgumentParser) -> None:
                     help="override a RecommenderConfig field for every configuration, e.g. "
                     "popularity.half_life_s=2592000 or weights.embedding=0.6 (repeatable)")
     br.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_scale(bsub)

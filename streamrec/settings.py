@@ -264,6 +264,18 @@ class Settings:
     # --- the HTTP read API (`streamrec serve`)
     serve_host: str = _setting("127.0.0.1", _str, "address `streamrec serve` listens on (0.0.0.0 in containers)")
     serve_port: int = _setting(8080, _int(1, 65535), "port of `streamrec serve`")
+    max_seen: int = _setting(
+        10_000, _int(1, 10_000_000),
+        "items remembered as seen per user and never recommended again (past it the oldest may return)",
+    )  # fmt: skip
+    history: int = _setting(
+        50, _int(1, 100_000),
+        "recent distinct items kept per user for co-occurrence scoring (memory and refresh cost per user)",
+    )  # fmt: skip
+    checkpoint_full_every: int = _setting(
+        10, _int(1, 100_000),
+        "every Nth checkpoint is a full snapshot; the others write only the users changed since (1: all full)",
+    )  # fmt: skip
     blend_weights: tuple = _setting(
         (), _weights,
         "override blend weights, e.g. popularity=0.3,embedding=0.9 (also applied to a restored model)",

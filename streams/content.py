@@ -38,6 +38,11 @@ Items without an embedding (or without tags) get the candidates' mean value for 
 no embeddings and no tags at all there are no content signals, and the recommender's lists are
 exactly the CRM's: LLM workers being down never breaks or degrades the online model.
 
+The dense score vectors below (:meth:`ContentModel.signals`) are the reference ranking; the worker
+ranks through :mod:`streamrec.streams.candidates`, which reads the same signals at candidates only
+(nominated by :class:`~streamrec.streams.contentindex.ContentIndex` on a large catalogue) and gives
+the same lists when nothing is left out of the nomination.
+
 Per event the cost is at most one decay-and-add on the user's profile (skipped when the item has no
 embedding) and a few dict updates for its tags; all scoring happens at refresh time.
 
@@ -76,7 +81,9 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-from streamrec.streams.ranking import Signal
+from streamrec.streams.contentindex import ContentIndex
+from streamrec.streams.ranking import Signal, best_k
+from streamrec.streams.snapshot import pack_ids, unpack_ids
 from streamrec.streams.state import ItemIndex, grow
 from streamrec.streams.tagprofile import TagModel
 
@@ -114,6 +121,15 @@ class ContentConfig:
     max_user_tags: int = 64
     #: candidates nominated by tag affinity (0: a reranking score only)
     n_tags: int = 20
+    #: candidates come from an approximate nearest-neighbour index (faiss IVF-Flat, see
+    #: :mod:`streamrec.streams.vectorindex`) once this many items have embeddings (0: never);
+    #: below it every embedded item is scored exactly (as cheap on a small catalogue, no recall loss)
+    index_min_items: int = 20_000
+    #: inverted lists scanned per query (recall against speed) and lists in all (0: ~sqrt(items))
+    index_nprobe: int = 16
+    index_nlist: int = 0
+    #: build the index in a thread (the worker: learning goes on meanwhile) or in place
+    index_background: bool = False
 
     @classmethod
     def from_dict(cls, d: dict | None) -> ContentConfig:
@@ -170,10 +186,14 @@ class ContentModel:
         self.n_embedded = 0
         # user profiles: a float32 row per user with at least one embedded interaction
         self.users: dict[Hashable, int] = {}
+        self._user_ids: list[Hashable] = []  # by profile row
+        self._E_changed: set[int] = set()  # embedding rows set since the last snapshot
         self._P = np.zeros((16, 0), dtype=np.float32)
         self._pn = np.zeros(16, dtype=np.int64)  # embedded interactions per user
         self._decay = np.float32(0.5 ** (1.0 / cfg.profile_half_life))
         self.tags = TagModel(cfg.tag_half_life, cfg.max_user_tags)
+        self.ann = ContentIndex(cfg.index_min_items, cfg.index_nprobe, cfg.index_nlist,
+                                background=cfg.index_background)
 
     # -- enrichment -----------------------------------------------------------------------------
 
@@ -219,6 +239,8 @@ class ContentModel:
         self._rows(max(row + 1, len(self.index)))
         self.saw(row, ts)
         self._E[row] = v
+        self._E_changed.add(row)
+        self.ann.item_changed(row, v)
         if not self._has[row]:
             self._has[row] = True
             self.n_embedded += 1
@@ -231,8 +253,11 @@ class ContentModel:
         self._has[:] = False
         self.n_embedded = 0
         self.users = {}
+        self._user_ids = []
         self._P = np.zeros((16, 0), dtype=np.float32)
         self._pn = np.zeros(16, dtype=np.int64)
+        self.ann = ContentIndex(self.config.index_min_items, self.config.index_nprobe, self.config.index_nlist,
+                                background=self.config.index_background)
 
     def embedding(self, row: int | None) -> np.ndarray | None:
         if row is None or row >= len(self._has) or not self._has[row]:
@@ -256,6 +281,7 @@ class ContentModel:
             u = self.users.get(user)
             if u is None:
                 u = self.users[user] = len(self.users)
+                self._user_ids.append(user)
                 if u >= len(self._P):
                     self._P, self._pn = grow(self._P, u + 1), grow(self._pn, u + 1)
             p = self._P[u]
@@ -265,6 +291,7 @@ class ContentModel:
             else:
                 p += np.float32(weight) * self._E[row]
             self._pn[u] += 1
+            self.ann.user_changed(u)
         self.tags.learn(user, row, weight)
 
     # -- scoring --------------------------------------------------------------------------------
@@ -296,18 +323,56 @@ class ContentModel:
     def users_near(self, row: int, n: int) -> list[Hashable]:
         """The ``n`` users whose content profiles are closest to item ``row`` (best first).
 
-        One mat-vec over the profiles; used when a new item's embedding arrives, so the users it
-        suits get a fresh list without waiting for their next event (zero-shot cold start).
+        Used when a new item's embedding arrives, so the users it suits get a fresh list without
+        waiting for their next event (zero-shot cold start). Exact cosine over the users in the
+        item's nearest profile buckets once the index exists (see :class:`ContentIndex`), over
+        every user before.
         """
         if n <= 0 or not self.users or row >= len(self._has) or not self._has[row]:
             return []
         nu = len(self.users)
-        P = self._P[:nu]
+        cand = self.ann.users_near(self._E[row], nu)
+        P = self._P[:nu] if cand is None else self._P[cand]
         norms = np.sqrt(np.einsum("ij,ij->i", P, P))
         cos = (P @ self._E[row]) / np.where(norms > 0, norms, np.inf)
-        best = np.argsort(-cos, kind="stable")[: min(n, nu)]
-        by_row = {u: user for user, u in self.users.items()}
-        return [by_row[int(u)] for u in best if cos[u] > 0]
+        best = best_k(cos, min(n, len(cos)))
+        best = best[cos[best] > 0]
+        rows = best if cand is None else cand[best]
+        ids = self._user_ids
+        return [ids[int(u)] for u in rows]
+
+    # -- what a ranking pass reads (see :mod:`streamrec.streams.candidates`) ----------------------
+
+    def prepare(self) -> None:
+        """Once per pass: build or refresh the nearest-neighbour index and the user buckets."""
+        m = self._m()
+        self.ann.prepare(self._E[:m], self._has[:m], self._P[: len(self.users)], self.n_embedded)
+
+    def embedded_rows(self) -> np.ndarray:
+        return np.flatnonzero(self._has[: self._m()])
+
+    def has_embedding(self, rows: np.ndarray) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros(len(rows), dtype=bool)
+        inside = rows < len(self._has)
+        out[inside] = self._has[rows[inside]]
+        return out
+
+    def vectors(self, rows: np.ndarray) -> np.ndarray:
+        """Embeddings of ``rows`` (zero where none), ``len(rows) x dim`` float32."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and rows.max() >= len(self._E):  # rows the index knows, no arrays yet
+            return self._E.take(rows, axis=0, mode="clip") * self.has_embedding(rows)[:, None]
+        return self._E[rows]  # rows without an embedding are zero rows
+
+    def vector_sum(self, mask: np.ndarray) -> np.ndarray:
+        """Sum of the embeddings of the rows where ``mask`` (over the first rows) is true."""
+        m = min(len(mask), self._m())
+        return mask[:m].astype(np.float32) @ self._E[:m]
+
+    def exact_scores(self, queries: np.ndarray) -> np.ndarray:
+        """Inner products of ``queries`` (``q x dim``) with every row's embedding: ``q x rows``."""
+        return np.atleast_2d(queries) @ self._E[: self._m()].T
 
     def item_scores(self, row: int) -> np.ndarray | None:
         """Cosine of item ``row``'s embedding to every item row (``-inf``: no embedding), for the
@@ -425,6 +490,77 @@ class ContentModel:
 
     # -- state ----------------------------------------------------------------------------------
 
+    # -- snapshots: profile rows apart from the item side; embeddings by changed row --------------
+
+    def users_state(self, users: list[Hashable] | None = None) -> dict:
+        if users is None:
+            nu = len(self.users)
+            ids, r = list(self._user_ids), slice(0, nu)
+        else:
+            rows = sorted(u for u in map(self.users.get, users) if u is not None)
+            ids, r = [self._user_ids[u] for u in rows], np.asarray(rows, dtype=np.int64)
+        return {"ids": pack_ids(ids), "P": self._P[r] if self.dim else None, "pn": self._pn[r],
+                "tags": self.tags.users_state(users)}  # fmt: skip
+
+    def load_users(self, state: dict) -> None:
+        ids = unpack_ids(state["ids"])
+        rows = np.empty(len(ids), dtype=np.int64)
+        for k, user in enumerate(ids):
+            u = self.users.get(user)
+            if u is None:
+                u = self.users[user] = len(self.users)
+                self._user_ids.append(user)
+            rows[k] = u
+        n = len(self.users)
+        if self.dim:
+            if self._P.shape[1] != self.dim:
+                self._P = np.zeros((max(16, n), self.dim), dtype=np.float32)
+            self._P = grow(self._P, n)
+            self._P[rows] = state["P"].reshape(-1, self.dim)
+        self._pn = grow(self._pn, n)
+        self._pn[rows] = state["pn"]
+        self.tags.load_users(state["tags"])
+
+    def items_state(self, changed_only: bool = False) -> dict:
+        """The item side; with ``changed_only`` only the embeddings set since :meth:`checkpointed`."""
+        n = len(self.index)
+        self._rows(n)
+        E: dict | None = None
+        if self.dim:
+            if changed_only:
+                rows = np.asarray(sorted(self._E_changed), dtype=np.int64)
+                E = {"rows": rows, "vals": self._E[rows]}
+            else:
+                E = {"all": self._E[:n]}
+        return {"dim": self.dim, "E": E, "has": self._has[:n], "born": self._born[:n], "now": self.now,
+                "tags": self.tags.items_state()}  # fmt: skip
+
+    def load_items(self, state: dict) -> None:
+        self.dim = dim = state["dim"]
+        n = len(state["has"])
+        self._has = grow(state["has"], 16)
+        self._born = grow(state["born"], 16, fill=np.nan)
+        self.now = state["now"]
+        self.n_embedded = int(self._has.sum())
+        if dim:
+            E = state["E"]
+            if "all" in E:
+                self._E = grow(E["all"].reshape(-1, dim), len(self._has))
+            else:
+                if self._E.shape[1] != dim:
+                    self._E = np.zeros((len(self._has), dim), dtype=np.float32)
+                self._E = grow(self._E, max(n, len(self._has)))
+                self._E[E["rows"]] = E["vals"].reshape(-1, dim)
+            if self._P.shape[1] != dim:
+                self._P = np.zeros((max(16, len(self._pn)), dim), dtype=np.float32)
+        else:
+            self._E = np.zeros((len(self._has), 0), dtype=np.float32)
+        self.tags.load_items(state["tags"], len(self._has))
+
+    def checkpointed(self) -> None:
+        """A snapshot was made durable: changes are counted from here."""
+        self._E_changed = set()
+
     def to_state(self) -> dict:
         n = len(self.index)
         self._rows(n)
@@ -455,6 +591,7 @@ class ContentModel:
             self._E = np.zeros((len(self._has), 0), dtype=np.float32)
         for u in state["users"]:
             self.users[u] = len(self.users)
+        self._user_ids = list(state["users"])
         self._pn = grow(state["pn"].copy(), len(self._P))
         self.tags.load_state(state, len(self._has))
         return self

@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover - other interpreters
             mapping[elem] = mapping.get(elem, 0) + 1
 
 
+from streamrec.streams.snapshot import chunked, pack_ids, pack_rows, unpack_ids, unpack_rows
 from streamrec.streams.model import Checkpointable, ItemIndex, RatingPolicy, _policy, _top, grow
 
 
@@ -86,6 +87,10 @@ class Cooccurrence(Checkpointable):
     def learn_rating(self, user: Hashable, item: Hashable, rating: float, ts: float | None = None) -> None:
         if self.config.ratings.positive(rating):
             self._add(user, self.index.add(item))
+
+    def add_row(self, user: Hashable, j: int) -> None:
+        """``user`` interacted with item row ``j`` (a positive): pair it with the recent history."""
+        self._add(user, j)
 
     def _add(self, user: Hashable, j: int) -> None:
         hist = self._hist.get(user)
@@ -170,6 +175,37 @@ class Cooccurrence(Checkpointable):
         s[nz] /= np.sqrt(pop[nz]) if cfg.alpha == 0.5 else pop[nz] ** cfg.alpha
         return s
 
+    @property
+    def interactions(self) -> np.ndarray:
+        """Times each row entered some user's recent history (what makes an item cold)."""
+        return self._pop
+
+    def history_rows(self, user: Hashable) -> list[int]:
+        """The user's recent distinct rows, oldest first."""
+        return list(self._hist.get(user, ()))
+
+    def sparse_scores(self, user: Hashable) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`scores_for` at its non-zero rows only, ``(sorted rows, scores)``: the per-user
+        cost grows with the neighbour lists read, not with the catalogue."""
+        hist = self._hist.get(user)
+        if not hist:
+            return None
+        cfg, pop, nbrs = self.config, self._pop, self._nbrs
+        keys, vals = [], []
+        w = 1.0
+        for h in reversed(hist):
+            d = nbrs.get(h)
+            if d:
+                keys.append(np.fromiter(d, np.int64, len(d)))
+                vals.append(np.fromiter(d.values(), np.float64, len(d)) * (w / pop[h] ** (1.0 - cfg.alpha)))
+            w *= cfg.recency_decay
+        if not keys:
+            return np.zeros(0, np.int64), np.zeros(0)
+        rows, inv = np.unique(np.concatenate(keys), return_inverse=True)
+        s = np.bincount(inv, weights=np.concatenate(vals), minlength=len(rows))
+        s /= np.sqrt(pop[rows]) if cfg.alpha == 0.5 else pop[rows] ** cfg.alpha
+        return rows, s
+
     def neighbours(self, item: Hashable, k: int = 10) -> list[tuple[Hashable, float]]:
         """Items most co-occurring with ``item``, normalised as in :meth:`scores_for`."""
         r = self.index.get(item)
@@ -206,6 +242,39 @@ class Cooccurrence(Checkpointable):
             "pop": self._pop[: len(self.index)],
             "touched": sorted(self._touched), "since_sweep": self._since_sweep,
         }
+
+    # -- snapshots: per-user histories apart from the item side, both as CSR arrays -----------------
+
+    def users_state(self, users: list[Hashable] | None = None) -> dict:
+        hist = self._hist
+        ids = list(hist) if users is None else [u for u in users if u in hist]
+        return {"ids": pack_ids(ids), "hist": pack_rows([hist[u] for u in ids])}
+
+    def load_users(self, state: dict) -> None:
+        for user, rows in zip(unpack_ids(state["ids"]), unpack_rows(state["hist"])):
+            self._hist[user] = dict.fromkeys(rows)
+
+    def items_state(self) -> dict:
+        nbrs = self._nbrs
+        rows = np.fromiter(nbrs, np.int64, len(nbrs))
+        lens = np.fromiter(map(len, nbrs.values()), np.int64, len(nbrs))
+        maps = list(nbrs.values())
+        return {  # the pairs are streamed out a few thousand rows at a time (no copy of them all)
+            "config": asdict(self.config), "rows": rows, "lens": lens,
+            "keys": chunked(np.int32, maps, lens), "vals": chunked(np.int64, maps, lens, values=True),
+            "pop": self._pop[: len(self.index)], "touched": np.asarray(sorted(self._touched), np.int64),
+            "since_sweep": self._since_sweep,
+        }  # fmt: skip
+
+    def load_items(self, state: dict) -> None:
+        keys, vals = state["keys"].tolist(), state["vals"].tolist()
+        self._nbrs = {}
+        start = 0
+        for r, n in zip(state["rows"].tolist(), state["lens"].tolist()):
+            self._nbrs[r] = dict(zip(keys[start : start + n], vals[start : start + n]))
+            start += n
+        self._pop = grow(state["pop"], 16)
+        self._touched, self._since_sweep = set(state["touched"].tolist()), state["since_sweep"]
 
     @classmethod
     def from_state(cls, state: dict, index: ItemIndex | None = None) -> Cooccurrence:
@@ -251,6 +320,10 @@ class Popularity(Checkpointable):
     def learn_rating(self, user: Hashable, item: Hashable, rating: float, ts: float | None = None) -> None:
         if self.config.ratings.positive(rating):
             self._add(self.index.add(item), ts)
+
+    def add_row(self, row: int, ts: float | None) -> None:
+        """One positive interaction with item ``row`` at ``ts``."""
+        self._add(row, ts)
 
     def _add(self, row: int, ts: float | None) -> None:
         if ts is None:

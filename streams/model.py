@@ -43,6 +43,7 @@ from typing import Any, Hashable, Iterable
 
 import numpy as np
 
+from streamrec.streams.snapshot import pack_ids, unpack_ids
 from streamrec.streams.state import (  # noqa: F401  (re-exported: older imports name model)
     FORMAT,
     RATING_MODES,
@@ -222,6 +223,13 @@ class OnlineMF(Checkpointable):
                 self._pool_pos = (self._pool_pos + 1) % len(pool)
         return negs
 
+    def learn_positive_row(self, user: Hashable, row: int) -> None:
+        """A click on item ``row`` of the shared index (the recommender's per-event path)."""
+        self._positive(self._user(user), row)
+
+    def learn_rating_row(self, user: Hashable, row: int, rating: float) -> None:
+        self._rating(self._user(user), row, rating)
+
     def learn_implicit(self, user: Hashable, item: Hashable) -> list[Hashable]:
         """A positive (target 1) then the sampled negatives (target 0); returns the negatives.
 
@@ -266,6 +274,45 @@ class OnlineMF(Checkpointable):
         out[:m] = np.where(self._has[:m], s, -np.inf)
         return out
 
+    def user_row(self, user: Hashable) -> int | None:
+        """The factor row of ``user`` (``None``: never learned), for batched scoring."""
+        return self.users.get(user)
+
+    def factor_rows(self) -> np.ndarray:
+        """Item rows that have learned factors."""
+        m = min(len(self.index), len(self._has))
+        return np.flatnonzero(self._has[:m])
+
+    def item_factors(self, rows: np.ndarray) -> np.ndarray:
+        """Factor rows of items ``rows`` (a copy), ``len(rows) x n_factors``."""
+        return self._Q[rows]
+
+    def user_factors(self, users: np.ndarray) -> np.ndarray:
+        """Factor rows of user rows ``users`` (a copy)."""
+        return self._P[users]
+
+    def score_rows(self, u: int, rows: np.ndarray, factors: np.ndarray | None = None) -> np.ndarray:
+        """MF scores of user row ``u`` at item ``rows`` (``-inf`` where no factors), exactly
+        :meth:`scores_for` there; ``factors`` are precomputed scores ``Q[rows] @ P[u]``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        has = np.zeros(len(rows), dtype=bool)
+        inside = rows < len(self._has)
+        has[inside] = self._has[rows[inside]]
+        s = np.full(len(rows), -np.inf)
+        if has.any():
+            r = rows[has]
+            v = self._Q[r] @ self._P[u] if factors is None else factors[has]
+            if self.config.biased:
+                v = v + self._bi[r] + (self._mean + self._bu[u])
+            s[has] = v
+        return s
+
+    def biases(self, u: int, rows: np.ndarray) -> np.ndarray | float:
+        """What :meth:`scores_for` adds to ``Q @ P[u]`` at ``rows`` (0 for FunkMF)."""
+        if not self.config.biased:
+            return 0.0
+        return self._bi[rows] + (self._mean + self._bu[u])
+
     def predict_one(self, user: Hashable, item: Hashable) -> float | None:
         """River's ``predict_one`` for known ids; ``None`` (not a random guess) otherwise."""
         u, i = self.users.get(user), self.index.get(item)
@@ -295,6 +342,57 @@ class OnlineMF(Checkpointable):
             "rng": self._rng.getstate(),
             "pool": self._pool, "pool_pos": self._pool_pos,
         }
+
+    # -- snapshots (see :mod:`streamrec.streams.snapshot`): user rows apart from the rest -----------
+
+    def users_state(self, users: list[Hashable] | None = None) -> dict:
+        """Factor rows of ``users`` (all when ``None``; unknown ones skipped), in row order."""
+        if users is None:
+            nu = len(self.users)
+            return {"ids": pack_ids(list(self.users)), "P": self._P[:nu], "bu": self._bu[:nu]}
+        rows = sorted(u for u in map(self.users.get, users) if u is not None)
+        ids = [self._ids()[u] for u in rows]
+        r = np.asarray(rows, dtype=np.int64)
+        return {"ids": pack_ids(ids), "P": self._P[r], "bu": self._bu[r]}
+
+    def _ids(self) -> list[Hashable]:
+        cache = getattr(self, "_id_cache", None)
+        if cache is None or len(cache) != len(self.users):
+            cache = self._id_cache = list(self.users)
+        return cache
+
+    def load_users(self, state: dict) -> None:
+        """Insert or overwrite the user rows of :meth:`users_state` (new users are appended)."""
+        ids = unpack_ids(state["ids"])
+        rows = np.empty(len(ids), dtype=np.int64)
+        for k, user in enumerate(ids):
+            u = self.users.get(user)
+            if u is None:
+                u = self.users[user] = len(self.users)
+            rows[k] = u
+        n = len(self.users)
+        self._P, self._bu = grow(self._P, n), grow(self._bu, n)
+        self._P[rows] = state["P"].reshape(-1, self.config.n_factors)
+        self._bu[rows] = state["bu"]
+
+    def items_state(self) -> dict:
+        """Everything but the user rows: item factors, the initialiser and sampler states, config."""
+        state = self.to_state(with_index=False)
+        for key in ("users", "P", "bu"):
+            del state[key]
+        state["rng"] = [state["rng"][0], np.asarray(state["rng"][1], np.int64), state["rng"][2]]
+        return state
+
+    def load_items(self, state: dict) -> None:
+        f = self.config.n_factors
+        self._Q, self._has, self._bi = state["Q"].reshape(-1, f), state["has"], state["bi"]
+        self._Q, self._has, self._bi = grow(self._Q, 16), grow(self._has, 16), grow(self._bi, 16)
+        self._mean_n, self._mean = state["mean"]
+        key, pos, has_gauss, gauss = state["init"]
+        self._init.set_state(("MT19937", np.asarray(key, np.uint32), pos, has_gauss, gauss))
+        version, internal, gauss_next = state["rng"]
+        self._rng.setstate((version, tuple(int(x) for x in internal), gauss_next))
+        self._pool, self._pool_pos = [int(x) for x in state["pool"]], state["pool_pos"]
 
     @classmethod
     def from_state(cls, state: dict, index: ItemIndex | None = None) -> OnlineMF:

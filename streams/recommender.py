@@ -40,6 +40,7 @@ from typing import Callable, Hashable, Sequence
 
 import numpy as np
 
+from streamrec.streams.candidates import RankPass
 from streamrec.streams.content import ContentConfig, ContentModel, unit
 from streamrec.streams.cooccur import CooccurConfig, Cooccurrence, Popularity, PopularityConfig
 from streamrec.streams.model import MFConfig, OnlineMF
@@ -54,7 +55,11 @@ from streamrec.streams.ranking import (
     rank_learned,
 )
 from streamrec.streams.similar import blend
+from streamrec.streams.snapshot import pack_ids, pack_rows, unpack_ids, unpack_rows
 from streamrec.streams.state import FORMAT, ItemIndex, RatingPolicy, dumps, grow, loads
+
+#: the snapshot document's format (``to_bytes`` checkpoints are ``FORMAT``, still readable)
+SNAPSHOT_FORMAT = 2
 
 #: an extra candidate source: (user, recommender) -> a Signal named after its weight, or None
 Source = Callable[[Hashable, "Recommender"], "Signal | None"]
@@ -79,6 +84,9 @@ class RecommenderConfig:
     n_popular: int = 100
     #: list length when ``recommend``/``fallback`` are called without ``k``
     k: int = 50
+    #: items remembered as seen per user (never recommended to them again); past it the oldest is
+    #: forgotten and may come back. Bounds memory and checkpoint size per heavy user.
+    max_seen: int = 10_000
 
     @classmethod
     def from_dict(cls, d: dict) -> RecommenderConfig:
@@ -122,8 +130,11 @@ class Recommender:
         self.content = ContentModel(cfg.content, self.index)
         self.blend = BlendLearner(cfg.learn_blend) if cfg.learn_blend.enabled else None
         self._available = np.ones(16, dtype=bool)
-        self._seen: dict[Hashable, set[int]] = {}
+        #: user -> rows seen, an insertion-ordered set (a dict) bounded by ``config.max_seen``
+        self._seen: dict[Hashable, dict[int, None]] = {}
         self._learned: dict[Hashable, int] = {}
+        self._dirty: set[Hashable] = set()  # users learned from since the last snapshot
+        self._need_full = False  # a change no delta describes (embeddings reset)
         self.sources: dict[str, Source] = {}
 
     # -- events ---------------------------------------------------------------------------------
@@ -131,16 +142,21 @@ class Recommender:
     def _saw(self, user: Hashable, row: int) -> None:
         seen = self._seen.get(user)
         if seen is None:
-            seen = self._seen[user] = set()
-        seen.add(row)
+            seen = self._seen[user] = {}
+        elif row in seen:
+            del seen[row]  # most recent last: the oldest is forgotten first
+        seen[row] = None
+        if len(seen) > self.config.max_seen:
+            del seen[next(iter(seen))]
         self._learned[user] = self._learned.get(user, 0) + 1
+        self._dirty.add(user)
 
     def learn_click(self, user: Hashable, item: Hashable, ts: float | None = None) -> None:
         """Implicit positive: MF step plus sampled negatives, co-occurrence, popularity."""
         row = self.index.add(item)
-        self.mf._positive(self.mf._user(user), row)
-        self.cooccur._add(user, row)
-        self.popularity._add(row, ts)
+        self.mf.learn_positive_row(user, row)
+        self.cooccur.add_row(user, row)
+        self.popularity.add_row(row, ts)
         self._saw(user, row)
         if self.content.live:
             self.content.learn(user, row)
@@ -150,11 +166,11 @@ class Recommender:
     def learn_rating(self, user: Hashable, item: Hashable, rating: float, ts: float | None = None) -> None:
         """Explicit feedback, learned as the configured :class:`RatingPolicy` says."""
         row = self.index.add(item)
-        self.mf._rating(self.mf._user(user), row, rating)
+        self.mf.learn_rating_row(user, row, rating)
         positive = self.config.ratings.positive(rating)
         if positive:
-            self.cooccur._add(user, row)
-            self.popularity._add(row, ts)
+            self.cooccur.add_row(user, row)
+            self.popularity.add_row(row, ts)
         self._saw(user, row)
         if self.content.live:
             weight = 1.0 if positive else self.config.content.negative_weight
@@ -215,6 +231,7 @@ class Recommender:
     def reset_embeddings(self) -> None:
         """Forget all embeddings and content profiles, e.g. before switching the embedding model."""
         self.content.reset_embeddings()
+        self._need_full = True
 
     def set_tags(self, item: Hashable, tags: Sequence[tuple[str, float]], ts: float | None = None) -> None:
         """Replace ``item``'s tags, ``(tag, score)`` pairs (non-positive scores dropped; [] clears)."""
@@ -316,20 +333,55 @@ class Recommender:
         if out and self.content.live:
             if allowed is None:
                 allowed = self.allowed(user)
-            out += self.content.signals(user, allowed, self.cooccur._pop, self._history(user), self._now())
+            out += self.content.signals(user, allowed, self.cooccur.interactions, self._history(user),
+                                        self.event_time)  # fmt: skip
         if out:
             out.append(Signal("popularity", self.popularity.scores(), cfg.n_popular, "max"))
         return out
 
     def _history(self, user: Hashable) -> list[int]:
-        return list(self.cooccur._hist.get(user, ()))
+        return self.cooccur.history_rows(user)
 
-    def _now(self) -> float | None:
+    @property
+    def event_time(self) -> float | None:
+        """The stream's time: the latest event, catalogue or enrichment time seen."""
         times = [t for t in (self.popularity.now, self.content.now) if t is not None]
         return max(times) if times else None
 
+    def seen_rows(self, user: Hashable) -> np.ndarray:
+        """The item rows ``user`` interacted with (never recommended to them again)."""
+        seen = self._seen.get(user)
+        return np.fromiter(seen, np.int64, len(seen)) if seen else np.zeros(0, dtype=np.int64)
+
     def recommend(self, user: Hashable, k: int | None = None) -> list[tuple[Hashable, float]]:
         """Top-``k`` (item, blended score), never a seen or deleted item; else the fallback."""
+        return self.recommend_many([user], k)[0]
+
+    def recommend_many(self, users: Sequence[Hashable], k: int | None = None, exact: bool = False,
+                       ranker=None) -> list[list[tuple[Hashable, float]]]:  # fmt: skip
+        """:meth:`recommend` for many users in one pass (see :mod:`streamrec.streams.candidates`):
+        per-pass work once, batched products, candidates from the nearest-neighbour index once the
+        catalogue is large; ``exact`` nominates by exhaustive products (the recall reference)."""
+        k = self.config.k if k is None else k
+        if self.blend is not None:  # the learned blend remembers per-user dense candidate sets
+            return [self.recommend_dense(u, k) for u in users]
+        return self.ranking_pass(exact, ranker).lists(list(users), k)
+
+    def ranking_pass(self, exact: bool = False, ranker=None) -> RankPass:
+        """A pass to rank many users with (``.lists(users, k)``); it stays valid while learning
+        goes on (the worker interleaves one with its consume loop)."""
+        return RankPass(self, exact=exact, ranker=ranker)
+
+    def available_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Which item ``rows`` may be recommended now (not deleted)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.ones(len(rows), dtype=bool)
+        inside = rows < len(self._available)
+        out[inside] = self._available[rows[inside]]
+        return out
+
+    def recommend_dense(self, user: Hashable, k: int | None = None) -> list[tuple[Hashable, float]]:
+        """The dense ranking of :meth:`signals` (a score vector per signal over every row)."""
         k = self.config.k if k is None else k
         allowed = self.allowed(user)
         signals = self.signals(user, allowed)
@@ -356,7 +408,7 @@ class Recommender:
             "mf": self.mf.to_state(with_index=False),
             "cooccur": self.cooccur.to_state(with_index=False),
             "popularity": self.popularity.to_state(with_index=False),
-            "seen": {u: sorted(s) for u, s in self._seen.items()},
+            "seen": {u: list(s) for u, s in self._seen.items()},
             "learned": self._learned,
             "content": self.content.to_state(),
             "blend": self.blend.to_state() if self.blend is not None else None,
@@ -370,7 +422,7 @@ class Recommender:
         self.cooccur = Cooccurrence.from_state(state["cooccur"], index)
         self.popularity = Popularity.from_state(state["popularity"], index)
         self._available = grow(state["available"].copy(), 16, fill=True)
-        self._seen = {u: set(rows) for u, rows in state["seen"].items()}
+        self._seen = {u: dict.fromkeys(rows) for u, rows in state["seen"].items()}
         self._learned = dict(state["learned"])
         self.content = ContentModel.from_state(state.get("content"), self.config.content, index)
         if self.blend is not None:
@@ -386,6 +438,85 @@ class Recommender:
         if doc.get("kind") != cls.KIND or doc.get("format") != FORMAT:
             raise ValueError(f"not a {cls.KIND} checkpoint (format {FORMAT})")
         return cls.from_state(doc["state"])
+
+    # -- snapshots: checkpoint format 2 (see streams/snapshot.py), whole or by changed users ------
+
+    def snapshot(self, delta: bool = False) -> dict:
+        """The state as a snapshot document: the item side whole (small next to the users), the
+        user side whole or, with ``delta``, only the users learned from since :meth:`checkpointed`
+        (a delta is applied on top of the snapshots before it; :attr:`needs_full` says when one
+        cannot describe the change)."""
+        if delta and self._need_full:
+            raise ValueError("a full snapshot is needed (embeddings were reset)")
+        users = sorted(self._dirty, key=self.mf.users.__getitem__) if delta else None
+        ids = list(self._seen) if users is None else [u for u in users if u in self._seen]
+        learned = self._learned
+        return {
+            "kind": self.KIND, "format": SNAPSHOT_FORMAT, "delta": delta,
+            "config": asdict(self.config), "items": pack_ids(self.index.items), "available": self.allowed(),
+            "mf": self.mf.items_state(), "cooccur": self.cooccur.items_state(),
+            "popularity": self.popularity.to_state(with_index=False),
+            "content": self.content.items_state(changed_only=delta),
+            "blend": self.blend.to_state() if self.blend is not None else None,
+            "users": {"ids": pack_ids(ids), "seen": pack_rows([self._seen[u] for u in ids]),
+                      "learned": np.fromiter((learned.get(u, 0) for u in ids), np.int64, len(ids)),
+                      "mf": self.mf.users_state(users), "cooccur": self.cooccur.users_state(users),
+                      "content": self.content.users_state(users)},
+        }  # fmt: skip
+
+    @property
+    def needs_full(self) -> bool:
+        return self._need_full
+
+    @property
+    def n_changed_users(self) -> int:
+        """Users learned from since the last :meth:`checkpointed`."""
+        return len(self._dirty)
+
+    def checkpointed(self) -> None:
+        """The last :meth:`snapshot` is durable: count changes from here."""
+        self._dirty = set()
+        self._need_full = False
+        self.content.checkpointed()
+
+    @classmethod
+    def from_checkpoint(cls, model) -> Recommender:
+        """The model of a loaded checkpoint: format-2 snapshots (``base`` and ``deltas``) or
+        format-1 bytes (:meth:`from_bytes`)."""
+        if isinstance(model, (bytes, bytearray)):
+            return cls.from_bytes(model)
+        return cls.from_snapshots(model.base, model.deltas)
+
+    @classmethod
+    def from_snapshots(cls, base: dict, deltas: Sequence[dict] = ()) -> Recommender:
+        """The model a full snapshot and the deltas after it describe."""
+        if base.get("kind") != cls.KIND or base.get("format") != SNAPSHOT_FORMAT or base.get("delta"):
+            raise ValueError(f"not a full {cls.KIND} snapshot (format {SNAPSHOT_FORMAT})")
+        self = cls(RecommenderConfig.from_dict(base["config"]))
+        for doc in (base, *deltas):
+            self._load(doc)
+        return self
+
+    def _load(self, doc: dict) -> None:
+        if doc.get("kind") != self.KIND or doc.get("format") != SNAPSHOT_FORMAT:
+            raise ValueError(f"not a {self.KIND} snapshot (format {SNAPSHOT_FORMAT})")
+        self.config = cfg = RecommenderConfig.from_dict(doc["config"])
+        for item in unpack_ids(doc["items"])[len(self.index) :]:
+            self.index.add(item)
+        self._available = grow(doc["available"], 16, fill=True)
+        self.mf.load_items(doc["mf"])
+        self.cooccur.load_items(doc["cooccur"])
+        self.popularity = Popularity.from_state(doc["popularity"], self.index)
+        self.content.load_items(doc["content"])
+        if self.blend is not None:
+            self.blend = BlendLearner.from_state(doc.get("blend"), cfg.learn_blend)
+        u = doc["users"]
+        for user, rows, n in zip(unpack_ids(u["ids"]), unpack_rows(u["seen"]), u["learned"].tolist()):
+            self._seen[user] = dict.fromkeys(rows)
+            self._learned[user] = n
+        self.mf.load_users(u["mf"])
+        self.cooccur.load_users(u["cooccur"])
+        self.content.load_users(u["content"])
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)

@@ -70,6 +70,9 @@ class RefreshSchedule:
         self.next_boundary = float("-inf")  # logical clock: the next refresh boundary
         self.redis_retry_at = 0.0
         self.redis_backoff = 0.0  # 0.0: the last write succeeded
+        #: an interleaved pass: the users it writes, and those of them with an event since it began
+        self.in_pass: set[str] | None = None
+        self.retouched: set[str] = set()
 
     @classmethod
     def from_settings(cls, settings, logical: bool, now: float,
@@ -82,6 +85,8 @@ class RefreshSchedule:
     def touch(self, user: str, position: tuple[str, int], now: float) -> None:
         """A user's event was learned: their list is owed, and (wall clock) due early."""
         self.active[user] = position
+        if self.in_pass is not None and user in self.in_pass:
+            self.retouched.add(user)
         if self.early_s > 0 and not self.logical and user not in self.early:
             self.early[user] = now + self.early_s
 
@@ -102,6 +107,41 @@ class RefreshSchedule:
         self.others = {u: v for u, v in self.others.items() if v[1] >= horizon}
         self.active.clear()
         self.early.clear()
+
+    def begin_pass(self, serves: Serves) -> list[str]:
+        """An interleaved pass starts (its lists are written in slices while learning goes on):
+        the owed users it writes. Settle it with :meth:`finish_pass` once every list is written.
+
+        >>> s = RefreshSchedule(60.0, 0.0, 1, logical=False, now=0.0)
+        >>> s.touch("a", ("t", 0), 1.0); s.touch("b", ("t", 0), 1.0)
+        >>> s.begin_pass(lambda p: True)
+        ['a', 'b']
+        >>> s.touch("b", ("t", 0), 2.0); s.touch("c", ("t", 0), 2.0)   # learned during the pass
+        >>> s.finish_pass(lambda p: True, now=3.0); sorted(s.active)    # still owed: b and c
+        ['b', 'c']
+        """
+        users = self.owed(serves)
+        self.in_pass, self.retouched = set(users), set()
+        return users
+
+    def finish_pass(self, serves: Serves, now: float) -> None:
+        """Every list of the pass was written: settle its users, except those with an event after
+        it began (their list may predate that event), and remember the others' users."""
+        done = (self.in_pass or set()) - self.retouched
+        for user, position in list(self.active.items()):
+            if not serves(position):
+                self.others[user] = (position, now)
+            elif user in done:
+                del self.active[user]
+                self.early.pop(user, None)
+        horizon = now - self.others_keep_s
+        self.others = {u: v for u, v in self.others.items() if v[1] >= horizon}
+        self.active = {u: p for u, p in self.active.items() if serves(p)}
+        self.abandon_pass()
+
+    def abandon_pass(self) -> None:
+        """The pass stopped half way (Redis failed): its users stay owed."""
+        self.in_pass, self.retouched = None, set()
 
     def gained(self, gained: set[tuple[str, int]]) -> None:
         """Partitions came to this worker: the others' users recently active on them are owed."""
@@ -150,6 +190,46 @@ class RefreshSchedule:
 
     def redis_ok(self) -> None:
         self.redis_backoff = 0.0
+
+
+class PassSlices:
+    """An interleaved refresh pass, cut into time slices of whole chunks of users.
+
+    ``rank(users)`` returns their lists; each :meth:`next_slice` ranks chunks until ``slice_s`` of
+    the caller's ``clock`` have passed (at least one chunk), so learning never waits a whole pass.
+
+    >>> ticks = iter(range(100))
+    >>> job = PassSlices(["a", "b", "c"], lambda us: [[u.upper()] for u in us], chunk=2)
+    >>> job.next_slice(lambda: next(ticks), slice_s=0.5), job.done
+    ((['a', 'b'], {'a': ['A'], 'b': ['B']}), False)
+    >>> job.next_slice(lambda: next(ticks), slice_s=0.5)[0], job.done, job.first
+    (['c'], True, False)
+    """
+
+    def __init__(self, users: list[str], rank: Callable[[list[str]], list], chunk: int = 64):
+        self.users, self.rank, self.chunk = users, rank, chunk
+        self.pos = 0
+        self.first = True  # the first slice also writes the global list
+        self.slices = 0
+
+    @property
+    def done(self) -> bool:
+        return self.pos >= len(self.users)
+
+    def next_slice(self, clock: Callable[[], float], slice_s: float) -> tuple[list[str], dict]:
+        start = clock()
+        users: list[str] = []
+        lists: dict = {}
+        self.first = self.slices == 0
+        while not self.done:
+            part = self.users[self.pos : self.pos + self.chunk]
+            lists.update(zip(part, self.rank(part)))
+            users += part
+            self.pos += len(part)
+            if clock() - start >= slice_s:
+                break
+        self.slices += 1
+        return users, lists
 
 
 def active_to_meta(active: dict[str, Position]) -> list[list]:

@@ -1,6 +1,7 @@
 """What the stream worker serves, and how well: the blend (self-tuning or fixed) and the live metrics.
 
-The worker's part is a few calls: :meth:`Served.recommend` for every list it writes,
+The worker's part is a few calls: :attr:`Served.ranker` for its ranking passes and
+:meth:`Served.noted` for every list it writes,
 :meth:`Served.published` for the global list, :meth:`Served.event` for every click or rating before
 the model learns it, :meth:`Served.to_meta` into each checkpoint, and :meth:`Served.report` /
 :meth:`Served.stats_fields` for the metrics and the stats hash. Behind them:
@@ -54,12 +55,20 @@ class Served:
             return config_digest(self.version)
         return config_digest({**self.version, "tuned": sorted(self.tuner.weights.items())})
 
+    @property
+    def ranker(self):
+        """What a ranking pass blends with: the tuner's served weighting (None: the model's own)."""
+        return None if self.tuner is None else self.tuner.ranker(self.model)
+
     def recommend(self, user: Hashable, k: int) -> list[tuple[Hashable, float]]:
-        """The user's list (from the tuner's weighting when on), noted for the live metrics."""
-        model = self.model
-        items = model.recommend(user, k) if self.tuner is None else self.tuner.recommend(model, user, k)
-        self.quality.published(user, [i for i, _ in items], self.digest)
+        """One user's list as the worker ranks it (a pass of one), noted for the live metrics."""
+        items = self.model.recommend_many([user], k, ranker=self.ranker)[0]
+        self.noted(user, items)
         return items
+
+    def noted(self, user: Hashable, items: list[tuple[Hashable, float]]) -> None:
+        """``user``'s list was written: the one their next events are scored against."""
+        self.quality.published(user, [i for i, _ in items], self.digest)
 
     def published(self, global_list: list[tuple[Hashable, float]]) -> None:
         """The global list was written (what users without a list of their own read)."""

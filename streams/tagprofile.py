@@ -25,10 +25,12 @@ The rare tag counts for more: row 0 (heist only) beats rows 2 and 3 (drama only)
 from __future__ import annotations
 
 import math
+from itertools import chain
 from typing import Hashable, Sequence
 
 import numpy as np
 
+from streamrec.streams.snapshot import pack_ids, unpack_ids
 from streamrec.streams.state import grow
 
 _RESCALE = 2.0**30  # lazily decayed tag weights are folded back before they grow past this
@@ -147,6 +149,40 @@ class TagModel:
         s[~has] = -np.inf
         return s
 
+    def sparse_scores(self, user: Hashable) -> tuple[np.ndarray, np.ndarray] | None:
+        """:meth:`scores` at the rows sharing a tag with the profile, ``(sorted rows, scores)``;
+        every other tagged row scores 0 and an untagged one ``-inf`` (see :meth:`tagged`)."""
+        d = self._ut.get(user)
+        if not d:
+            return None
+        n_tagged = len(self._item_tags)
+        keys, vals = [], []
+        for t, w in d.items():
+            if w <= 0:
+                continue
+            arr = self._post_arr.get(t)
+            if arr is None:
+                post = self._post[t]
+                arr = self._post_arr[t] = (
+                    np.fromiter(post, np.int64, len(post)),
+                    np.fromiter(post.values(), np.float64, len(post)),
+                )
+            if len(arr[0]):
+                keys.append(arr[0])
+                vals.append(arr[1] * (w * math.log(1.0 + n_tagged / len(arr[0]))))
+        if not keys:
+            return None
+        rows, inv = np.unique(np.concatenate(keys), return_inverse=True)
+        return rows, np.bincount(inv, weights=np.concatenate(vals), minlength=len(rows))
+
+    def tagged(self, rows: np.ndarray) -> np.ndarray:
+        """Which of ``rows`` have tags."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.zeros(len(rows), dtype=bool)
+        inside = rows < len(self._has)
+        out[inside] = self._has[rows[inside]]
+        return out
+
     # -- state ----------------------------------------------------------------------------------
 
     def to_state(self) -> dict:
@@ -165,6 +201,37 @@ class TagModel:
                           np.asarray([w for _, w in upairs], np.float64),
                           [self._un[u] for u in uusers]],
         }  # fmt: skip
+
+    def users_state(self, users: list[Hashable] | None = None) -> dict:
+        ut = self._ut
+        ids = list(ut) if users is None else [u for u in users if u in ut]
+        lens = np.fromiter((len(ut[u]) for u in ids), np.int64, len(ids))
+        total = int(lens.sum())
+        return {
+            "ids": pack_ids(ids), "lens": lens,
+            "tags": np.fromiter(chain.from_iterable(ut[u] for u in ids), np.int64, total),
+            "vals": np.fromiter(chain.from_iterable(ut[u].values() for u in ids), np.float64, total),
+            "scales": np.asarray([self._un[u] for u in ids], np.float64).reshape(-1, 2),
+        }  # fmt: skip
+
+    def load_users(self, state: dict) -> None:
+        tags, vals, start = state["tags"].tolist(), state["vals"].tolist(), 0
+        for u, k, sc in zip(unpack_ids(state["ids"]), state["lens"].tolist(), state["scales"].tolist()):
+            self._ut[u] = dict(zip(tags[start : start + k], vals[start : start + k]))
+            self._un[u] = [float(sc[0]), float(sc[1])]
+            start += k
+
+    def items_state(self) -> dict:
+        state = self.to_state()
+        del state["user_tags"]
+        return state
+
+    def load_items(self, state: dict, n_rows: int) -> None:
+        users, scales = self._ut, self._un
+        self.tag_ids, self._item_tags, self._post, self._post_arr = {}, {}, {}, {}
+        empty = {"user_tags": [[], np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0), []]}
+        self.load_state({**state, **empty}, n_rows)
+        self._ut, self._un = users, scales
 
     def load_state(self, state: dict, n_rows: int) -> None:
         """Restore what :meth:`to_state` wrote (keys inside a content checkpoint)."""

@@ -196,7 +196,8 @@ class Tuner:
         return W
 
     def recommend(self, model, user: Hashable, k: int | None = None) -> list[tuple[Hashable, float]]:
-        """``model.recommend`` with the served weighting; remembers every challenger's list."""
+        """``model.recommend`` with the served weighting over the dense signals (the reference
+        path; the worker ranks through :meth:`rank` inside a batched ranking pass)."""
         k = model.config.k if k is None else k
         allowed = model.allowed(user)
         signals = model.signals(user, allowed)
@@ -207,6 +208,19 @@ class Tuner:
         if not len(cand) or k <= 0:
             return []
         X = feature_matrix(signals, cand, len(allowed))
+        rows, scores = self.rank(model, user, signals, cand, X, k)
+        items = model.index.items
+        return [(items[r], float(s)) for r, s in zip(rows.tolist(), scores.tolist())]
+
+    def ranker(self, model):
+        """``rank`` bound to ``model``: what a ranking pass calls per user (see
+        :class:`~streamrec.streams.candidates.RankPass`)."""
+        return lambda user, signals, cand, X, k: self.rank(model, user, signals, cand, X, k)
+
+    def rank(self, model, user: Hashable, signals, cand: np.ndarray, X: np.ndarray,
+             k: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+        """The served weighting's top ``k`` of ``cand`` (``X``: the signals' normalised values
+        there, one column each), as ``(rows, scores)``; remembers every challenger's list."""
         S = X @ self._matrix(signals, model.config.weights.extra)
         served = best_k(S[:, 0], k)
         depth = self.config.depth
@@ -220,8 +234,7 @@ class Tuner:
             self._tops.popitem(last=False)
         if self.learner is not None:
             self.learner.remember(user, [s.name for s in signals], cand, X, served[:10])
-        items = model.index.items
-        return [(items[r], float(s)) for r, s in zip(cand[served].tolist(), S[served, 0].tolist())]
+        return cand[served], S[served, 0]
 
     # -- learning -----------------------------------------------------------------------------------
 

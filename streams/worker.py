@@ -3,9 +3,15 @@
 The loop, and why it is ordered this way::
 
     consume a batch ─► decode at the boundary ─► learn (or dead-letter) ─► mark user active
-    every refresh interval:
+    every refresh interval, interleaved with the consuming above (a slice of lists per batch):
         write lists of active users to Redis ─► flush dead letters ─► checkpoint (state+offsets)
         ─► commit offsets to Kafka
+
+The refresh pass does not stop learning: it ranks and writes ``PASS_SLICE_S`` worth of lists
+between two consumed batches (:meth:`StreamWorker.begin_pass`). The order guarantee holds per
+pass: every list of the pass is written before the checkpoint, and the offsets are committed after
+it. A user with an event learned while the pass ran stays owed (the checkpoint's ``pending``), so
+that event reaches a list at the next pass; the checkpoint itself covers every event learned.
 
 The checkpoint carries the offset of every input partition (see :mod:`streamrec.streams.checkpoint`):
 a restart seeks every partition to the checkpoint's position, so no event is lost and none is
@@ -51,14 +57,14 @@ from streamrec.metrics import WorkerMetrics, serve, write_heartbeat
 from streamrec.settings import Settings
 from streamrec.streams import positions
 from streamrec.streams.catalog import Catalog
-from streamrec.streams.checkpoint import Checkpoint, FileCheckpointStore
+from streamrec.streams.checkpoint import Checkpoint, FileCheckpointStore, Snapshots
 from streamrec.streams.ingest import Boundary
 from streamrec.streams.listindex import ListIndex
 from streamrec.streams.membership import Membership
 from streamrec.streams.outputs import SideOutputs, committed_offsets, outputs_group
 from streamrec.streams.recommender import Recommender
-from streamrec.streams.refresh import write_lists
-from streamrec.streams.schedule import RefreshSchedule, active_from_meta, active_to_meta
+from streamrec.streams.refresh import config_digest, write_lists
+from streamrec.streams.schedule import PassSlices, RefreshSchedule, active_from_meta, active_to_meta
 from streamrec.streams.serving import ServingState
 from streamrec.streams.served import Served
 
@@ -67,6 +73,8 @@ MODEL_NAME = "streamrec-blend"
 BATCH = 1000
 HEARTBEAT_S = 2.0
 LOGICAL_CHECKPOINT_S = 30.0  # wall-clock checkpoint period of a logical-clock (replay) worker
+PASS_SLICE_S = 0.05  # an interleaved refresh pass ranks this long, then the loop consumes a batch
+PASS_REUSE_S = 1.0  # early refreshes within this long share one ranking pass
 
 
 @dataclass
@@ -96,8 +104,10 @@ def build_recommender(settings: Settings) -> Recommender:
 
     from streamrec.streams.recommender import RecommenderConfig
 
-    cfg = RecommenderConfig(k=settings.top_k)
-    cfg = replace(cfg, mf=replace(cfg.mf, n_negatives=settings.negatives))
+    cfg = RecommenderConfig(k=settings.top_k, max_seen=settings.max_seen)
+    cfg = replace(cfg, mf=replace(cfg.mf, n_negatives=settings.negatives),
+                  cooccur=replace(cfg.cooccur, history=settings.history),
+                  content=replace(cfg.content, index_background=True))  # fmt: skip
     return Recommender(cfg, seed=settings.seed)
 
 
@@ -121,10 +131,15 @@ class StreamWorker:
         self.stats = Stats()
         #: item records, seen lists and similar-item lists for the read API (written at refreshes)
         self.serving = ServingState(settings.similar_k, settings.similar_per_refresh, enabled=not logical)
-        restored = self.store.restore(Recommender.from_bytes)
+        restored = self.store.restore(Recommender.from_checkpoint)
         checkpoint = restored.checkpoint if restored else None
+        self._deltas = 0  # delta checkpoints since the last full one
+        self._have_full = False  # deltas extend the newest chain only, so a fallback writes a full one
         if checkpoint:
+            # format 1 (bytes) is restored as it is, and the next checkpoint is a full format-2 one
             self.model = restored.model
+            if isinstance(checkpoint.model, Snapshots) and restored.path == self.store.path:
+                self._have_full, self._deltas = True, len(checkpoint.model.deltas)
             self.offsets: dict[tuple[str, int], int] = dict(checkpoint.offsets)
             self.seq = checkpoint.seq
             active = active_from_meta(checkpoint.meta.get("active", []))
@@ -152,6 +167,9 @@ class StreamWorker:
         self.schedule = RefreshSchedule.from_settings(settings, logical, self.clock(), active)
         self.redis = redis_client(settings)
         self._stop = False
+        self._pass: PassSlices | None = None  # the interleaved refresh pass in progress
+        self._pass_started = 0.0
+        self._cached_pass = None
         self._last_heartbeat = 0.0
         self._consumers()
         self._restored_log(restored)  # after Kafka answered: an unreachable broker is one line
@@ -332,20 +350,17 @@ class StreamWorker:
         """The name of the state the lists come from: the checkpoint that will hold it."""
         return f"{MODEL_NAME}.{self.seq + 1}"
 
-    def _write(self, users: list[str], with_fallback: bool, now: float) -> bool:
+    def _write(self, users: list[str], with_fallback: bool, now: float, lists: dict | None = None) -> bool:
+        """Write ``users``' lists (ranked here in one batched pass unless ``lists`` has them)."""
         if not self.schedule.redis_ready(now):
             return False
         k = self.settings.top_k
         fallback = self.model.fallback(k) if with_fallback else None
-        lists: dict[str, list] = {}
-
-        def recommend(user: str) -> list:
-            lists[user] = self.served.recommend(user, k)
-            return lists[user]
-
+        if lists is None:
+            lists = dict(zip(users, self._ranking(now).lists(users, k)))
         try:
             written = write_lists(
-                self.redis, self.keys, users, recommend, fallback,
+                self.redis, self.keys, users, lists.__getitem__, fallback,
                 self.model_version(), now, self.served.digest,
             )  # fmt: skip
             if not self.logical:  # a replay reads lists only
@@ -361,11 +376,20 @@ class StreamWorker:
             self.served.published(fallback)
         self.stats.lists_written += written
         for user, items in lists.items():  # what each user's list in Redis now holds
+            self.served.noted(user, items)
             if items:
                 self.lists.record(user, [i for i, _ in items])
             else:
                 self.lists.forget(user)
         return True
+
+    def _ranking(self, now: float):
+        """A ranking pass for a write; early refreshes reuse one for up to ``PASS_REUSE_S`` (its
+        per-pass work is tens of ms at 100k items; deletions still apply at once), replays never."""
+        cached = self._cached_pass
+        if self.logical or cached is None or not 0 <= now - cached[1] < PASS_REUSE_S:
+            cached = self._cached_pass = (self.model.ranking_pass(ranker=self.served.ranker), now)
+        return cached[0]
 
     def write_active(self, now: float) -> bool:
         """Write the lists of the active users we serve, and the global list; keep them on failure."""
@@ -386,6 +410,39 @@ class StreamWorker:
         self.metrics.refresh_seconds.observe(self.stats.last_refresh_s)
         self.metrics.lag.set(self.lag())
 
+    def begin_pass(self, now: float) -> None:
+        """Start an interleaved refresh pass: its lists are ranked and written a slice at a time
+        between consumed batches (:meth:`pass_step`), so learning never waits a whole pass; when
+        every list is written: the stats, the checkpoint, then the offsets, as in :meth:`refresh`."""
+        self._pass_started = time.perf_counter()
+        if not self.schedule.redis_ready(now):  # Redis backing off: checkpoint, lists stay owed
+            self._end_pass()
+            return
+        k, ranking = self.settings.top_k, self.model.ranking_pass(ranker=self.served.ranker)
+        users = self.schedule.begin_pass(self.serves)
+        self._pass = PassSlices(users, lambda us: ranking.lists(us, k))
+
+    def pass_step(self, now: float) -> None:
+        job = self._pass
+        users, lists = job.next_slice(time.perf_counter, PASS_SLICE_S)
+        if not self._write(users, with_fallback=job.first, now=now, lists=lists):
+            self.schedule.abandon_pass()  # its users stay owed (and in the checkpoint)
+            self._pass = None
+            self._end_pass()
+            return
+        if job.done:
+            self._pass = None
+            self.schedule.finish_pass(self.serves, now)
+            self.stats.refreshes += 1
+            self._write_stats(now)
+            self._end_pass()
+
+    def _end_pass(self) -> None:
+        self.checkpoint()
+        self.stats.last_refresh_s = time.perf_counter() - self._pass_started
+        self.metrics.refresh_seconds.observe(self.stats.last_refresh_s)
+        self.metrics.lag.set(self.lag())
+
     def early_refresh(self) -> None:
         """Lists of users whose debounce delay has passed, within the per-second budget."""
         if not self.schedule.early:
@@ -402,16 +459,21 @@ class StreamWorker:
             log.warning("%d side outputs not yet committed; checkpoint postponed", self.outputs.pending)
             return
         self.seq += 1
+        full = (not self._have_full or self.model.needs_full
+                or self._deltas + 1 >= self.settings.checkpoint_full_every)  # fmt: skip
         self.store.save(
             Checkpoint(
                 seq=self.seq, created=self.clock(), offsets=dict(self.offsets),
-                model=self.model.to_bytes(), pending=tuple(sorted(self.schedule.active)),
+                model=self.model.snapshot(delta=not full), pending=tuple(sorted(self.schedule.active)),
                 meta={"learned": self.stats.learned, "model_version": self.model_version(),
                       "content_hashes": self.catalog_state.hashes, "serving": self.serving.to_meta(),
                       "active": active_to_meta(self.schedule.active), "lists": self.lists.to_meta(),
                       **self.served.to_meta()},
             )
         )  # fmt: skip
+        self.model.checkpointed()
+        self._have_full, self._deltas = True, 0 if full else self._deltas + 1
+        self.stats.extra["checkpoint_bytes"] = self.store.last_bytes
         if self.membership is not None:
             self.membership.commit(self.offsets)
 
@@ -478,14 +540,22 @@ class StreamWorker:
                 n = self.poll()
                 now = self.clock()
                 self.early_refresh()
-                if now >= next_refresh:
-                    self.refresh()
+                if self._pass is not None:
+                    self.pass_step(now)
+                elif now >= next_refresh:
+                    if self.logical:
+                        self.refresh()
+                    else:
+                        self.begin_pass(now)
                     next_refresh = now + period
                 self.heartbeat(now)
                 if burst and n == 0 and self.caught_up():
                     break
                 if max_seconds is not None and now - started > max_seconds:
                     break
+            if self._pass is not None:  # finish in one go: every owed list, then the checkpoint
+                self.schedule.abandon_pass()
+                self._pass = None
             self.refresh()  # lists and a checkpoint for everything learned so far
         finally:
             self.close()

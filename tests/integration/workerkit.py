@@ -88,5 +88,5 @@ def learned_counts(env: dict) -> dict[str, int] | None:
     checkpoint = FileCheckpointStore(env["STREAMREC_CHECKPOINT_DIR"]).load()
     if checkpoint is None:
         return None
-    model = Recommender.from_bytes(checkpoint.model)
+    model = Recommender.from_checkpoint(checkpoint.model)
     return {u: model.n_learned(u) for u in model._learned}

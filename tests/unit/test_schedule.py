@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streamrec.streams.schedule import RefreshSchedule, active_from_meta, active_to_meta
+from streamrec.streams.schedule import PassSlices, RefreshSchedule, active_from_meta, active_to_meta
 
 P0, P1 = ("events.clicks", 0), ("events.clicks", 1)
 
@@ -96,3 +96,36 @@ def test_owed_users_survive_a_checkpoint():
     active = {"u1": P1, "u2": None}
     assert active_from_meta(active_to_meta(active)) == active
     assert RefreshSchedule(60.0, 0.0, 10, False, 0.0, active).owed(everywhere) == ["u1", "u2"]
+
+
+def test_an_interleaved_pass_settles_only_users_not_learned_from_since_it_began():
+    only_p0 = lambda position: position is None or position[1] == 0  # noqa: E731
+    s = RefreshSchedule(interval_s=60.0, early_s=2.0, early_max_per_s=100, logical=False, now=0.0)
+    for user, part in [("a", 0), ("b", 0), ("c", 1)]:
+        s.touch(user, ("events.clicks", part), now=1.0)
+    s.owe("cold")  # a cold-start match, partition unknown
+    assert s.begin_pass(only_p0) == ["a", "b", "cold"]
+    s.touch("b", ("events.clicks", 0), now=2.0)  # learned while the pass runs
+    s.touch("d", ("events.clicks", 0), now=2.0)  # a new user during the pass
+    s.finish_pass(only_p0, now=3.0)
+    assert sorted(s.active) == ["b", "d"]  # owed by the next pass (and the checkpoint)
+    assert "c" in s.others and "a" not in s.early and "b" in s.early
+    assert s.in_pass is None
+
+
+def test_an_abandoned_pass_keeps_every_user_owed():
+    s = RefreshSchedule(interval_s=60.0, early_s=0.0, early_max_per_s=100, logical=False, now=0.0)
+    s.touch("a", ("events.clicks", 0), now=1.0)
+    s.begin_pass(lambda p: True)
+    s.abandon_pass()  # e.g. Redis failed half way
+    assert s.owed(lambda p: True) == ["a"]
+
+
+def test_pass_slices_rank_every_user_once_in_order():
+    clock = iter(float(t) for t in range(1000))
+    seen = []
+    job = PassSlices([f"u{i}" for i in range(10)], lambda us: seen.extend(us) or [[u] for u in us], chunk=3)
+    while not job.done:
+        users, lists = job.next_slice(lambda: next(clock), slice_s=2.0)
+        assert list(lists) == users
+    assert seen == [f"u{i}" for i in range(10)] and job.slices == 2

@@ -199,5 +199,8 @@ def test_the_fast_lane_for_lists_agrees_with_the_ordinary_path(case, data):
     slow = outcome(lambda b: _build(msgpack.unpackb(b), _MISSING), raw)
     if slow[0] == "ok" and not isinstance(slow[1], cls):
         assert fast[0] == "error" and fast[1].startswith("type: expected")
+    elif slow[0] == "error" and d.get("type") != cls.TYPE and fast[0] == "error":
+        # another record type, itself invalid: the fast lane names the type first, as it may
+        assert fast[1].startswith("type: expected") or fast == slow, (fast, slow)
     else:
         assert fast == slow, d

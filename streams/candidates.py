@@ -1,0 +1,411 @@
+"""A ranking pass: many users' lists at once, candidates from indexes, exact scores at the candidates.
+
+Why: ranking one user used to mean a dense score vector over the whole catalogue per signal (three
+mat-vecs over every embedding, an MF product, popularity and masks rebuilt per user). At 50k items
+with embeddings that was 21-38 ms a list, bound by memory bandwidth. Here each signal only
+*nominates* its best allowed rows and can be *read* exactly at any row, and
+:func:`rank_nominated` blends exactly as :func:`~streamrec.streams.ranking.rank` does over the union
+of the nominees, so a list differs from the dense one only where a nomination did:
+
+- **co-occurrence** and **tags**: sparse already (the neighbour and postings lists of the history);
+- **MF**: one batched product of a chunk of users with the item factors (16 wide, cheap);
+- **embedding** and **recent**: the faiss IVF index of :mod:`streamrec.streams.contentindex` once
+  the catalogue is large (exact products below ``ContentConfig.index_min_items``), batched per chunk;
+- **fresh**: the cold rows are found once per pass and scored exactly (one small product per
+  chunk); the lift's reference (the user's mean and best cosine over every allowed embedded item) is
+  exact for the mean (the sum of the embeddings, minus the seen ones) and the best nominee's for the
+  maximum;
+- **popularity**, the availability mask and the cold set: once per pass, not per user; a user's
+  seen rows are cleared in the pass's mask and restored after, so a user costs ``O(seen)`` there.
+
+``exact=True`` nominates by exhaustive products instead: the reference the index is measured
+against (``recall_at_50`` in ``streamrec bench scale``); a recommender with no index (small
+catalogue) gives the same lists either way.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable, Hashable
+
+import numpy as np
+
+from streamrec.streams.ranking import BlendWeights, best_k, features, top_n
+
+if TYPE_CHECKING:  # pragma: no cover
+    from streamrec.streams.recommender import Recommender
+
+#: users ranked together (batched products); bounded scratch memory per chunk
+CHUNK = 64
+#: popularity: the pass keeps this many more than ``n_popular`` to filter each user's seen rows
+POP_SLACK = 256
+#: index searches ask for this many more rows than nominated (seen and deleted rows are dropped)
+SEARCH_SLACK = 32
+#: rows ranked beyond ``k``, in case items were deleted while a long (interleaved) pass runs
+GONE_SLACK = 4
+
+
+#: ``(user, signals, cand, X, k) -> (rows, scores)``: blends the candidates ``cand`` (sorted rows)
+#: from ``X``, the signals' normalised values there (one column each), best first
+Ranker = Callable[[Hashable, list, np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+rows_none = np.zeros(0, dtype=np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class Nominated:
+    """A signal's nominees (``rows``) and its exact value at any rows (``values``; -inf: no opinion)."""
+
+    name: str
+    rows: np.ndarray
+    values: Callable[[np.ndarray], np.ndarray]
+    normalise: str = "max"
+    missing: str = "zero"
+    source: bool = False
+
+
+def rank_nominated(signals: list[Nominated], weights: BlendWeights, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~streamrec.streams.ranking.rank` over the union of the nominees: ``(rows, scores)``.
+
+    >>> co = Nominated("cooccur", np.array([1, 3]), lambda c: np.array([0.0, 2.0, 9.0, 1.0])[c])
+    >>> pop = Nominated("popularity", np.array([0]), lambda c: np.array([5.0, 1.0, 1.0, 0.0])[c])
+    >>> rows, scores = rank_nominated([co, pop], BlendWeights(cooccur=1.0, popularity=0.5), k=3)
+    >>> rows.tolist(), scores.round(2).tolist()
+    ([1, 0, 3], [1.1, 0.5, 0.5])
+    """
+    picks = [s.rows for s in signals if len(s.rows)]
+    if not picks or k <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    cand = np.unique(np.concatenate(picks))
+    total = np.zeros(len(cand))
+    for s in signals:
+        w = weights.of(s.name, s.source)
+        if w:
+            total += w * features(s, s.values(cand))
+    best = best_k(total, k)  # cand is sorted, so ties go to the lower row
+    return cand[best], total[best]
+
+
+def nominate(rows: np.ndarray, values: np.ndarray, n: int, allowed: np.ndarray, positive: bool) -> np.ndarray:
+    """The ``n`` best allowed ``rows`` by ``values`` (finite, and > 0 with ``positive``).
+
+    >>> nominate(np.array([2, 5, 7]), np.array([1.0, 3.0, 2.0]), 2, np.array([True] * 6 + [False] * 2), True).tolist()
+    [5, 2]
+    """
+    if n <= 0 or not len(rows):
+        return rows[:0]
+    ok = allowed[rows] & np.isfinite(values)
+    if positive:
+        ok &= values > 0
+    idx = np.flatnonzero(ok)
+    return rows[idx[best_k(values[idx], n)]]
+
+
+def lookup(rows: np.ndarray, values: np.ndarray, default: float) -> Callable[[np.ndarray], np.ndarray]:
+    """``values`` at sorted ``rows``, ``default`` elsewhere, as a function of candidate rows.
+
+    >>> lookup(np.array([2, 5]), np.array([1.0, 3.0]), -np.inf)(np.array([1, 5, 9])).tolist()
+    [-inf, 3.0, -inf]
+    """
+
+    def at(cand: np.ndarray) -> np.ndarray:
+        out = np.full(len(cand), default)
+        if len(rows):
+            pos = np.minimum(np.searchsorted(rows, cand), len(rows) - 1)
+            hit = rows[pos] == cand
+            out[hit] = values[pos[hit]]
+        return out
+
+    return at
+
+
+def lift_scalar(cos: np.ndarray, mu: float, top: float) -> np.ndarray:
+    """:func:`~streamrec.streams.content.lift` from the reference's mean and maximum.
+
+    >>> lift_scalar(np.array([0.9, 0.5, 0.1]), 0.4, 0.9).round(3).tolist()
+    [1.0, 0.2, 0.0]
+    """
+    if top <= mu:
+        return np.where(cos >= top, 1.0, 0.0)
+    return np.clip((cos - mu) / (top - mu), 0.0, 1.0)
+
+
+class _Probe:
+    """One user's content query vectors (columns) read at candidate rows, one gather per rows."""
+
+    def __init__(self, content, W: np.ndarray):
+        self.content, self.W = content, np.ascontiguousarray(W, dtype=np.float32)
+        self._rows: np.ndarray | None = None
+
+    def at(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        if rows is not self._rows:
+            self._rows = rows
+            self._out = (self.content.vectors(rows) @ self.W, self.content.has_embedding(rows))
+        return self._out
+
+
+def _within(rows: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``rows`` (and their values) below ``n``."""
+    if len(rows) and rows[-1] >= n:
+        m = int(np.searchsorted(rows, n))
+        return rows[:m], vals[:m]
+    return rows, vals
+
+
+def _rows_of(hits: np.ndarray) -> np.ndarray:
+    return hits[hits >= 0].astype(np.int64)
+
+
+class RankPass:
+    """What every list of one pass shares; :meth:`lists` ranks users in chunks."""
+
+    def __init__(self, rec: Recommender, exact: bool = False, ranker: Ranker | None = None):
+        cfg = rec.config
+        self.rec, self.cfg, self.exact = rec, cfg, exact
+        #: who blends the nominees (the self-tuning blend's served weighting), else the model's weights
+        self.ranker = ranker
+        self.n = n = len(rec.index)
+        self.available = rec.allowed()
+        self.allowed = self.available.copy()  # seen rows cleared per user, restored after
+        self.pop = rec.popularity.scores()
+        self.pop_top = top_n(self.pop, cfg.n_popular + POP_SLACK, self.available, positive=True)
+        self.pop_all = len(self.pop_top) < cfg.n_popular + POP_SLACK  # every positive row is in it
+        mf_rows = rec.mf.factor_rows()
+        self.mf_rows = mf_rows[self.available[mf_rows]]
+        # float32 for the nominating product and top-k (half the bytes); exact scores are float64
+        self.mf_Q = rec.mf.item_factors(self.mf_rows).astype(np.float32)
+        cm = rec.content
+        self.content_on = cm.live and cm.config.enabled
+        self.emb = self.content_on and cm.has_embeddings
+        self.index = None
+        if self.emb:
+            cm.prepare()
+            if not exact and cm.ann.built:
+                self.index = cm.ann
+            self.has_emb = cm.has_embedding(np.arange(n))
+            self.emb_ok = self.has_emb & self.available
+            self.emb_sum = cm.vector_sum(self.emb_ok).astype(np.float64)
+            self.emb_count = int(self.emb_ok.sum())
+            cold = cm.cold(rec.cooccur.interactions, rec.event_time) & self.available
+            self.cold_rows = np.flatnonzero(cold)
+            self.cold_E = cm.vectors(self.cold_rows)
+        self._fallback: dict[int, list] = {}
+        self._near: dict[int, np.ndarray] = {}  # recent row -> its nominated neighbours (per pass)
+
+    def fallback(self, k: int) -> list[tuple[Hashable, float]]:
+        if k not in self._fallback:
+            self._fallback[k] = self.rec.fallback(k)
+        return self._fallback[k]
+
+    def lists(self, users: list[Hashable], k: int) -> list[list[tuple[Hashable, float]]]:
+        """Each user's top ``k`` (item, score), the fallback for a user with no personal signal.
+
+        The pass may outlive the state it was set up from (the worker interleaves it with
+        learning): rows added since are left to the next pass, deletions are honoured at once."""
+        out: list = []
+        for start in range(0, len(users), CHUNK):
+            out.extend(self._chunk(users[start : start + CHUNK], k))
+        return out
+
+    def _chunk(self, users: list[Hashable], k: int) -> list:
+        rec, cfg, cc = self.rec, self.cfg, self.cfg.content
+        mf, cm = rec.mf, rec.content
+        urows = [mf.user_row(u) for u in users]
+        known = [j for j, r in enumerate(urows) if r is not None]
+        mf_scores = {}
+        if known and len(self.mf_rows):
+            S = mf.user_factors(np.array([urows[j] for j in known])).astype(np.float32) @ self.mf_Q.T
+            mf_scores = {j: S[i] for i, j in enumerate(known)}
+        hists = [rec.cooccur.history_rows(u) for u in users]
+        n = self.n  # rows that arrived after the pass began are left to the next pass
+        seens = [(r[r < n] if len(r) and r.max() >= n else r) for r in (rec.seen_rows(u) for u in users)]
+        pre = self._content_batch(users, hists, seens) if self.emb else None
+        items = rec.index.items
+        out = []
+        for j, user in enumerate(users):
+            seen = seens[j]
+            self.allowed[seen] = False
+            try:
+                sigs = self._signals(user, j, urows[j], mf_scores.get(j), seen, pre)
+                if not sigs:
+                    out.append(self.fallback(k))
+                    continue
+                if self.ranker is None:
+                    rows, scores = rank_nominated(sigs, cfg.weights, k + GONE_SLACK)
+                else:
+                    cand = np.unique(np.concatenate([g.rows for g in sigs if len(g.rows)] or [rows_none]))
+                    X = np.zeros((len(cand), len(sigs)))
+                    for c, g in enumerate(sigs):
+                        X[:, c] = features(g, g.values(cand))
+                    rows, scores = self.ranker(user, sigs, cand, X, k + GONE_SLACK)
+                live = rec.available_rows(rows)  # deleted since the pass began: never listed
+                rows, scores = rows[live][:k], scores[live][:k]
+                out.append([(items[r], s) for r, s in zip(rows.tolist(), scores.tolist())])
+            finally:
+                self.allowed[seen] = self.available[seen]
+        return out
+
+    # -- content queries, batched per chunk -----------------------------------------------------
+
+    def _content_batch(self, users, hists, seens) -> dict:
+        cm, cc = self.rec.content, self.cfg.content
+        profiles = [cm.profile(u, h) for u, h in zip(users, hists)]
+        recents = [cm.recent_rows(h) for h in hists]
+        slack = SEARCH_SLACK + min(400, max((len(s) for s in seens), default=0))
+        pre: dict = {"profiles": profiles, "recents": recents}
+        have = [j for j, p in enumerate(profiles) if p is not None]
+        if have:
+            Qp = np.stack([profiles[j] for j in have])
+            pre["cold"] = dict(zip(have, (Qp @ self.cold_E.T).astype(np.float64))) if len(self.cold_rows) else {}
+            if self.index is None:
+                pre["cos"] = dict(zip(have, cm.exact_scores(Qp)))
+            else:
+                hits, scores = self.index.search_scored(Qp, cc.n_embedding + slack)
+                pre["nom"] = dict(zip(have, zip(hits, scores)))
+        rec_rows = sorted({r for rr in recents for r in rr})
+        if rec_rows and self.index is None:
+            V = cm.vectors(np.asarray(rec_rows, dtype=np.int64))
+            pre["near"] = dict(zip(rec_rows, cm.exact_scores(V)))
+        elif rec_rows:  # the same recent items recur across users (popular ones): once per pass
+            todo = [r for r in rec_rows if r not in self._near]
+            if todo:
+                V = cm.vectors(np.asarray(todo, dtype=np.int64))
+                self._near.update(zip(todo, self.index.search(V, cc.n_recent + SEARCH_SLACK + 64)))
+            pre["near_nom"] = self._near
+        return pre
+
+    # -- one user ---------------------------------------------------------------------------------
+
+    def _signals(self, user, j: int, urow, mf_row, seen: np.ndarray, pre) -> list[Nominated]:
+        rec, cfg = self.rec, self.cfg
+        allowed = self.allowed
+        sigs: list[Nominated] = []
+        co = rec.cooccur.sparse_scores(user)
+        if co is not None:
+            rows, vals = _within(*co, self.n)
+            sigs.append(Nominated("cooccur", nominate(rows, vals, cfg.n_cooccur, allowed, True),
+                                  lookup(rows, vals, 0.0)))  # fmt: skip
+        if urow is not None:
+            mf = rec.mf
+            if mf_row is not None and cfg.n_mf > 0:
+                s = mf_row + mf.biases(urow, self.mf_rows) if mf.config.biased else mf_row
+                t = min(len(s), cfg.n_mf + len(seen))
+                pos = np.argpartition(-s, t - 1)[:t] if t < len(s) else np.arange(len(s))
+                pos.sort()
+                noms = nominate(self.mf_rows[pos], s[pos], cfg.n_mf, allowed, False)
+            else:
+                noms = np.zeros(0, dtype=np.int64)
+            sigs.append(Nominated("mf", noms, lambda c, u=urow: mf.score_rows(u, c), "minmax"))
+        for source in rec.sources.values():
+            sig = source(user, rec)
+            if sig is not None:
+                dense = sig.dense(self.n)
+                noms = (top_n(dense, sig.n_candidates, allowed, positive=sig.normalise != "minmax")
+                        if sig.n_candidates > 0 else np.zeros(0, dtype=np.int64))  # fmt: skip
+                sigs.append(Nominated(sig.name, noms, lambda c, d=dense: d[c], sig.normalise, sig.missing, True))
+        if sigs and self.content_on:
+            if pre is not None:
+                sigs += self._content(j, seen, pre)
+            sigs += self._tags(user)
+        if sigs:
+            sigs.append(Nominated("popularity", self._popular(), lambda c: self.pop[c]))
+        return sigs
+
+    def _popular(self) -> np.ndarray:
+        n_pop, top = self.cfg.n_popular, self.pop_top
+        got = top[self.allowed[top]][:n_pop]
+        if len(got) < n_pop and not self.pop_all:  # a user who saw most of the trending rows
+            got = top_n(self.pop, n_pop, self.allowed, positive=True)
+        return got
+
+    def _content(self, j: int, seen: np.ndarray, pre: dict) -> list[Nominated]:
+        cm, cc, allowed = self.rec.content, self.cfg.content, self.allowed
+        out: list[Nominated] = []
+        q = pre["profiles"][j]
+        recent = pre["recents"][j]
+        queries = ([q] if q is not None else []) + ([cm.vectors(np.asarray(recent, dtype=np.int64))] if recent else [])
+        probe = _Probe(cm, np.vstack([np.atleast_2d(x) for x in queries]).T) if queries else None
+        if q is not None:
+
+            def cos_at(c: np.ndarray) -> np.ndarray:
+                sims, has = probe.at(c)
+                v = sims[:, 0].astype(np.float64)
+                v[~has] = -np.inf
+                return v
+
+            if self.index is None:
+                dense = np.full(self.n, -np.inf)
+                row = pre["cos"][j]
+                m = len(row)
+                dense[:m] = np.where(self.has_emb[:m], row, -np.inf)
+                noms = top_n(dense, cc.n_embedding, allowed)
+                ref = dense[np.isfinite(dense) & allowed]
+                count = len(ref)
+                mu, top = (float(ref.mean()), float(ref.max())) if count else (0.0, 0.0)
+            else:
+                hits, scores = pre["nom"][j]
+                ok = hits >= 0
+                hits, scores = hits[ok], scores[ok]
+                ok = allowed[hits]
+                noms, scores = hits[ok][: cc.n_embedding], scores[ok]
+                seen_emb = seen[self.emb_ok[seen]]
+                total = self.emb_sum - cm.vectors(seen_emb).sum(axis=0, dtype=np.float64)
+                count = self.emb_count - len(seen_emb)
+                mu = float(total @ q) / count if count else 0.0
+                top = float(scores[0]) if len(scores) else -np.inf
+            out.append(Nominated("embedding", noms, cos_at, "minmax", "mean"))
+            if len(self.cold_rows) and count:
+                ok = allowed[self.cold_rows]
+                rows = self.cold_rows[ok]
+                if len(rows):
+                    cos = pre["cold"][j][ok]
+                    if self.index is not None:
+                        top = max(top, float(cos.max()))
+                    lifted = lift_scalar(cos, mu, top)
+                    out.append(Nominated("fresh", nominate(rows, lifted, cc.n_fresh, allowed, True),
+                                         lookup(rows, lifted, -np.inf), "raw"))  # fmt: skip
+        if recent:
+            w = np.array([cc.recent_decay**r for r in range(len(recent))], dtype=np.float32)
+            power, first = cc.recent_power, 0 if q is None else 1
+
+            def near_at(c: np.ndarray) -> np.ndarray:
+                sims, has = probe.at(c)
+                sim = np.maximum(sims[:, first:], np.float32(0.0))
+                acc = ((sim * sim * sim) if power == 3.0 else sim**power) @ w
+                v = acc.astype(np.float64)
+                v[~has] = -np.inf
+                return v
+
+            if self.index is None:
+                m = len(pre["near"][recent[0]])
+                acc = np.zeros(m, dtype=np.float32)
+                for r, row in enumerate(recent):
+                    sim = np.maximum(pre["near"][row], np.float32(0.0))
+                    acc += np.float32(cc.recent_decay**r) * sim**power
+                dense = np.full(self.n, -np.inf)
+                dense[:m] = np.where(self.has_emb[:m], acc, -np.inf)
+                noms = top_n(dense, cc.n_recent, allowed, positive=True)
+            else:
+                hits = np.unique(np.concatenate([_rows_of(pre["near_nom"][r]) for r in recent]))
+                hits = hits[allowed[hits]]
+                noms = nominate(hits, near_at(hits), cc.n_recent, allowed, True)
+            out.append(Nominated("recent", noms, near_at, "max", "mean"))
+        return out
+
+    def _tags(self, user) -> list[Nominated]:
+        tags = self.rec.content.tags
+        if not tags:
+            return []
+        sp = tags.sparse_scores(user)
+        if sp is None:
+            return []
+        rows, vals = _within(*sp, self.n)
+        base = lookup(rows, vals, 0.0)
+
+        def at(c: np.ndarray) -> np.ndarray:
+            v = base(c)
+            v[~tags.tagged(c)] = -np.inf
+            return v
+
+        noms = nominate(rows, at(rows), self.cfg.content.n_tags, self.allowed, True)
+        return [Nominated("tags", noms, at, "max", "mean")]
+

@@ -64,15 +64,20 @@ def outputs_group(group_id: str, worker_id: str) -> str:
 
 def committed_offsets(reader, parts: list, timeout_s: float) -> Offsets:
     """The outputs group's committed offsets of ``parts``, retried while its coordinator loads."""
-    from confluent_kafka import KafkaException
+    from confluent_kafka import KafkaError, KafkaException
 
+    # a freshly started broker answers "not coordinator" until __consumer_offsets has its leaders;
+    # librdkafka does not flag that as retriable here
+    loading = {KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+               KafkaError.COORDINATOR_NOT_AVAILABLE}  # fmt: skip
     deadline = time.monotonic() + timeout_s
     while True:
         try:
             committed = reader.committed(parts, timeout=max(1.0, deadline - time.monotonic()))
             return {(tp.topic, tp.partition): tp.offset for tp in committed if tp.offset >= 0}
         except KafkaException as exc:
-            if not exc.args[0].retriable() or time.monotonic() > deadline:
+            err = exc.args[0]
+            if not (err.retriable() or err.code() in loading) or time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
 

@@ -58,6 +58,10 @@ def error(msg: str) -> None:
     print(f"streamrec: error: {scrub(msg)}", file=sys.stderr)
 
 
+#: loggers of libraries kept at WARNING unless the level is DEBUG
+QUIET_LIBRARIES = ("faiss", "faiss.loader")
+
+
 def configure(level: str, fmt: str = "text", secrets: list[str] = ()) -> None:
     """Log to stderr as text or JSON; no secret in ``secrets`` ever reaches a log line."""
     _SECRETS[:] = sorted(set(secrets), key=len, reverse=True)
@@ -70,3 +74,7 @@ def configure(level: str, fmt: str = "text", secrets: list[str] = ()) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # libraries that narrate their own start-up at INFO (faiss: which CPU build it loads) speak
+    # only when asked for DEBUG, so a command's output stays its own
+    for name in QUIET_LIBRARIES:
+        logging.getLogger(name).setLevel(logging.DEBUG if level == "DEBUG" else logging.WARNING)

@@ -82,6 +82,8 @@ def test_recs_refuses_a_non_positive_k_and_labels_the_global_list(stack, prefix,
 def test_worker_summary_separates_this_run_from_the_state_and_the_digest_follows_the_model(
     worker_env, stack, topics, prefix, redis_client
 ):
+    # fixed weights, so that the digest is the model's settings alone (a tuned blend adds its own)
+    worker_env = {**worker_env, "STREAMREC_TUNE_BLEND": "off"}
     events = taste_events(n_users=4, per_user=5)
     publish(stack, topics, events)
     out = "".join(start_worker(worker_env, "--burst").communicate(timeout=120))

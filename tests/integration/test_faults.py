@@ -136,6 +136,8 @@ def test_stream_worker_through_kill_9s_poison_and_a_corrupt_checkpoint_learns_an
 
 
 def test_a_worker_with_no_usable_checkpoint_says_how_to_recover_and_recovers(worker_env, stack, topics):
+    # every checkpoint full (no deltas), so that there are two chains to break
+    worker_env = {**worker_env, "STREAMREC_CHECKPOINT_FULL_EVERY": "1"}
     events = taste_events(n_users=3, per_user=4)
     publish(stack, topics, events)
     for _ in range(2):  # two checkpoints: the newest and the previous one

@@ -255,7 +255,7 @@ def test_llm_workers_killed_mid_batch_give_every_request_its_outputs_once_per_ke
     assert big == (OVERSIZED, True, VALUE_MAX)
 
 
-@pytest.mark.skipif(not LONG, reason="restarts the shared stack: FAULT_SUITE=long only")
+@pytest.mark.long  # restarts the shared stack: FAULT_SUITE=long only (tests/conftest.py)
 def test_a_broker_and_redis_restart_mid_stream_costs_no_event(worker_env, stack, topics, prefix):
     from streamrec import localstack
 

@@ -152,8 +152,9 @@ class Cooccurrence(Checkpointable):
         """The user's recent distinct items, oldest first."""
         return [self.index.items[r] for r in self._hist.get(user, ())]
 
-    def scores_for(self, user: Hashable) -> np.ndarray | None:
-        """Dense scores over item rows (0: no evidence); ``None`` for a user with no history."""
+    def _contributions(self, user: Hashable) -> tuple[list, list] | None:
+        """Each history item's neighbour rows and recency-weighted counts (the one sum both
+        :meth:`scores_for` and :meth:`sparse_scores` add up); ``None``: no history."""
         hist = self._hist.get(user)
         if not hist:
             return None
@@ -166,6 +167,15 @@ class Cooccurrence(Checkpointable):
                 keys.append(np.fromiter(d, np.int64, len(d)))
                 vals.append(np.fromiter(d.values(), np.float64, len(d)) * (w / pop[h] ** (1.0 - cfg.alpha)))
             w *= cfg.recency_decay
+        return keys, vals
+
+    def scores_for(self, user: Hashable) -> np.ndarray | None:
+        """Dense scores over item rows (0: no evidence); ``None`` for a user with no history."""
+        parts = self._contributions(user)
+        if parts is None:
+            return None
+        keys, vals = parts
+        cfg, pop = self.config, self._pop
         n = len(self.index)
         if not keys:
             return np.zeros(n)
@@ -187,18 +197,11 @@ class Cooccurrence(Checkpointable):
     def sparse_scores(self, user: Hashable) -> tuple[np.ndarray, np.ndarray] | None:
         """:meth:`scores_for` at its non-zero rows only, ``(sorted rows, scores)``: the per-user
         cost grows with the neighbour lists read, not with the catalogue."""
-        hist = self._hist.get(user)
-        if not hist:
+        parts = self._contributions(user)
+        if parts is None:
             return None
-        cfg, pop, nbrs = self.config, self._pop, self._nbrs
-        keys, vals = [], []
-        w = 1.0
-        for h in reversed(hist):
-            d = nbrs.get(h)
-            if d:
-                keys.append(np.fromiter(d, np.int64, len(d)))
-                vals.append(np.fromiter(d.values(), np.float64, len(d)) * (w / pop[h] ** (1.0 - cfg.alpha)))
-            w *= cfg.recency_decay
+        keys, vals = parts
+        cfg, pop = self.config, self._pop
         if not keys:
             return np.zeros(0, np.int64), np.zeros(0)
         rows, inv = np.unique(np.concatenate(keys), return_inverse=True)

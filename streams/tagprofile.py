@@ -119,9 +119,9 @@ class TagModel:
             keep = sorted(d.items(), key=lambda kv: (-kv[1], kv[0]))[: self.max_user_tags]
             self._ut[user] = dict(sorted(keep))
 
-    def scores(self, user: Hashable, n: int) -> np.ndarray | None:
-        """Idf-weighted affinity of the user's profile to each of ``n`` rows' unit tag vectors
-        (``-inf``: the item has no tags); ``None`` when the user has no tag profile."""
+    def _contributions(self, user: Hashable) -> tuple[list, list] | None:
+        """Each profile tag's posting rows and idf-weighted values (the one sum both
+        :meth:`scores` and :meth:`sparse_scores` add up); ``None``: nothing to add."""
         d = self._ut.get(user)
         if not d:
             return None
@@ -140,8 +140,15 @@ class TagModel:
             if len(arr[0]):
                 keys.append(arr[0])
                 vals.append(arr[1] * (w * math.log(1.0 + n_tagged / len(arr[0]))))
-        if not keys:
+        return (keys, vals) if keys else None
+
+    def scores(self, user: Hashable, n: int) -> np.ndarray | None:
+        """Idf-weighted affinity of the user's profile to each of ``n`` rows' unit tag vectors
+        (``-inf``: the item has no tags); ``None`` when the user has no tag profile."""
+        parts = self._contributions(user)
+        if parts is None:
             return None
+        keys, vals = parts
         s = np.bincount(np.concatenate(keys), weights=np.concatenate(vals), minlength=n)[:n]
         m = min(n, len(self._has))
         has = np.zeros(n, dtype=bool)
@@ -152,26 +159,10 @@ class TagModel:
     def sparse_scores(self, user: Hashable) -> tuple[np.ndarray, np.ndarray] | None:
         """:meth:`scores` at the rows sharing a tag with the profile, ``(sorted rows, scores)``;
         every other tagged row scores 0 and an untagged one ``-inf`` (see :meth:`tagged`)."""
-        d = self._ut.get(user)
-        if not d:
+        parts = self._contributions(user)
+        if parts is None:
             return None
-        n_tagged = len(self._item_tags)
-        keys, vals = [], []
-        for t, w in d.items():
-            if w <= 0:
-                continue
-            arr = self._post_arr.get(t)
-            if arr is None:
-                post = self._post[t]
-                arr = self._post_arr[t] = (
-                    np.fromiter(post, np.int64, len(post)),
-                    np.fromiter(post.values(), np.float64, len(post)),
-                )
-            if len(arr[0]):
-                keys.append(arr[0])
-                vals.append(arr[1] * (w * math.log(1.0 + n_tagged / len(arr[0]))))
-        if not keys:
-            return None
+        keys, vals = parts
         rows, inv = np.unique(np.concatenate(keys), return_inverse=True)
         return rows, np.bincount(inv, weights=np.concatenate(vals), minlength=len(rows))
 

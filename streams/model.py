@@ -122,6 +122,7 @@ class OnlineMF(Checkpointable):
         self._rng = random.Random(cfg.seed)  # negative sampling
         self._pool: list[int] = []
         self._pool_pos = 0
+        self._Qb: np.ndarray | None = None  # item factors as of the last delta (partitioned state)
 
     # -- learning -------------------------------------------------------------------------------
 
@@ -144,6 +145,8 @@ class OnlineMF(Checkpointable):
             cfg = self.config
             self._Q[i] = self._init.normal(loc=cfg.init_mu, scale=cfg.init_sigma, size=cfg.n_factors)
             self._has[i] = True
+            if self._Qb is not None:  # an initial draw is no learned change
+                self._base(i + 1)[i] = self._Q[i]
 
     def _sgd(self, u: int, i: int, y: float) -> None:
         """One River ``learn_one`` step on rows that already exist."""
@@ -256,6 +259,57 @@ class OnlineMF(Checkpointable):
 
     def learn_rating(self, user: Hashable, item: Hashable, rating: float, ts: float | None = None) -> None:
         self._rating(self._user(user), self.index.add(item), rating)
+
+    # -- partitioned state: one user at a time, the item side as additive deltas -----------------
+
+    def user_state(self, user: Hashable) -> tuple[np.ndarray, float] | None:
+        """``user``'s factor row and bias (copies); ``None`` if never learned."""
+        u = self.users.get(user)
+        return None if u is None else (self._P[u].astype(np.float32), float(self._bu[u]))
+
+    def set_user_state(self, user: Hashable, factors: np.ndarray, bias: float) -> None:
+        u = self.users.get(user)
+        if u is None:
+            u = self.users[user] = len(self.users)
+            self._P, self._bu = grow(self._P, u + 1), grow(self._bu, u + 1)
+        self._P[u] = factors
+        self._bu[u] = bias
+
+    def retain_users(self, keep) -> None:
+        """Drop every user for whom ``keep(user)`` is false; the factor rows are compacted."""
+        kept = [(user, u) for user, u in self.users.items() if keep(user)]
+        rows = np.asarray([u for _, u in kept], dtype=np.int64)
+        self._P, self._bu = grow(self._P[rows], 16), grow(self._bu[rows], 16)
+        self.users = {user: k for k, (user, _) in enumerate(kept)}
+        self._id_cache = None
+
+    def track_deltas(self) -> None:
+        """From now on :meth:`take_delta` returns what learning changed in the item factors."""
+        if self._Qb is None:
+            self._Qb = self._Q.copy()
+
+    def _base(self, n: int) -> np.ndarray:
+        if len(self._Qb) < n:
+            self._Qb = grow(self._Qb, max(n, len(self._Q)))
+        return self._Qb
+
+    def take_delta(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, their factor changes) learned since the last call; the change is taken *out* of
+        the local factors: it comes back, with every other worker's, through :meth:`add_delta`."""
+        n = min(len(self.index), len(self._has))
+        base = self._base(n)
+        d = self._Q[:n] - base[:n]
+        rows = np.flatnonzero(d.any(axis=1))
+        self._Q[rows] = base[rows]
+        return rows, d[rows].astype(np.float32)
+
+    def add_delta(self, rows: np.ndarray, change: np.ndarray) -> None:
+        """Add item-factor changes (from any worker); an item without factors gets its own draw."""
+        for r in rows.tolist():
+            self._item(r)
+        base = self._base(len(self._Q))
+        self._Q[rows] += change
+        base[rows] += change
 
     # -- scoring --------------------------------------------------------------------------------
 

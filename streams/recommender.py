@@ -398,6 +398,77 @@ class Recommender:
         """The global trending list (decayed popularity) over available items."""
         return self.popularity.top(self.config.k if k is None else k, allowed=self.allowed())
 
+    # -- partitioned state (see streams/partitioned.py): a user's record, item-side deltas ---------
+
+    def user_record(self, user: Hashable) -> dict | None:
+        """Everything the model holds about ``user`` (items by id), to move it to another worker."""
+        seen = self._seen.get(user)
+        if seen is None:
+            return None
+        items = self.index.items
+        mf = self.mf.user_state(user)
+        return {"seen": [items[r] for r in seen], "n": self._learned.get(user, 0),
+                "mf": mf, "hist": [items[r] for r in self.cooccur.history_rows(user)],
+                "content": self.content.user_state(user)}  # fmt: skip
+
+    def load_user_record(self, user: Hashable, record: dict) -> None:
+        add = self.index.add
+        self._seen[user] = dict.fromkeys(add(i) for i in record["seen"])
+        self._learned[user] = int(record["n"])
+        if record["mf"] is not None:
+            self.mf.set_user_state(user, *record["mf"])
+        self.cooccur.set_history(user, [add(i) for i in record["hist"]])
+        if record["content"] is not None:
+            self.content.set_user_state(user, record["content"])
+        self._dirty.add(user)
+
+    def retain_users(self, keep) -> None:
+        """Forget every user for whom ``keep(user)`` is false (their partition moved away)."""
+        self._seen = {u: s for u, s in self._seen.items() if keep(u)}
+        self._learned = {u: n for u, n in self._learned.items() if u in self._seen}
+        self._dirty = {u for u in self._dirty if u in self._seen}
+        self.mf.retain_users(keep)
+        self.cooccur.retain_users(keep)
+        self.content.retain_users(keep)
+
+    @property
+    def n_users(self) -> int:
+        return len(self._seen)
+
+    def seen_users(self) -> list[Hashable]:
+        """Every user the model holds."""
+        return list(self._seen)
+
+    def track_item_deltas(self) -> None:
+        """Item-side learning is kept for :meth:`take_item_delta` and counted only when the delta
+        comes back through :meth:`add_item_delta` (so every worker counts every event once)."""
+        self.mf.track_deltas()
+        self.cooccur.track_deltas()
+        self.popularity.track_deltas()
+
+    def take_item_delta(self) -> dict | None:
+        """The item-side change learned since the last call, with items by id; ``None``: none."""
+        rows, change = self.mf.take_delta()
+        pairs, pops = self.cooccur.take_delta(), self.popularity.take_delta()
+        if not len(rows) and not pairs and not pops:
+            return None
+        used: dict[int, int] = {}
+        ref = lambda r: used.setdefault(r, len(used))  # noqa: E731
+        return {"mf": [[ref(r) for r in rows.tolist()], change],
+                "pairs": [[ref(j), [ref(h) for h in w]] for j, w in pairs],
+                "pop": [[ref(r), ts] for r, ts in pops],
+                "items": [self.index.items[r] for r in used]}  # fmt: skip
+
+    def add_item_delta(self, delta: dict) -> None:
+        rows = [self.index.add(i) for i in delta["items"]]
+        refs, change = delta["mf"]
+        if refs:
+            self.mf.add_delta(np.asarray([rows[k] for k in refs], dtype=np.int64), change)
+        self.cooccur.add_delta((rows[j], [rows[h] for h in w]) for j, w in delta["pairs"])
+        self.popularity.add_delta((rows[r], ts) for r, ts in delta["pop"])
+        if len(self._available) < len(self.index):
+            self._available = grow(self._available, len(self.index), fill=True)
+
     # -- state ----------------------------------------------------------------------------------
 
     def to_state(self) -> dict:

@@ -42,6 +42,7 @@ clock, owed users across a rebalance, Redis backoff) is decided by pure bookkeep
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -62,6 +63,15 @@ from streamrec.streams.ingest import Boundary
 from streamrec.streams.listindex import ListIndex
 from streamrec.streams.membership import Membership
 from streamrec.streams.outputs import SideOutputs, committed_offsets, outputs_group
+from streamrec.streams.partitioned import (
+    DELTA_MAX_BYTES,
+    Ownership,
+    PartitionedState,
+    decode_record,
+    ensure_state_topics,
+    read_changelog,
+    state_topics,
+)
 from streamrec.streams.recommender import Recommender
 from streamrec.streams.refresh import config_digest, write_lists
 from streamrec.streams.schedule import PassSlices, RefreshSchedule, active_from_meta, active_to_meta
@@ -154,6 +164,14 @@ class StreamWorker:
             active = {}
             self.catalog_state = Catalog()
             self.lists = ListIndex(settings.top_k)
+        #: partitioned state (see streams/partitioned.py): users of the owned partitions only
+        self.partitioned = settings.state == "partitioned" and not logical
+        self.state: PartitionedState | None = None
+        if self.partitioned:
+            events = set(positions.event_topics(self.topics))
+            self.offsets = {tp: o for tp, o in self.offsets.items() if tp[0] not in events}
+            self.model.retain_users(lambda u: False)  # the changelog has them, current
+            self.state = PartitionedState(self.model, *state_topics(settings.topic_prefix))
         # negatives and seed of the model in use: a restored model keeps its own
         mf = self.model.config.mf
         version = {"model": MODEL_NAME, "k": settings.top_k, "negatives": mf.n_negatives,
@@ -203,26 +221,71 @@ class StreamWorker:
         timeout = settings.kafka_timeout_s
         metadata = check_kafka(config, timeout).list_topics(timeout=timeout)
         event_topics = positions.event_topics(self.topics)
+        names = None
+        if self.partitioned:  # events come through the group (Ownership), the rest as before
+            info = metadata.topics.get(event_topics[0])
+            if info is None or info.error is not None:
+                raise RuntimeError(f"topic {event_topics[0]!r} does not exist; run `streamrec topics create`")
+            ensure_state_topics(config, settings.topic_prefix, len(info.partitions),
+                                settings.replication, timeout)  # fmt: skip
+            names = [*positions.input_topics(self.topics)[len(event_topics):], self.state.items_topic]
+            metadata = check_kafka(config, timeout).list_topics(timeout=timeout)
         # one reader for every partition of every input topic, positioned from the checkpoint
-        parts = positions.start_positions(metadata, self.topics, self.offsets)
+        parts = positions.start_positions(metadata, self.topics, self.offsets, names)
         # side outputs: opening the transactional producer aborts what a killed predecessor left
         # open; only then are the outputs group's offsets stable to read (see streams/outputs.py)
-        self.outputs = SideOutputs(config, f"{settings.group_id}.{settings.worker_id}",
-                                   timeout_s=timeout)  # fmt: skip
+        self.outputs = SideOutputs({**config, "message.max.bytes": DELTA_MAX_BYTES},
+                                   f"{settings.group_id}.{settings.worker_id}", timeout_s=timeout)  # fmt: skip
         self.outputs.open()
         group = outputs_group(settings.group_id, settings.worker_id)
         self.reader = positions.open_reader(config, group, parts)
         self.outputs.resume(committed_offsets(self.reader, parts, timeout))
         self.event_partitions = {(tp.topic, tp.partition) for tp in parts if tp.topic in event_topics}
-        self.membership = None
-        if not self.logical:  # a replay serves everything itself
+        self.membership = self.ownership = None
+        if self.partitioned:
+            self.ownership = Ownership(config, settings.group_id, settings.worker_id, event_topics,
+                                       self._assigned, self._revoked)  # fmt: skip
+        elif not self.logical:  # a replay serves everything itself
             self.membership = Membership(config, self.settings.group_id, self.settings.worker_id,
                                          event_topics,
                                          on_gained=self.schedule.gained)  # fmt: skip
 
     def serves(self, position: tuple[str, int] | None) -> bool:
         """Does this worker write the lists of users whose latest event came from ``position``?"""
+        if self.ownership is not None:
+            return position is None or position[1] in self.ownership.owned
         return self.membership is None or position is None or position in self.membership.owned
+
+    # ------------------------------------------------------------ partitioned state
+
+    def _assigned(self, partitions: set[int], committed: dict) -> None:
+        """Gained event partitions: their users from the changelog, their offsets from the group
+        (both written by the same transactions), and a list for each user at the next refresh."""
+        started = time.perf_counter()
+        config, timeout = kafka_config(self.settings), self.settings.kafka_timeout_s
+        restored = 0
+        for p in sorted(partitions):
+            users = self.state.restore(p, read_changelog(config, self.state.users_topic, [p], timeout))
+            for user in users:
+                self.schedule.owe(user, (positions.event_topics(self.topics)[0], p))
+            restored += len(users)
+        for topic in positions.event_topics(self.topics):
+            for p in partitions:
+                self.offsets[(topic, p)] = committed.get((topic, p), 0)
+        log.info("took event partitions %s: %d users restored from %s in %.2fs", sorted(partitions),
+                 restored, self.state.users_topic, time.perf_counter() - started)  # fmt: skip
+
+    def _revoked(self, partitions: set[int]) -> None:
+        """Giving event partitions away: commit what was learned from them, then forget their users."""
+        if partitions & self.ownership.owned and not self._commit_outputs():
+            # the new owner resumes from the last commit; this process must not commit again
+            log.error("could not commit before giving up partitions %s; exiting so that nothing "
+                      "learned here after the last commit is ever committed", sorted(partitions))
+            os._exit(70)
+        self.state.forget(partitions)
+        for topic in positions.event_topics(self.topics):
+            for p in partitions:
+                self.offsets.pop((topic, p), None)
 
     # ------------------------------------------------------------ the per-event path
 
@@ -259,6 +322,9 @@ class StreamWorker:
     def _learn(self, topic: str, partition: int, offset: int, key, value, now: float, headers=None):
         """Decode and learn one message; returns the record, a :class:`DeadLetter` if refused."""
         position = (topic, partition)
+        if self.state is not None and topic == self.state.items_topic:
+            self.model.add_item_delta(decode_record(value))  # every worker's, this one's too
+            return None
         record = self.boundary.decode(topic, key, value, now, partition, offset, headers)
         kind = type(record)
         if kind is Click or kind is Rating:
@@ -275,6 +341,11 @@ class StreamWorker:
             else:
                 self.model.learn_rating(record.user, record.item, record.rating, record.ts)
             self.stats.learned += 1
+            if self.state is not None:
+                self.state.learned(record.user, partition)
+                self.outputs.mark()
+                if self.state.delta_due():
+                    self.state.emit_delta(self.outputs)
             self.schedule.touch(record.user, position, now)
             self.serving.touched(record.item)
             self._only_catalogued(record.item)
@@ -325,7 +396,9 @@ class StreamWorker:
         """Consume and learn one batch from the catalogue and the event topics."""
         if self.membership is not None:
             self.membership.poll()
-        messages = self.reader.consume(BATCH, timeout)
+        messages = self.reader.consume(BATCH, timeout if self.ownership is None else 0)
+        if self.ownership is not None:
+            messages += self.ownership.consume(BATCH, 0 if messages else timeout)
         now = self.clock()
         for msg in messages:
             if msg.error():
@@ -339,7 +412,15 @@ class StreamWorker:
         return len(messages)
 
     def _commit_outputs(self) -> bool:
-        ok = self.outputs.commit(self.offsets, self.reader.consumer_group_metadata())
+        if self.state is not None:  # the state learned so far, and the event offsets it covers
+            self.state.flush(self.outputs)
+            events = set(positions.event_topics(self.topics))
+            mine = {tp: o for tp, o in self.offsets.items() if tp[0] in events}
+            rest = {tp: o for tp, o in self.offsets.items() if tp[0] not in events}
+            ok = self.outputs.commit(rest, self.reader.consumer_group_metadata(),
+                                     ((mine, self.ownership.group_metadata()),))  # fmt: skip
+        else:
+            ok = self.outputs.commit(self.offsets, self.reader.consumer_group_metadata())
         self.stats.output_failures = self.outputs.failures
         self.stats.suppressed_outputs = self.outputs.suppressed
         return ok
@@ -461,9 +542,13 @@ class StreamWorker:
         self.seq += 1
         full = (not self._have_full or self.model.needs_full
                 or self._deltas + 1 >= self.settings.checkpoint_full_every)  # fmt: skip
+        offsets = dict(self.offsets)
+        if self.partitioned:  # event positions live in the group, with the changelog
+            events = set(positions.event_topics(self.topics))
+            offsets = {tp: o for tp, o in offsets.items() if tp[0] not in events}
         self.store.save(
             Checkpoint(
-                seq=self.seq, created=self.clock(), offsets=dict(self.offsets),
+                seq=self.seq, created=self.clock(), offsets=offsets,
                 model=self.model.snapshot(delta=not full), pending=tuple(sorted(self.schedule.active)),
                 meta={"learned": self.stats.learned, "model_version": self.model_version(),
                       "content_hashes": self.catalog_state.hashes, "serving": self.serving.to_meta(),
@@ -516,13 +601,22 @@ class StreamWorker:
                 "output_failures": self.outputs.failures, "skipped": self.stats.skipped,
                 "errors": self.stats.errors,
                 "redis_ok": self.schedule.redis_backoff == 0.0, "worker_id": self.settings.worker_id,
-                "serving": sorted(self.membership.owned) if self.membership else "all"}  # fmt: skip
+                "serving": self._serving_view(),
+                "users_held": self.model.n_users}  # fmt: skip
         write_heartbeat(Path(self.store.dir) / "health.json", body)
+
+    def _serving_view(self):
+        if self.ownership is not None:
+            return sorted((t, p) for t in positions.event_topics(self.topics) for p in self.ownership.owned)
+        return sorted(self.membership.owned) if self.membership else "all"
 
     def caught_up(self) -> bool:
         """True when every input partition has been read to its end (and, in a group, we serve)."""
         if self.membership is not None and not self.membership.assigned_once:
             return False
+        if self.ownership is not None:
+            if not self.ownership.assigned_once or not positions.caught_up(self.ownership.consumer, self.offsets):
+                return False
         return positions.caught_up(self.reader, self.offsets)
 
     def stop(self, *_args) -> None:
@@ -563,6 +657,8 @@ class StreamWorker:
 
     def close(self) -> None:
         self._stop = True
+        if self.ownership is not None:
+            self.ownership.close()
         self.outputs.close()
         if self.membership is not None:
             self.membership.close()

@@ -1,0 +1,90 @@
+"""Partitioned state (``STREAMREC_STATE=partitioned``) against the real broker and Redis.
+
+Each worker learns only its event partitions' users; a partition's users move with it through the
+``state.users`` changelog, in the same transactions as the group's offsets (streams/partitioned.py).
+The ground truth is the changelog itself: the latest record of every user carries the number of
+events learned for that user, so a lost event shows as a smaller count and one learned twice as a
+larger one."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from collections import Counter
+from pathlib import Path
+
+from workerkit import GROUPS, publish, read_list, start_worker, stop, taste_events, wait_for
+
+from streamrec.connect import kafka_config
+from streamrec.schemas.events import Click
+from streamrec.streams.partitioned import decode_record, read_changelog, state_topics
+
+
+def changelog_counts(stack, prefix: str) -> dict[str, int]:
+    users_topic, _ = state_topics(prefix)
+    latest = {}
+    for key, value in read_changelog(kafka_config(stack), users_topic, [0, 1, 2], 30):
+        latest[key.decode()] = decode_record(value)["n"]
+    return latest
+
+
+def health(env: dict) -> dict:
+    try:
+        return json.loads((Path(env["STREAMREC_CHECKPOINT_DIR"]) / "health.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def owned(env: dict) -> set[int]:
+    serving = health(env).get("serving")
+    return {p for _, p in serving} if isinstance(serving, list) else set()
+
+
+def test_partitioned_workers_hold_their_users_and_hand_over_exactly(worker_env, stack, topics, prefix,
+                                                                    redis_client, tmp_path):  # fmt: skip
+    envs = [{**worker_env, "STREAMREC_STATE": "partitioned", "STREAMREC_WORKER_ID": name,
+             "STREAMREC_CHECKPOINT_DIR": str(tmp_path / name)} for name in ("pa", "pb", "pc")]  # fmt: skip
+    workers = [start_worker(envs[0]), start_worker(envs[1])]
+    events = taste_events(n_users=30, per_user=20)
+    users = sorted({e.user for e in events})
+    expected = Counter(e.user for e in events)
+    try:
+        wait_for(lambda: owned(envs[0]) and owned(envs[1]) and not owned(envs[0]) & owned(envs[1]),
+                 90, "two workers splitting the partitions", workers[0])  # fmt: skip
+        publish(stack, topics, events)
+        wait_for(lambda: changelog_counts(stack, prefix) == dict(expected), 90,
+                 "every event learned exactly once, by its partition's owner", workers[0])  # fmt: skip
+        wait_for(lambda: sum(h.get("users_held", 0) for h in map(health, envs[:2])) == len(users), 15,
+                 "each user held by one worker")  # fmt: skip
+        held = [health(env)["users_held"] for env in envs[:2]]
+        assert 0 < held[0] < len(users) and 0 < held[1] < len(users), held
+        print(f"users held by two workers: {held} of {len(users)}")
+
+        # b dies without warning: a takes b's partitions with their users, from the changelog
+        workers[1].send_signal(signal.SIGKILL)
+        workers[1].wait()
+        died = time.time()
+        wait_for(lambda: owned(envs[0]) == {0, 1, 2}, 60, "a owning every partition", workers[0])
+        more = [Click(user=u, item=f"i{int(u[1:]) % GROUPS}_1", ts=1.7e9 + 1) for u in users]
+        publish(stack, topics, more)
+        expected.update(e.user for e in more)
+        wait_for(lambda: changelog_counts(stack, prefix) == dict(expected), 90,
+                 "no event lost or learned twice across the kill -9", workers[0])  # fmt: skip
+        wait_for(lambda: all((lst := read_list(redis_client, prefix, u)) and lst.generated_at > died
+                             for u in users), 45, "fresh lists for every user after the handover",
+                 workers[0])  # fmt: skip
+
+        # scale up to two again (a new worker, no volume): it restores its partitions' users
+        workers.append(start_worker(envs[2]))
+        wait_for(lambda: owned(envs[2]) and owned(envs[0]) and not owned(envs[0]) & owned(envs[2]),
+                 90, "a and c splitting the partitions", workers[2])  # fmt: skip
+        again = [Click(user=u, item=f"i{int(u[1:]) % GROUPS}_2", ts=1.7e9 + 2) for u in users]
+        publish(stack, topics, again)
+        expected.update(e.user for e in again)
+        wait_for(lambda: changelog_counts(stack, prefix) == dict(expected), 90,
+                 "no event lost or learned twice across the scale-up", workers[2])  # fmt: skip
+        wait_for(lambda: 0 < health(envs[2]).get("users_held", 0) < len(users), 15, "c holding its users")
+    finally:
+        for w in workers:
+            stop(w)

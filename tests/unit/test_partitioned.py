@@ -1,0 +1,128 @@
+"""Partitioned state without services: item deltas make every worker's counts agree, and a user's
+record moves the user whole to another worker (streams/partitioned.py)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from streamrec.streams.partitioned import PartitionedState, decode_record, encode_record
+from streamrec.streams.recommender import Recommender
+
+
+class Log:
+    """The item delta log and the changelog, as lists (the order Kafka would keep)."""
+
+    def __init__(self):
+        self.items: list[bytes] = []
+        self.users: dict[tuple[int, bytes], bytes] = {}
+
+    def produce(self, topic, key, value, origin, partition=None):
+        if topic == "state.items":
+            self.items.append(value)
+        else:
+            self.users[(partition, key)] = value  # compacted: the latest per key
+        return True
+
+
+def _stream(n=3000, users=60, items=80, seed=1):
+    rng = random.Random(seed)
+    return [(f"u{rng.randrange(users)}", f"i{min(int(rng.paretovariate(1.2)), items)}", float(t))
+            for t in range(n)]  # fmt: skip
+
+
+def _workers(n_workers):
+    models = [Recommender(seed=0) for _ in range(n_workers)]
+    states = [PartitionedState(m, "state.users", "state.items") for m in models]
+    return models, states
+
+
+def _run(stream, models, states, log, applied):
+    """Each event learned by its user's worker; every few events every worker reads the log."""
+    for k, (user, item, ts) in enumerate(stream):
+        w = int(user[1:]) % len(models)
+        models[w].learn_click(user, item, ts)
+        states[w].learned(user, int(user[1:]) % 4)
+        if k % 97 == 0:
+            for s in states:
+                s.flush(log)
+            for w, m in enumerate(models):
+                for value in log.items[applied[w]:]:
+                    m.add_item_delta(decode_record(value))
+                applied[w] = len(log.items)
+
+
+def _catch_up(models, states, log, applied):
+    for s in states:
+        s.flush(log)
+    for w, m in enumerate(models):
+        for value in log.items[applied[w]:]:
+            m.add_item_delta(decode_record(value))
+        applied[w] = len(log.items)
+
+
+def test_two_workers_count_every_event_once_and_agree_with_one_worker():
+    stream = _stream()
+    one = Recommender(seed=0)
+    for user, item, ts in stream:
+        one.learn_click(user, item, ts)
+    models, states = _workers(2)
+    log, applied = Log(), [0, 0]
+    _run(stream, models, states, log, applied)
+    _catch_up(models, states, log, applied)
+    a, b = models
+    pairs = {(i, j) for _, i, _ in stream[:300] for _, j, _ in stream[:300]}
+    for i, j in pairs:
+        assert a.cooccur.count(i, j) == b.cooccur.count(i, j) == one.cooccur.count(i, j)
+    for m in models:
+        assert dict(m.popularity.top(20)).keys() == dict(one.popularity.top(20)).keys()
+        np.testing.assert_allclose(sorted(s for _, s in m.popularity.top(20)),
+                                   sorted(s for _, s in one.popularity.top(20)), rtol=1e-9)
+    # each worker holds its own users only, and together every user's exact count
+    held = [set(m.seen_users()) for m in models]
+    assert not held[0] & held[1]
+    assert {u: m.n_learned(u) for m in models for u in m.seen_users()} == {
+        u: sum(1 for v, _, _ in stream if v == u) for u, _, _ in stream}
+
+
+def test_item_factors_learned_on_two_workers_reach_both():
+    models, states = _workers(2)
+    log, applied = Log(), [0, 0]
+    _run(_stream(n=800), models, states, log, applied)
+    _catch_up(models, states, log, applied)
+    a, b = models
+    ia, ib = a.index.get("i1"), b.index.get("i1")
+    fa, fb = a.mf.item_factors(np.array([ia])), b.mf.item_factors(np.array([ib]))
+    # the same learned change on both; only each worker's initial draw differs
+    assert np.linalg.norm(fa - fb) < np.linalg.norm(fa) + np.linalg.norm(fb)
+    assert a.take_item_delta() is None  # nothing learned since the last flush
+
+
+def test_a_user_record_moves_the_user_whole():
+    models, states = _workers(2)
+    log, applied = Log(), [0, 0]
+    _run(_stream(n=1500), models, states, log, applied)
+    _catch_up(models, states, log, applied)
+    a, b = models
+    user = next(u for u in a.seen_users() if a.n_learned(u) >= 5)
+    partition = states[0].partition_of[user]
+    before = a.recommend(user, 10)
+    records = [(k, v) for (p, k), v in log.users.items() if p == partition]
+    assert states[1].restore(partition, records)
+    assert b.n_learned(user) == a.n_learned(user)
+    assert set(b.seen(user)) == set(a.seen(user))
+    assert b.cooccur.history(user) == a.cooccur.history(user)
+    np.testing.assert_array_equal(a.mf.user_state(user)[0], b.mf.user_state(user)[0])
+    # the same co-occurrence scores, item by item (the counts agree, the history moved)
+    score = lambda m: {m.index.items[r]: v for r, v in zip(*m.cooccur.sparse_scores(user))}  # noqa: E731
+    assert score(a) == score(b)
+    states[0].forget({partition})
+    assert user not in set(a.seen_users()) and a.n_users == len(set(a.seen_users()))
+
+
+def test_records_round_trip_with_arrays():
+    rec = {"mf": [np.arange(4, dtype=np.float32), 0.5], "seen": ["a", "b"], "n": 2}
+    back = decode_record(encode_record(rec))
+    np.testing.assert_array_equal(back["mf"][0], rec["mf"][0])
+    assert back["seen"] == ["a", "b"]

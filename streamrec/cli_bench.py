@@ -85,6 +85,9 @@ def add_scale(bsub) -> None:
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("--index-min-items", type=int, default=None, metavar="N",
                     help="embedded items from which candidates come from the index (default: the model's)")
+    sc.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="also simulate N partitioned workers against one (STREAMREC_STATE=partitioned): "
+                    "rows with intake_ratio_vs_one and user_state_share_per_worker (bench/scaleout.py)")
     sc.add_argument("--json", metavar="PATH", help="write the list of configurations as JSON here")
     sc.add_argument("--no-progress", action="store_true", help="no progress display")
 

@@ -142,10 +142,13 @@ class Cooccurrence(Checkpointable):
         out, self._out = self._out or [], [] if self._out is not None else None
         return out
 
-    def add_delta(self, entries) -> None:
-        """Count the entries of a delta (from any worker: the same deltas give the same counts)."""
-        for j, window in entries:
-            self._count(j, window)
+    def add_delta(self, rows: list[int], lens: list[int], windows: list[int]) -> None:
+        """Count a delta: entry ``k`` is item ``rows[k]`` with the next ``lens[k]`` rows of
+        ``windows`` (from any worker: the same deltas in the same order give the same counts)."""
+        start, count = 0, self._count
+        for j, n in zip(rows, lens):
+            count(j, windows[start : start + n])
+            start += n
 
     def set_history(self, user: Hashable, rows: list[int]) -> None:
         self._hist[user] = dict.fromkeys(rows)
@@ -371,9 +374,10 @@ class Popularity(Checkpointable):
         out, self._out = self._out or [], [] if self._out is not None else None
         return out
 
-    def add_delta(self, entries) -> None:
-        for row, ts in entries:
-            self._add(row, ts)
+    def add_delta(self, rows: list[int], times: list[float | None]) -> None:
+        add = self._add
+        for row, ts in zip(rows, times):
+            add(row, ts)
 
     def _add(self, row: int, ts: float | None) -> None:
         if ts is None:

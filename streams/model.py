@@ -305,7 +305,10 @@ class OnlineMF(Checkpointable):
 
     def add_delta(self, rows: np.ndarray, change: np.ndarray) -> None:
         """Add item-factor changes (from any worker); an item without factors gets its own draw."""
-        for r in rows.tolist():
+        top = int(rows.max()) + 1 if len(rows) else 0
+        if top > len(self._has):
+            self._item(top - 1)  # grows every array (and draws that row's factors)
+        for r in rows[~self._has[rows]].tolist():
             self._item(r)
         base = self._base(len(self._Q))
         self._Q[rows] += change

@@ -159,7 +159,7 @@ class Ownership:
                                   "partition.assignment.strategy": "range",
                                   "group.instance.id": instance_id})  # fmt: skip
         self.consumer.subscribe(topics, on_assign=self._assign, on_revoke=self._revoke,
-                                on_lost=self._revoke)  # fmt: skip
+                                on_lost=self._lost)  # fmt: skip
 
     def _assign(self, consumer, partitions) -> None:
         gained = {tp.partition for tp in partitions}
@@ -171,10 +171,18 @@ class Ownership:
         log.info("owning event partitions %s", sorted(self.owned))
 
     def _revoke(self, consumer, partitions) -> None:
-        lost = {tp.partition for tp in partitions}
-        self._on_revoke(lost)
-        self.owned -= lost
-        log.info("gave up event partitions %s", sorted(lost))
+        gone = {tp.partition for tp in partitions}
+        self._on_revoke(gone, False)
+        self.owned -= gone
+        log.info("gave up event partitions %s", sorted(gone))
+
+    def _lost(self, consumer, partitions) -> None:
+        """Partitions taken away without a revoke (our session expired): another member may
+        already be learning them, so nothing learned here since the last commit may be committed."""
+        gone = {tp.partition for tp in partitions}
+        self._on_revoke(gone, True)
+        self.owned -= gone
+        log.warning("lost event partitions %s (session expired)", sorted(gone))
 
     def consume(self, n: int, timeout: float) -> list:
         return self.consumer.consume(n, timeout)
@@ -257,6 +265,22 @@ class PartitionedState:
             self.partition_of[user] = partition
             users.append(user)
         return users
+
+    def park(self, partitions: set[int], offsets: dict) -> None:
+        """Revoked in a rebalance, maybe to come back at once: keep the users until the next
+        assignment (:meth:`unpark`) instead of re-reading their changelog."""
+        self.parked = {p: {tp: o for tp, o in offsets.items() if tp[1] == p} for p in partitions}
+
+    def unpark(self, partitions: set[int], committed: dict) -> set[int]:
+        """The newly assigned ``partitions`` whose parked users are still current (nobody committed
+        past our offsets meanwhile); the other parked partitions' users are forgotten."""
+        parked, self.parked = self.parked, {}
+        keep = {p for p, offsets in parked.items() if p in partitions
+                and all(committed.get(tp, 0) == o for tp, o in offsets.items())}  # fmt: skip
+        self.forget(set(parked) - keep)
+        return keep
+
+    parked: dict = {}
 
     def forget(self, partitions: set[int]) -> None:
         """Drop the users of ``partitions`` (given away: their new owner restores them)."""

@@ -447,27 +447,31 @@ class Recommender:
         self.popularity.track_deltas()
 
     def take_item_delta(self) -> dict | None:
-        """The item-side change learned since the last call, with items by id; ``None``: none."""
+        """The item-side change learned since the last call, with items by id; ``None``: none.
+        Flat arrays of positions into ``items`` (cheap to decode on every worker)."""
         rows, change = self.mf.take_delta()
         pairs, pops = self.cooccur.take_delta(), self.popularity.take_delta()
         if not len(rows) and not pairs and not pops:
             return None
         used: dict[int, int] = {}
-        ref = lambda r: used.setdefault(r, len(used))  # noqa: E731
-        return {"mf": [[ref(r) for r in rows.tolist()], change],
-                "pairs": [[ref(j), [ref(h) for h in w]] for j, w in pairs],
-                "pop": [[ref(r), ts] for r, ts in pops],
+        ref = used.setdefault
+        refs = lambda rs: np.fromiter((ref(r, len(used)) for r in rs), np.int32)  # noqa: E731
+        return {"mf_rows": refs(rows.tolist()), "mf": change,
+                "pj": refs(j for j, _ in pairs), "plen": np.fromiter((len(w) for _, w in pairs), np.int32),
+                "ph": refs(h for _, w in pairs for h in w),
+                "pop_rows": refs(r for r, _ in pops),
+                "pop_ts": np.asarray([np.nan if t is None else t for _, t in pops], np.float64),
                 "items": [self.index.items[r] for r in used]}  # fmt: skip
 
     def add_item_delta(self, delta: dict) -> None:
-        rows = [self.index.add(i) for i in delta["items"]]
-        refs, change = delta["mf"]
-        if refs:
-            self.mf.add_delta(np.asarray([rows[k] for k in refs], dtype=np.int64), change)
-        self.cooccur.add_delta((rows[j], [rows[h] for h in w]) for j, w in delta["pairs"])
-        self.popularity.add_delta((rows[r], ts) for r, ts in delta["pop"])
-        if len(self._available) < len(self.index):
-            self._available = grow(self._available, len(self.index), fill=True)
+        """Apply a delta of :meth:`take_item_delta` (any worker's, this one's own included)."""
+        rows = self.index.add_many(delta["items"])
+        if len(delta["mf_rows"]):
+            self.mf.add_delta(rows[delta["mf_rows"]], delta["mf"])
+        self.cooccur.add_delta(rows[delta["pj"]].tolist(), delta["plen"].tolist(), rows[delta["ph"]].tolist())
+        ts = delta["pop_ts"]
+        self.popularity.add_delta(rows[delta["pop_rows"]].tolist(),
+                                  [None if t != t else t for t in ts.tolist()])  # fmt: skip
 
     # -- state ----------------------------------------------------------------------------------
 

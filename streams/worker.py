@@ -260,32 +260,43 @@ class StreamWorker:
 
     def _assigned(self, partitions: set[int], committed: dict) -> None:
         """Gained event partitions: their users from the changelog, their offsets from the group
-        (both written by the same transactions), and a list for each user at the next refresh."""
+        (both written by the same transactions), and a list for each user at the next refresh.
+        A partition that comes straight back after a rebalance keeps its users in memory."""
         started = time.perf_counter()
         config, timeout = kafka_config(self.settings), self.settings.kafka_timeout_s
+        events = positions.event_topics(self.topics)
+        kept = self.state.unpark(partitions, committed)
         restored = 0
-        for p in sorted(partitions):
+        for p in sorted(partitions - kept):
             users = self.state.restore(p, read_changelog(config, self.state.users_topic, [p], timeout))
             for user in users:
-                self.schedule.owe(user, (positions.event_topics(self.topics)[0], p))
+                self.schedule.owe(user, (events[0], p))
             restored += len(users)
-        for topic in positions.event_topics(self.topics):
+        for topic in events:
             for p in partitions:
                 self.offsets[(topic, p)] = committed.get((topic, p), 0)
-        log.info("took event partitions %s: %d users restored from %s in %.2fs", sorted(partitions),
-                 restored, self.state.users_topic, time.perf_counter() - started)  # fmt: skip
+        log.info("took event partitions %s (kept %s): %d users restored from %s in %.2fs",
+                 sorted(partitions), sorted(kept), restored, self.state.users_topic,
+                 time.perf_counter() - started)  # fmt: skip
 
-    def _revoked(self, partitions: set[int]) -> None:
-        """Giving event partitions away: commit what was learned from them, then forget their users."""
-        if partitions & self.ownership.owned and not self._commit_outputs():
+    def _revoked(self, partitions: set[int], lost: bool) -> None:
+        """Giving event partitions away: commit what was learned from them, then forget their
+        users (or park them, in case the rebalance gives them straight back)."""
+        if partitions & self.ownership.owned and not lost and not self._commit_outputs():
+            lost = True
+        if lost and partitions & self.ownership.owned and (self.outputs.pending or self.state.changed):
             # the new owner resumes from the last commit; this process must not commit again
             log.error("could not commit before giving up partitions %s; exiting so that nothing "
                       "learned here after the last commit is ever committed", sorted(partitions))
             os._exit(70)
-        self.state.forget(partitions)
-        for topic in positions.event_topics(self.topics):
-            for p in partitions:
-                self.offsets.pop((topic, p), None)
+        events = set(positions.event_topics(self.topics))
+        mine = {tp: o for tp, o in self.offsets.items() if tp[0] in events and tp[1] in partitions}
+        if lost:
+            self.state.forget(partitions)
+        else:
+            self.state.park(partitions, mine)
+        for tp in mine:
+            del self.offsets[tp]
 
     # ------------------------------------------------------------ the per-event path
 

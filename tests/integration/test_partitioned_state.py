@@ -88,3 +88,41 @@ def test_partitioned_workers_hold_their_users_and_hand_over_exactly(worker_env, 
     finally:
         for w in workers:
             stop(w)
+
+
+def test_three_partitioned_workers_through_kill_9s_and_lost_volumes_learn_every_event_once(
+        worker_env, stack, topics, prefix, tmp_path):  # fmt: skip
+    import random
+    import shutil
+
+    rng = random.Random(7)
+    names = ["qa", "qb", "qc"]
+    env_of = {n: {**worker_env, "STREAMREC_STATE": "partitioned", "STREAMREC_WORKER_ID": n,
+                  "STREAMREC_CHECKPOINT_DIR": str(tmp_path / n)} for n in names}  # fmt: skip
+    procs = {n: start_worker(env_of[n]) for n in names}
+    users = [f"u{k}" for k in range(45)]
+    expected: Counter = Counter()
+    try:
+        wait_for(lambda: sum(len(owned(env_of[n])) for n in names) == 3
+                 and all(owned(env_of[n]) for n in names), 90, "three workers, one partition each")  # fmt: skip
+        for wave in range(4):
+            batch = [Click(user=u, item=f"i{rng.randrange(GROUPS)}_{rng.randrange(5)}", ts=1.7e9 + wave)
+                     for u in users for _ in range(rng.randrange(1, 4))]  # fmt: skip
+            publish(stack, topics, batch)
+            expected.update(e.user for e in batch)
+            time.sleep(rng.uniform(0.2, 1.5))  # somewhere in the middle of learning the wave
+            victim = rng.choice(names)
+            procs[victim].send_signal(signal.SIGKILL)
+            procs[victim].wait()
+            if wave % 2:  # the pod comes back without its volume
+                shutil.rmtree(env_of[victim]["STREAMREC_CHECKPOINT_DIR"], ignore_errors=True)
+            procs[victim] = start_worker(env_of[victim])
+        wait_for(lambda: changelog_counts(stack, prefix) == dict(expected), 120,
+                 "every event learned exactly once through 4 kill -9s", procs["qa"])  # fmt: skip
+        wait_for(lambda: all(owned(env_of[n]) for n in names), 60, "all three owning again")
+        held = [health(env_of[n]).get("users_held", 0) for n in names]
+        print(f"users held by three workers: {held} of {len(users)}")
+        assert all(h <= 0.6 * len(users) for h in held), held
+    finally:
+        for p in procs.values():
+            stop(p)

@@ -177,6 +177,9 @@ def add_benches(bench: argparse.ArgumentParser) -> None:
     br.add_argument("--in-process", action="store_true",
                     help="fast mode: same model and refresh rule without Kafka and Redis")
     br.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N events")
+    br.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="with --in-process: N stream workers with partitioned state "
+                    "(STREAMREC_STATE=partitioned; bench/replay_partitioned.py)")
     br.add_argument("--tags", choices=("worker", "none"), default="worker",
                     help="crm+llm item tags: from the tag worker's functions (default) or none")
     br.add_argument("--no-user-tags", action="store_true",

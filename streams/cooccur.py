@@ -106,10 +106,9 @@ class Cooccurrence(Checkpointable):
         hist[j] = None
         if len(hist) > self.config.history:
             del hist[next(iter(hist))]
-        if self._out is not None:  # partitioned state: counted when the delta comes back
+        self._count(j, window)
+        if self._out is not None:  # partitioned state: the other workers count it from the delta
             self._out.append((j, window))
-        else:
-            self._count(j, window)
 
     def _count(self, j: int, window: list[int]) -> None:
         """Item ``j`` entered a history holding ``window``: count both directions of each pair."""
@@ -133,7 +132,7 @@ class Cooccurrence(Checkpointable):
     # -- partitioned state: the counts as additive deltas, a user's history on its own ----------
 
     def track_deltas(self) -> None:
-        """From now on pairs are not counted locally but kept for :meth:`take_delta`."""
+        """From now on every counted pair is also kept for :meth:`take_delta`."""
         if self._out is None:
             self._out = []
 
@@ -143,8 +142,8 @@ class Cooccurrence(Checkpointable):
         return out
 
     def add_delta(self, rows: list[int], lens: list[int], windows: list[int]) -> None:
-        """Count a delta: entry ``k`` is item ``rows[k]`` with the next ``lens[k]`` rows of
-        ``windows`` (from any worker: the same deltas in the same order give the same counts)."""
+        """Count another worker's delta: entry ``k`` is item ``rows[k]`` with the next ``lens[k]``
+        rows of ``windows``."""
         start, count = 0, self._count
         for j, n in zip(rows, lens):
             count(j, windows[start : start + n])
@@ -360,10 +359,9 @@ class Popularity(Checkpointable):
 
     def add_row(self, row: int, ts: float | None) -> None:
         """One positive interaction with item ``row`` at ``ts``."""
-        if self._out is not None:  # partitioned state: counted when the delta comes back
+        self._add(row, ts)
+        if self._out is not None:  # partitioned state: the other workers count it from the delta
             self._out.append((row, ts))
-        else:
-            self._add(row, ts)
 
     def track_deltas(self) -> None:
         if self._out is None:

@@ -294,17 +294,16 @@ class OnlineMF(Checkpointable):
         return self._Qb
 
     def take_delta(self) -> tuple[np.ndarray, np.ndarray]:
-        """(rows, their factor changes) learned since the last call; the change is taken *out* of
-        the local factors: it comes back, with every other worker's, through :meth:`add_delta`."""
+        """(rows, their factor changes) learned here since the last call."""
         n = min(len(self.index), len(self._has))
         base = self._base(n)
         d = self._Q[:n] - base[:n]
         rows = np.flatnonzero(d.any(axis=1))
-        self._Q[rows] = base[rows]
+        base[rows] = self._Q[rows]
         return rows, d[rows].astype(np.float32)
 
     def add_delta(self, rows: np.ndarray, change: np.ndarray) -> None:
-        """Add item-factor changes (from any worker); an item without factors gets its own draw."""
+        """Add another worker's item-factor changes; an item without factors gets its own draw."""
         top = int(rows.max()) + 1 if len(rows) else 0
         if top > len(self._has):
             self._item(top - 1)  # grows every array (and draws that row's factors)

@@ -102,6 +102,11 @@ class SideOutputs:
         self.failures = 0  # failed commits (metric)
         self.suppressed = 0  # outputs of replayed inputs, already committed before a crash
         self.refused: list[str] = []  # delivery errors of the open transaction
+        #: topics whose records' places are reported: after a commit, :attr:`placed` holds the
+        #: (topic, partition, offset) of that transaction's records on them
+        self.track: set[str] = set()
+        self._placed: list[tuple[str, int, int]] = []
+        self.placed: list[tuple[str, int, int]] = []
         self.producer = None
 
     # ------------------------------------------------------------ start
@@ -146,6 +151,8 @@ class SideOutputs:
             if err is not None:
                 where = "%s[%d]@%d" % origin if origin else "?"
                 self.refused.append(f"{msg.topic()} record for {where}: {err.str()}")
+            elif msg.topic() in self.track:
+                self._placed.append((msg.topic(), msg.partition(), msg.offset()))
 
         while True:
             try:
@@ -195,6 +202,7 @@ class SideOutputs:
                     self.open()
                 self._in_transaction = False
                 self.refused.clear()
+                self._placed = []
                 for record in self.records:
                     self._send(*record)
                 self._broken = False
@@ -210,6 +218,7 @@ class SideOutputs:
         self._in_transaction = False
         self.records.clear()
         self.refused.clear()
+        self.placed, self._placed = self._placed, []
         self.opened_at = None
         self.backoff = 0.0
         return True

@@ -221,7 +221,26 @@ class PartitionedState:
         self.partition_of: dict = {}  # user -> the event partition their events come from
         self.changed: set = set()  # users whose state changed since the last flush
         self.since_delta = 0
+        #: offsets of this worker's own committed deltas not read back yet (applied already)
+        self.own: set[int] = set()
         model.track_item_deltas()
+
+    def committed(self, placed) -> None:
+        """A transaction committed; ``placed``: where its records went (own deltas among them)."""
+        self.own.update(o for t, _, o in placed if t == self.items_topic)
+
+    def read_delta(self, offset: int, value: bytes) -> bool:
+        """A record of the item delta log: applied unless it is this worker's own (already in)."""
+        if offset in self.own:
+            self.own.discard(offset)
+            return False
+        self.model.add_item_delta(decode_record(value))
+        return True
+
+    def own_to_meta(self, position: int) -> list[int]:
+        """Own deltas at or past the reader's ``position`` (a checkpoint's): skipped after a restore."""
+        self.own = {o for o in self.own if o >= position}
+        return sorted(self.own)
 
     @property
     def users_held(self) -> int:

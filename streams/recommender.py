@@ -440,8 +440,9 @@ class Recommender:
         return list(self._seen)
 
     def track_item_deltas(self) -> None:
-        """Item-side learning is kept for :meth:`take_item_delta` and counted only when the delta
-        comes back through :meth:`add_item_delta` (so every worker counts every event once)."""
+        """Item-side learning is applied here at once and also kept for :meth:`take_item_delta`,
+        which the other workers apply through :meth:`add_item_delta` (each event counted once by
+        every worker: immediately by its learner, from the delta log by the others)."""
         self.mf.track_deltas()
         self.cooccur.track_deltas()
         self.popularity.track_deltas()
@@ -464,7 +465,7 @@ class Recommender:
                 "items": [self.index.items[r] for r in used]}  # fmt: skip
 
     def add_item_delta(self, delta: dict) -> None:
-        """Apply a delta of :meth:`take_item_delta` (any worker's, this one's own included)."""
+        """Apply another worker's delta of :meth:`take_item_delta`."""
         rows = self.index.add_many(delta["items"])
         if len(delta["mf_rows"]):
             self.mf.add_delta(rows[delta["mf_rows"]], delta["mf"])

@@ -67,7 +67,6 @@ from streamrec.streams.partitioned import (
     DELTA_MAX_BYTES,
     Ownership,
     PartitionedState,
-    decode_record,
     ensure_state_topics,
     read_changelog,
     state_topics,
@@ -172,6 +171,7 @@ class StreamWorker:
             self.offsets = {tp: o for tp, o in self.offsets.items() if tp[0] not in events}
             self.model.retain_users(lambda u: False)  # the changelog has them, current
             self.state = PartitionedState(self.model, *state_topics(settings.topic_prefix))
+            self.state.own = set(checkpoint.meta.get("own_deltas", ())) if checkpoint else set()
         # negatives and seed of the model in use: a restored model keeps its own
         mf = self.model.config.mf
         version = {"model": MODEL_NAME, "k": settings.top_k, "negatives": mf.n_negatives,
@@ -236,6 +236,8 @@ class StreamWorker:
         # open; only then are the outputs group's offsets stable to read (see streams/outputs.py)
         self.outputs = SideOutputs({**config, "message.max.bytes": DELTA_MAX_BYTES},
                                    f"{settings.group_id}.{settings.worker_id}", timeout_s=timeout)  # fmt: skip
+        if self.state is not None:
+            self.outputs.track = {self.state.items_topic}
         self.outputs.open()
         group = outputs_group(settings.group_id, settings.worker_id)
         self.reader = positions.open_reader(config, group, parts)
@@ -334,7 +336,7 @@ class StreamWorker:
         """Decode and learn one message; returns the record, a :class:`DeadLetter` if refused."""
         position = (topic, partition)
         if self.state is not None and topic == self.state.items_topic:
-            self.model.add_item_delta(decode_record(value))  # every worker's, this one's too
+            self.state.read_delta(offset, value)  # another worker's (this one's are in already)
             return None
         record = self.boundary.decode(topic, key, value, now, partition, offset, headers)
         kind = type(record)
@@ -430,6 +432,8 @@ class StreamWorker:
             rest = {tp: o for tp, o in self.offsets.items() if tp[0] not in events}
             ok = self.outputs.commit(rest, self.reader.consumer_group_metadata(),
                                      ((mine, self.ownership.group_metadata()),))  # fmt: skip
+            if ok:
+                self.state.committed(self.outputs.placed)
         else:
             ok = self.outputs.commit(self.offsets, self.reader.consumer_group_metadata())
         self.stats.output_failures = self.outputs.failures
@@ -564,6 +568,8 @@ class StreamWorker:
                 meta={"learned": self.stats.learned, "model_version": self.model_version(),
                       "content_hashes": self.catalog_state.hashes, "serving": self.serving.to_meta(),
                       "active": active_to_meta(self.schedule.active), "lists": self.lists.to_meta(),
+                      "own_deltas": self.state.own_to_meta(self.offsets.get((self.state.items_topic, 0), 0))
+                      if self.state is not None else [],
                       **self.served.to_meta()},
             )
         )  # fmt: skip

@@ -18,7 +18,9 @@ from workerkit import GROUPS, publish, read_list, start_worker, stop, taste_even
 
 from streamrec.connect import kafka_config
 from streamrec.schemas.events import Click
+from streamrec.streams.checkpoint import FileCheckpointStore
 from streamrec.streams.partitioned import decode_record, read_changelog, state_topics
+from streamrec.streams.recommender import Recommender
 
 
 def changelog_counts(stack, prefix: str) -> dict[str, int]:
@@ -27,6 +29,19 @@ def changelog_counts(stack, prefix: str) -> dict[str, int]:
     for key, value in read_changelog(kafka_config(stack), users_topic, [0, 1, 2], 30):
         latest[key.decode()] = decode_record(value)["n"]
     return latest
+
+
+def pair_counts(model, items) -> dict:
+    return {(a, b): model.cooccur.count(a, b) for a in items for b in items if a != b}
+
+
+def checkpoint_pair_counts(env: dict, items) -> dict | None:
+    """A worker's item side as its latest checkpoint holds it (co-occurrence counts)."""
+    try:
+        checkpoint = FileCheckpointStore(env["STREAMREC_CHECKPOINT_DIR"]).load()
+    except Exception:  # being written
+        return None
+    return None if checkpoint is None else pair_counts(Recommender.from_checkpoint(checkpoint.model), items)
 
 
 def health(env: dict) -> dict:
@@ -102,6 +117,7 @@ def test_three_partitioned_workers_through_kill_9s_and_lost_volumes_learn_every_
     procs = {n: start_worker(env_of[n]) for n in names}
     users = [f"u{k}" for k in range(45)]
     expected: Counter = Counter()
+    published: list[Click] = []
     try:
         wait_for(lambda: sum(len(owned(env_of[n])) for n in names) == 3
                  and all(owned(env_of[n]) for n in names), 90, "three workers, one partition each")  # fmt: skip
@@ -109,6 +125,7 @@ def test_three_partitioned_workers_through_kill_9s_and_lost_volumes_learn_every_
             batch = [Click(user=u, item=f"i{rng.randrange(GROUPS)}_{rng.randrange(5)}", ts=1.7e9 + wave)
                      for u in users for _ in range(rng.randrange(1, 4))]  # fmt: skip
             publish(stack, topics, batch)
+            published += batch
             expected.update(e.user for e in batch)
             time.sleep(rng.uniform(0.2, 1.5))  # somewhere in the middle of learning the wave
             victim = rng.choice(names)
@@ -120,6 +137,16 @@ def test_three_partitioned_workers_through_kill_9s_and_lost_volumes_learn_every_
         wait_for(lambda: changelog_counts(stack, prefix) == dict(expected), 120,
                  "every event learned exactly once through 4 kill -9s", procs["qa"])  # fmt: skip
         wait_for(lambda: all(owned(env_of[n]) for n in names), 60, "all three owning again")
+        # item side: every delta applied once by every worker (co-occurrence counts depend only
+        # on each user's own sequence, so one model learning every event is the reference)
+        reference = Recommender()
+        for e in published:
+            reference.learn_click(e.user, e.item, e.ts)
+        items = sorted({e.item for e in published})
+        want = pair_counts(reference, items)
+        for n in names:
+            wait_for(lambda n=n: checkpoint_pair_counts(env_of[n], items) == want, 60,
+                     f"{n}'s co-occurrence counts: every item delta applied exactly once")  # fmt: skip
         held = [health(env_of[n]).get("users_held", 0) for n in names]
         print(f"users held by three workers: {held} of {len(users)}")
         assert all(h <= 0.6 * len(users) for h in held), held

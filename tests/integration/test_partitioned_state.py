@@ -31,6 +31,12 @@ def changelog_counts(stack, prefix: str) -> dict[str, int]:
     return latest
 
 
+def partition_users(stack, prefix: str, partitions) -> set[str]:
+    """The users whose changelog records are on ``partitions`` (their event partitions)."""
+    users_topic, _ = state_topics(prefix)
+    return {key.decode() for key, _ in read_changelog(kafka_config(stack), users_topic, sorted(partitions), 30)}
+
+
 def pair_counts(model, items) -> dict:
     return {(a, b): model.cooccur.count(a, b) for a in items for b in items if a != b}
 
@@ -90,10 +96,18 @@ def test_partitioned_workers_hold_their_users_and_hand_over_exactly(worker_env, 
                              for u in users), 45, "fresh lists for every user after the handover",
                  workers[0])  # fmt: skip
 
-        # scale up to two again (a new worker, no volume): it restores its partitions' users
+        # scale up to two again (a new worker, no volume): it restores its partitions' users and,
+        # with no new event, writes their lists within a refresh interval (1 s here) of taking them
+        wait_for(lambda: health(envs[0]).get("ts", 0) > time.time() - 3, 10, "a's heartbeat")
+        started_c = time.time()  # a writes no list from here on: no event, nothing owed
         workers.append(start_worker(envs[2]))
         wait_for(lambda: owned(envs[2]) and owned(envs[0]) and not owned(envs[0]) & owned(envs[2]),
                  90, "a and c splitting the partitions", workers[2])  # fmt: skip
+        took = time.time()
+        moved = [u for u in users if u in partition_users(stack, prefix, owned(envs[2]))]
+        assert moved
+        wait_for(lambda: all(read_list(redis_client, prefix, u).generated_at > started_c for u in moved),
+                 4, "c writing the moved users' lists within a refresh of taking them", workers[2])  # fmt: skip
         again = [Click(user=u, item=f"i{int(u[1:]) % GROUPS}_2", ts=1.7e9 + 2) for u in users]
         publish(stack, topics, again)
         expected.update(e.user for e in again)

@@ -449,6 +449,8 @@ class OnlineMF(Checkpointable):
         version, internal, gauss_next = state["rng"]
         self._rng.setstate((version, tuple(int(x) for x in internal), gauss_next))
         self._pool, self._pool_pos = [int(x) for x in state["pool"]], state["pool_pos"]
+        if self._Qb is not None:  # deltas count from the loaded factors
+            self._Qb = self._Q.copy()
 
     @classmethod
     def from_state(cls, state: dict, index: ItemIndex | None = None) -> OnlineMF:

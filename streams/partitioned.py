@@ -45,6 +45,8 @@ log = logging.getLogger("streamrec.partitioned")
 
 USERS = "state.users"
 ITEMS = "state.items"
+SNAPSHOTS = "state.snapshots"
+SNAPSHOT_CHUNK = 4 * 1024 * 1024
 #: own events between two item deltas: bounds one delta record (item factors are 64 bytes a row)
 DELTA_EVERY = 1000
 #: a delta record may exceed Kafka's 1 MB default; the items topic and its producer allow this
@@ -54,6 +56,43 @@ DELTA_MAX_BYTES = 8 * 1024 * 1024
 def state_topics(prefix: str = "") -> tuple[str, str]:
     """The user changelog and the item delta log of one deployment."""
     return f"{prefix}{USERS}", f"{prefix}{ITEMS}"
+
+
+def snapshot_topic(prefix: str = "") -> str:
+    """Where the item side is published for workers that start without a checkpoint."""
+    return f"{prefix}{SNAPSHOTS}"
+
+
+def snapshot_records(data: bytes, generation: int, previous: tuple[int, int] | None, meta: dict) -> list:
+    """The records of one item-side snapshot: its chunks, the manifest naming them, tombstones for
+    the ``previous`` snapshot's (generation, chunks); produced in one transaction to the
+    compacted topic, so a reader sees a whole snapshot or the one before.
+
+    >>> [k for k, v in snapshot_records(b"abc", 2, (1, 2), {"position": 5})]
+    [b'items/2/0', b'items', b'items/1/0', b'items/1/1']
+    """
+    chunks = [data[i : i + SNAPSHOT_CHUNK] for i in range(0, len(data), SNAPSHOT_CHUNK)] or [b""]
+    records = [(f"items/{generation}/{i}".encode(), c) for i, c in enumerate(chunks)]
+    records.append((b"items", encode_record({"generation": generation, "chunks": len(chunks), **meta})))
+    if previous is not None and previous[0] != generation:
+        records += [(f"items/{previous[0]}/{i}".encode(), None) for i in range(previous[1])]
+    return records
+
+
+def read_item_snapshot(config: dict, topic: str, timeout_s: float) -> tuple[bytes, dict] | None:
+    """The latest complete item-side snapshot on ``topic``: its bytes and its manifest."""
+    latest: dict[bytes, bytes | None] = {}
+    for key, value in read_changelog(config, topic, [0], timeout_s):
+        latest[key] = value
+    if not latest.get(b"items"):
+        return None
+    manifest = decode_record(latest[b"items"])
+    gen = manifest["generation"]
+    parts = [latest.get(f"items/{gen}/{i}".encode()) for i in range(manifest["chunks"])]
+    if any(p is None for p in parts):
+        log.warning("item snapshot %d on %s is incomplete; not used", gen, topic)
+        return None
+    return b"".join(parts), manifest
 
 
 def encode_record(record: dict) -> bytes:
@@ -80,6 +119,11 @@ def ensure_state_topics(config: dict, prefix: str, partitions: int, replication:
     elif len(have[users].partitions) != partitions:
         raise RuntimeError(f"topic {users!r} has {len(have[users].partitions)} partitions, the event "
                            f"topics {partitions}: they must match (recreate {users!r})")  # fmt: skip
+    snapshots = snapshot_topic(prefix)
+    if snapshots not in have:
+        new.append(NewTopic(snapshots, num_partitions=1, replication_factor=replication,
+                            config={"cleanup.policy": "compact", "min.compaction.lag.ms": "60000",
+                                    "max.message.bytes": str(DELTA_MAX_BYTES)}))  # fmt: skip
     if items not in have:
         new.append(NewTopic(items, num_partitions=1, replication_factor=replication,
                             config={"cleanup.policy": "delete", "retention.ms": str(7 * 86400_000),
@@ -93,7 +137,7 @@ def ensure_state_topics(config: dict, prefix: str, partitions: int, replication:
             if getattr(err, "code", lambda: None)() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
     deadline = time.monotonic() + timeout_s
-    while not all(t in admin.list_topics(timeout=timeout_s).topics for t in (users, items)):
+    while not all(t in admin.list_topics(timeout=timeout_s).topics for t in (users, items, snapshots)):
         if time.monotonic() > deadline:
             raise RuntimeError(f"state topics {users!r}, {items!r} not ready after {timeout_s:g}s")
         time.sleep(0.2)
@@ -215,15 +259,19 @@ class PartitionedState:
     (0, 0)
     """
 
-    def __init__(self, model, users_topic: str, items_topic: str):
+    def __init__(self, model, users_topic: str, items_topic: str, snapshot_topic: str = SNAPSHOTS):
         self.model = model
-        self.users_topic, self.items_topic = users_topic, items_topic
+        self.users_topic, self.items_topic, self.snapshot_topic = users_topic, items_topic, snapshot_topic
         self.partition_of: dict = {}  # user -> the event partition their events come from
         self.changed: set = set()  # users whose state changed since the last flush
         self.since_delta = 0
         #: offsets of this worker's own committed deltas not read back yet (applied already)
         self.own: set[int] = set()
-        model.track_item_deltas()
+        self.track()
+
+    def track(self) -> None:
+        """(Again, after the model's item side was replaced) keep item-side changes as deltas."""
+        self.model.track_item_deltas()
 
     def committed(self, placed) -> None:
         """A transaction committed; ``placed``: where its records went (own deltas among them)."""

@@ -517,7 +517,7 @@ class Recommender:
 
     # -- snapshots: checkpoint format 2 (see streams/snapshot.py), whole or by changed users ------
 
-    def snapshot(self, delta: bool = False) -> dict:
+    def snapshot(self, delta: bool = False, with_users: bool = True) -> dict:
         """The state as a snapshot document: the item side whole (small next to the users), the
         user side whole or, with ``delta``, only the users learned from since :meth:`checkpointed`
         (a delta is applied on top of the snapshots before it; :attr:`needs_full` says when one
@@ -525,6 +525,8 @@ class Recommender:
         if delta and self._need_full:
             raise ValueError("a full snapshot is needed (embeddings were reset)")
         users = sorted(self._dirty, key=self.mf.users.__getitem__) if delta else None
+        if not with_users:  # the item side alone (partitioned state: for workers with no checkpoint)
+            users = []
         ids = list(self._seen) if users is None else [u for u in users if u in self._seen]
         learned = self._learned
         return {
@@ -572,6 +574,10 @@ class Recommender:
         for doc in (base, *deltas):
             self._load(doc)
         return self
+
+    def load_snapshot(self, doc: dict) -> None:
+        """Apply a snapshot document on top of this model (a fresh one: the state it describes)."""
+        self._load(doc)
 
     def _load(self, doc: dict) -> None:
         if doc.get("kind") != self.KIND or doc.get("format") != SNAPSHOT_FORMAT:

@@ -41,6 +41,7 @@ clock, owed users across a rebalance, Redis backoff) is decided by pure bookkeep
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import signal
@@ -65,12 +66,17 @@ from streamrec.streams.membership import Membership
 from streamrec.streams.outputs import SideOutputs, committed_offsets, outputs_group
 from streamrec.streams.partitioned import (
     DELTA_MAX_BYTES,
+    SNAPSHOT_CHUNK,
     Ownership,
     PartitionedState,
     ensure_state_topics,
     read_changelog,
+    read_item_snapshot,
+    snapshot_records,
+    snapshot_topic,
     state_topics,
 )
+from streamrec.streams import snapshot
 from streamrec.streams.recommender import Recommender
 from streamrec.streams.refresh import config_digest, write_lists
 from streamrec.streams.schedule import PassSlices, RefreshSchedule, active_from_meta, active_to_meta
@@ -142,6 +148,7 @@ class StreamWorker:
         self.serving = ServingState(settings.similar_k, settings.similar_per_refresh, enabled=not logical)
         restored = self.store.restore(Recommender.from_checkpoint)
         checkpoint = restored.checkpoint if restored else None
+        self._fresh = checkpoint is None
         self._deltas = 0  # delta checkpoints since the last full one
         self._have_full = False  # deltas extend the newest chain only, so a fallback writes a full one
         if checkpoint:
@@ -170,7 +177,8 @@ class StreamWorker:
             events = set(positions.event_topics(self.topics))
             self.offsets = {tp: o for tp, o in self.offsets.items() if tp[0] not in events}
             self.model.retain_users(lambda u: False)  # the changelog has them, current
-            self.state = PartitionedState(self.model, *state_topics(settings.topic_prefix))
+            self.state = PartitionedState(self.model, *state_topics(settings.topic_prefix),
+                                          snapshot_topic(settings.topic_prefix))  # fmt: skip
             self.state.own = set(checkpoint.meta.get("own_deltas", ())) if checkpoint else set()
         # negatives and seed of the model in use: a restored model keeps its own
         mf = self.model.config.mf
@@ -228,6 +236,8 @@ class StreamWorker:
                 raise RuntimeError(f"topic {event_topics[0]!r} does not exist; run `streamrec topics create`")
             ensure_state_topics(config, settings.topic_prefix, len(info.partitions),
                                 settings.replication, timeout)  # fmt: skip
+            if self._fresh:
+                self._bootstrap_items(config, timeout)
             names = [*positions.input_topics(self.topics)[len(event_topics):], self.state.items_topic]
             metadata = check_kafka(config, timeout).list_topics(timeout=timeout)
         # one reader for every partition of every input topic, positioned from the checkpoint
@@ -578,6 +588,49 @@ class StreamWorker:
         self.stats.extra["checkpoint_bytes"] = self.store.last_bytes
         if self.membership is not None:
             self.membership.commit(self.offsets)
+        if self.state is not None:
+            self._publish_item_snapshot()
+
+    def _publish_item_snapshot(self) -> None:
+        """The owner of event partition 0 publishes the item side now and then, for workers that
+        start without a checkpoint (a lost volume, a new pod): it goes into the next transaction
+        and describes the state of this checkpoint (the delta log read to here, own deltas)."""
+        every = self.settings.item_snapshot_s
+        now = self.clock()
+        if not every or 0 not in self.ownership.owned or now - self._snapshot_at < every:
+            return
+        self._snapshot_at = now
+        position = self.offsets.get((self.state.items_topic, 0), 0)
+        buffer = io.BytesIO()
+        snapshot.write(buffer, self.model.snapshot(with_users=False))
+        data = buffer.getvalue()
+        generation = self.seq
+        meta = {"position": position, "own": self.state.own_to_meta(position), "created": now,
+                "worker": self.settings.worker_id}  # fmt: skip
+        for key, value in snapshot_records(data, generation, self._snapshot_prev, meta):
+            self.outputs.produce(self.state.snapshot_topic, key, value, None, partition=0)
+        self._snapshot_prev = (generation, -(-len(data) // SNAPSHOT_CHUNK) or 1)
+        log.info("item snapshot %d published (%d bytes, delta log at %d)", generation, len(data), position)
+
+    _snapshot_at = float("-inf")
+    _snapshot_prev: tuple[int, int] | None = None
+
+    def _bootstrap_items(self, config: dict, timeout: float) -> None:
+        """No checkpoint: start the item side from the latest published snapshot, if any, so
+        the delta log is read from its position instead of from its start (which retention cuts)."""
+        found = read_item_snapshot(config, self.state.snapshot_topic, timeout)
+        if found is None:
+            log.info("no item snapshot on %s: the item side comes from the delta log's start",
+                     self.state.snapshot_topic)  # fmt: skip
+            return
+        data, manifest = found
+        self.model.load_snapshot(snapshot.read(io.BytesIO(data), len(data)))
+        self.model.retain_users(lambda u: False)
+        self.state.track()
+        self.offsets[(self.state.items_topic, 0)] = manifest["position"]
+        self.state.own = set(manifest["own"])
+        log.info("item side from snapshot %d of %s (delta log from %d)", manifest["generation"],
+                 manifest["worker"], manifest["position"])  # fmt: skip
 
     def _write_stats(self, now: float) -> None:
         """The group's stats hash (what `streamrec status` shows). Best effort: Redis can go away

@@ -167,3 +167,56 @@ def test_three_partitioned_workers_through_kill_9s_and_lost_volumes_learn_every_
     finally:
         for p in procs.values():
             stop(p)
+
+
+def test_a_worker_without_a_volume_starts_its_item_side_from_the_snapshot_when_the_log_is_cut(
+        worker_env, stack, topics, prefix, tmp_path):  # fmt: skip
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import AdminClient
+
+    from streamrec.streams.partitioned import read_item_snapshot, snapshot_topic
+
+    envs = [{**worker_env, "STREAMREC_STATE": "partitioned", "STREAMREC_WORKER_ID": name,
+             "STREAMREC_ITEM_SNAPSHOT_S": "1", "STREAMREC_CHECKPOINT_DIR": str(tmp_path / name)}
+            for name in ("sa", "sb")]  # fmt: skip
+    config = kafka_config(stack)
+    _, items_topic = state_topics(prefix)
+    first = taste_events(n_users=20, per_user=10)
+    second = taste_events(n_users=20, per_user=5, seed=2)
+    workers = [start_worker(envs[0])]
+    try:
+        wait_for(lambda: owned(envs[0]) == {0, 1, 2}, 90, "sa owning every partition", workers[0])
+        publish(stack, topics, first)
+        wait_for(lambda: changelog_counts(stack, prefix) == dict(Counter(e.user for e in first)), 90,
+                 "the first events learned", workers[0])  # fmt: skip
+        from confluent_kafka import Consumer
+
+        probe = Consumer({**config, "group.id": f"{prefix}probe"})
+        end = probe.get_watermark_offsets(TopicPartition(items_topic, 0), timeout=10)[1]
+        probe.close()
+        # (the last offset is the marker of the last transaction: a reader's position stops before it)
+        found = wait_for(lambda: (f := read_item_snapshot(config, snapshot_topic(prefix), 10)) is not None
+                         and f[1]["position"] >= end - 1 and f, 30, "a snapshot covering the delta log",
+                         workers[0])  # fmt: skip
+        # retention cuts the delta log: nothing the snapshot covers can be read any more
+        admin = AdminClient(config)
+        cut = found[1]["position"]
+        for future in admin.delete_records([TopicPartition(items_topic, 0, cut)]).values():
+            future.result()
+        publish(stack, topics, second)
+        both = first + second
+        wait_for(lambda: changelog_counts(stack, prefix) == dict(Counter(e.user for e in both)), 90,
+                 "the second events learned", workers[0])  # fmt: skip
+        workers.append(start_worker(envs[1]))
+        wait_for(lambda: owned(envs[1]) and owned(envs[0]) and not owned(envs[0]) & owned(envs[1]),
+                 90, "sa and sb splitting the partitions", workers[1])  # fmt: skip
+        reference = Recommender()
+        for e in both:
+            reference.learn_click(e.user, e.item, e.ts)
+        items = sorted({e.item for e in both})
+        want = pair_counts(reference, items)
+        wait_for(lambda: checkpoint_pair_counts(envs[1], items) == want, 60,
+                 "sb's item side: the snapshot and the deltas after it", workers[1])  # fmt: skip
+    finally:
+        for w in workers:
+            stop(w)

@@ -10,7 +10,9 @@ Endpoints (OpenAPI at ``/openapi.json``, see :mod:`streamrec.serve_openapi`):
 - ``POST /events``: one click, rating or item as JSON (or msgpack), validated by the wire codec
   (the one validation place), published to its topic with ``acks=all``: 202 once the broker has
   it, 400 naming the field, 503 when the broker does not acknowledge.
-- ``/healthz`` (Redis answers) and Prometheus ``/metrics``.
+- ``/healthz``: Redis answers *and* the global list is fresh (at most ``STREAMREC_SERVE_STALE_AFTER_S``
+  old), so a stalled stream worker shows; ``/livez``: Redis answers (for liveness probes: a stale
+  worker is no reason to restart the API). Prometheus ``/metrics``.
 
 Why Starlette under uvicorn and not FastAPI: validation is the wire codec's job, so FastAPI's
 pydantic models would be a second, drifting copy of the contract; the OpenAPI document is built
@@ -18,9 +20,10 @@ from the JSON Schemas the codec's records publish instead. Starlette is the ASGI
 itself is built on, without the per-request model layer.
 
 :func:`create_app` takes the settings and opens nothing: Redis and Kafka clients are made when the
-app starts (its lifespan) and closed when it stops. A request costs one Redis round trip for the
-list and one for the deleted-items check (a single SMISMEMBER; with a category filter, the same
-pipeline also GETs the items' records). The filtering itself is pure (:func:`keep`,
+app starts (its lifespan) and closed when it stops. A request for a user who has a list costs one
+Redis round trip, the GET of the list, on a connection the app holds; deleted items are checked
+against an in-process copy of the deleted set (see :mod:`streamrec.serve_state`); a category filter
+adds one pipeline of the items' records. The filtering itself is pure (:func:`keep`,
 :func:`parse_query`).
 """
 
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 from collections.abc import Iterable
@@ -41,7 +45,10 @@ from streamrec.schemas.fields import MAX_RECS, SchemaError
 from streamrec.schemas.keys import RedisKeys
 from streamrec.schemas.publisher import route
 from streamrec.schemas.topics import Topics
+from streamrec.serve_state import DeletedMirror, ReadLane, freshness
 from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
 
 INPUT_TYPES = (Click, Rating, Item)
 DEFAULT_N = 10
@@ -53,6 +60,10 @@ class Query:
     offset: int = 0
     exclude: frozenset[str] = frozenset()
     categories: frozenset[str] = frozenset()
+
+
+_DEFAULT_QUERY = Query()
+_KNOWN = frozenset({"n", "offset", "exclude", "category"})
 
 
 def _many(values: Iterable[str]) -> frozenset[str]:
@@ -74,9 +85,11 @@ def parse_query(params) -> Query:
     ...
     streamrec.schemas.fields.SchemaError: limit: unknown parameter (known: n, offset, exclude, category)
     """
+    if not params:
+        return _DEFAULT_QUERY
     getlist = params.getlist if hasattr(params, "getlist") else lambda k: [params[k]]
-    unknown = sorted(set(params.keys()) - {"n", "offset", "exclude", "category"})
-    if unknown:
+    if not _KNOWN.issuperset(params.keys()):
+        unknown = sorted(set(params.keys()) - _KNOWN)
         raise SchemaError(unknown[0][:100], "unknown parameter (known: n, offset, exclude, category)")
     values = {}
     for name, default, hi in (("n", DEFAULT_N, MAX_RECS), ("offset", 0, MAX_RECS)):
@@ -92,7 +105,9 @@ def parse_query(params) -> Query:
         if not lo <= value <= hi:
             raise SchemaError(name, f"{value} is outside [{lo}, {hi}]")
         values[name] = value
-    return Query(values["n"], values["offset"], _many(getlist("exclude")), _many(getlist("category")))
+    exclude = _many(getlist("exclude")) if "exclude" in params else frozenset()
+    categories = _many(getlist("category")) if "category" in params else frozenset()
+    return Query(values["n"], values["offset"], exclude, categories)
 
 
 def keep(item: str, record: Item | None, categories: frozenset[str]) -> bool:
@@ -190,13 +205,22 @@ def create_app(settings: Settings):
                         ["type"], registry=registry)  # fmt: skip
     state: dict = {}
 
+    mirror = DeletedMirror(keys, settings.serve_deleted_refresh_s)
+
     def timed(name: str):
+        observe = latency.labels(name).observe  # children bound once, not looked up per request
+        counted: dict[int, Counter] = {}
+
         def wrap(handler):
             async def endpoint(request):
                 t0 = time.perf_counter()
                 response = await handler(request)
-                latency.labels(name).observe(time.perf_counter() - t0)
-                requests.labels(name, str(response.status_code)).inc()
+                observe(time.perf_counter() - t0)
+                status = response.status_code
+                counter = counted.get(status)
+                if counter is None:
+                    counter = counted[status] = requests.labels(name, str(status))
+                counter.inc()
                 return response
 
             return endpoint
@@ -208,22 +232,24 @@ def create_app(settings: Settings):
         pass the category filter; item state is read in chunks, one pipeline each."""
         redis = state["redis"]
         excluded = query.exclude | frozenset(also_exclude)
-        cands = [(i, s) for i, s in entries if i not in excluded]
         need = query.offset + query.n
+        if not query.categories and mirror.fresh(time.time()):  # the common case: one pass, no I/O
+            dropped = mirror.items
+            out = [(i, s) for i, s in entries if i not in excluded and i not in dropped][query.offset : need]
+            return [{"item": i, "score": s} for i, s in out]
+        cands = [(i, s) for i, s in entries if i not in excluded]
         out: list[tuple[str, float]] = []
         start = 0
         while start < len(cands) and len(out) < need:
             chunk = cands[start : start + max(2 * (need - len(out)), 16)]
             start += len(chunk)
             names = [item for item, _ in chunk]
+            deleted = await mirror.flags(redis, names, time.time())
             if query.categories:
                 pipe = redis.pipeline(transaction=False)
-                pipe.smismember(keys.deleted(), names)
                 for item in names:
                     pipe.get(keys.item(item))
-                deleted, *records = await pipe.execute()
-            else:
-                deleted, records = await redis.smismember(keys.deleted(), names), ()
+                records = await pipe.execute()
             for j, (item, score) in enumerate(chunk):
                 if deleted[j]:
                     continue
@@ -242,7 +268,7 @@ def create_app(settings: Settings):
         except SchemaError as exc:
             return _error(exc)
         redis = state["redis"]
-        raw = await redis.get(keys.recs(user))
+        raw = await state["lane"].get(keys.recs(user))
         personal, seen = raw is not None, ()
         if not personal:
             pipe = redis.pipeline(transaction=False)
@@ -298,12 +324,39 @@ def create_app(settings: Settings):
         return _json({"accepted": record.TYPE, "topic": topic, "partition": msg.partition(),
                       "offset": msg.offset()}, 202)  # fmt: skip
 
-    async def healthz(request):
+    async def livez(request):
         try:
             await state["redis"].ping()
         except Exception as exc:  # any failure to answer is "unhealthy", with the reason
             return _json({"status": "unavailable", "redis": str(exc)[:200]}, 503)
         return _json({"status": "ok"})
+
+    async def healthz(request):
+        try:
+            raw = await state["lane"].get(keys.fallback())
+            lst = None if raw is None else decode(raw, RecommendationList)
+        except SchemaError as exc:
+            return _json({"status": f"the global list is unreadable: {exc}"}, 503)
+        except Exception as exc:  # any failure to answer is "unhealthy", with the reason
+            return _json({"status": "unavailable", "redis": str(exc)[:200]}, 503)
+        now = time.time()
+        ok, lists = freshness(lst and lst.generated_at, lst and lst.model_version, now,
+                              settings.serve_stale_after_s)  # fmt: skip
+        body = {**lists, "deleted_copy_age_s": None if mirror.checked_at is None else round(now - mirror.checked_at, 3)}
+        return _json(body, 200 if ok else 503)
+
+    async def keep_mirror() -> None:
+        """The deleted set's copy, checked every ``serve_deleted_refresh_s`` while the app runs."""
+        failing = False
+        while True:
+            try:
+                await mirror.refresh(state["redis"], time.time())
+                failing = False
+            except Exception as exc:  # Redis away: requests ask Redis themselves meanwhile
+                if not failing:
+                    log.warning("cannot refresh the copy of the deleted set (%s); asking Redis per request", exc)
+                failing = True
+            await asyncio.sleep(settings.serve_deleted_refresh_s)
 
     async def metrics(request):
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -314,12 +367,18 @@ def create_app(settings: Settings):
     @contextlib.asynccontextmanager
     async def lifespan(app):
         state["redis"] = async_redis_client(settings)
+        state["lane"] = ReadLane(state["redis"])
         state["producer"] = DeliveryWaiter(kafka_config(settings))
         state["producer"].start()
+        mirror_task = asyncio.create_task(keep_mirror())
         try:
             yield
         finally:
+            mirror_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await mirror_task
             state["producer"].close()
+            await state["lane"].close()
             await state["redis"].aclose()
 
     routes = [
@@ -327,6 +386,7 @@ def create_app(settings: Settings):
         Route("/similar/{item}", similar, methods=["GET"]),
         Route("/events", events, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
@@ -334,8 +394,9 @@ def create_app(settings: Settings):
 
 
 def run(settings: Settings, host: str | None = None, port: int | None = None) -> None:
-    """Serve until stopped (uvicorn, with uvloop and httptools when installed)."""
+    """Serve until stopped (uvicorn on uvloop with the httptools parser: both core dependencies)."""
     import uvicorn
 
     uvicorn.run(create_app(settings), host=host or settings.serve_host, port=port or settings.serve_port,
-                log_level=settings.log_level.lower(), access_log=False, lifespan="on")  # fmt: skip
+                log_level=settings.log_level.lower(), access_log=False, lifespan="on", loop="uvloop",
+                http="httptools")  # fmt: skip

@@ -105,8 +105,10 @@ class DeletedMirror:
 class ReadLane:
     """GETs on connections the lane holds (see the module docstring for why)."""
 
-    def __init__(self, client):
+    def __init__(self, client, max_idle: int = 32):
         self.client = client
+        #: connections kept between requests; past it (after a burst) they go back to the pool
+        self.max_idle = max_idle
         self._pool = getattr(client, "connection_pool", None)  # None: a cluster client
         self._free: list = []
 
@@ -121,7 +123,10 @@ class ReadLane:
             await conn.disconnect()
             await self._pool.release(conn)
             raise
-        self._free.append(conn)
+        if len(self._free) < self.max_idle:
+            self._free.append(conn)
+        else:
+            await self._pool.release(conn)
         return value
 
     async def close(self) -> None:

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from streamrec.schemas.fields import MAX_RECS, SchemaError
 from streamrec.schemas.keys import RedisKeys
 from streamrec.schemas.publisher import route
 from streamrec.schemas.topics import Topics
-from streamrec.serve_state import DeletedMirror, ReadLane, freshness
+from streamrec.serve_state import DeletedMirror, DeliveryWaiter, ReadLane, freshness
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -149,51 +148,6 @@ def _json(body, status: int = 200):
 
 def _error(exc: SchemaError, status: int = 400):
     return _json({"error": str(exc), "field": exc.field}, status)
-
-
-class DeliveryWaiter:
-    """A confluent-kafka producer whose deliveries resolve asyncio futures: a daemon thread polls
-    it, so the event loop never blocks on the broker."""
-
-    def __init__(self, config: dict):
-        self.config = config
-        self._producer = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        from confluent_kafka import Producer
-
-        self._producer = Producer({**self.config, "acks": "all", "enable.idempotence": True,
-                                   "linger.ms": 1, "message.timeout.ms": 10_000})  # fmt: skip
-        self._thread = threading.Thread(target=self._poll, daemon=True, name="serve-producer")
-        self._thread.start()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(0.05)
-
-    async def produce(self, topic: str, key: bytes, value: bytes):
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-
-        def on_delivery(err, msg):
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result((err, msg)))
-
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
-                break
-            except BufferError:  # the local queue is full: let the poller drain it
-                await asyncio.sleep(0.01)
-        return await done
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self._producer is not None:
-            self._producer.flush(5)
 
 
 def create_app(settings: Settings):

@@ -1,4 +1,8 @@
-"""What ``streamrec serve`` keeps between requests so that a list request costs one Redis read.
+"""What ``streamrec serve`` keeps between requests: its clients, and what lets a list request cost
+one Redis read.
+
+:class:`DeliveryWaiter` is the app's Kafka producer for ``POST /events``: deliveries resolve
+asyncio futures, so the event loop never blocks on the broker.
 
 Why: ``bench serve`` showed where a request's time went. Beside the HTTP stack, it was the Redis
 client: a ``redis.asyncio`` command borrows a connection from the pool (a lock and bookkeeping)
@@ -21,6 +25,8 @@ a request made two (the list, then an SMISMEMBER of the deleted set). So:
 
 from __future__ import annotations
 
+import asyncio
+import threading
 from collections.abc import Iterable
 
 from streamrec.schemas.keys import RedisKeys
@@ -133,3 +139,48 @@ class ReadLane:
         """Give the held connections back to the pool (before the client is closed)."""
         while self._free:
             await self._pool.release(self._free.pop())
+
+
+class DeliveryWaiter:
+    """A confluent-kafka producer whose deliveries resolve asyncio futures: a daemon thread polls
+    it, so the event loop never blocks on the broker."""
+
+    def __init__(self, config: dict):
+        self.config = config
+        self._producer = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        from confluent_kafka import Producer
+
+        self._producer = Producer({**self.config, "acks": "all", "enable.idempotence": True,
+                                   "linger.ms": 1, "message.timeout.ms": 10_000})  # fmt: skip
+        self._thread = threading.Thread(target=self._poll, daemon=True, name="serve-producer")
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.is_set():
+            self._producer.poll(0.05)
+
+    async def produce(self, topic: str, key: bytes, value: bytes):
+        loop = asyncio.get_running_loop()
+        done = loop.create_future()
+
+        def on_delivery(err, msg):
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result((err, msg)))
+
+        while True:
+            try:
+                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
+                break
+            except BufferError:  # the local queue is full: let the poller drain it
+                await asyncio.sleep(0.01)
+        return await done
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._producer is not None:
+            self._producer.flush(5)

@@ -256,7 +256,8 @@ _Score = Annotated[float, msgspec.Meta(ge=-1.7976931348623157e308, le=1.79769313
 _Model = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_MODEL_LEN)]
 _Digest = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_HASH_LEN)]
 _Ts = Annotated[float, msgspec.Meta(gt=TS_MIN, lt=TS_MAX)]
-_Pairs = Annotated[list[tuple[_Id, _Score]], msgspec.Meta(max_length=MAX_RECS)]
+#: decoded straight into the record's tuple of pairs (no copy after)
+_Pairs = Annotated[tuple[tuple[_Id, _Score], ...], msgspec.Meta(max_length=MAX_RECS)]
 
 
 class _RecsWire(msgspec.Struct, tag_field="type", tag="recs", forbid_unknown_fields=True):
@@ -292,8 +293,8 @@ def _fast(cls: type, data: bytes) -> Record | None:
         wire = decoder.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
-    items = tuple(wire.items)
-    if len(dict(items)) != len(items):
+    items = wire.items
+    if len({key for key, _ in items}) != len(items):
         return None  # a repeated key: let the ordinary path say so
     record = object.__new__(cls)  # every field checked above: build it without checking again
     for name in names:

@@ -73,3 +73,8 @@ class RedisKeys:
         """A Redis set of the deleted items: one SMISMEMBER lets a reader drop deleted items from
         lists written before the delete (one key, so one command whatever the list's length)."""
         return f"{self.prefix}deleted"
+
+    def deleted_version(self) -> str:
+        """A counter the stream worker bumps whenever it writes to :meth:`deleted`, so a reader that
+        mirrors the set (``streamrec serve``) reloads it only when it changed; TTL ``item_ttl_s``."""
+        return f"{self.prefix}deleted:version"

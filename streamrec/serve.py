@@ -10,7 +10,9 @@ Endpoints (OpenAPI at ``/openapi.json``, see :mod:`streamrec.serve_openapi`):
 - ``POST /events``: one click, rating or item as JSON (or msgpack), validated by the wire codec
   (the one validation place), published to its topic with ``acks=all``: 202 once the broker has
   it, 400 naming the field, 503 when the broker does not acknowledge.
-- ``/healthz`` (Redis answers) and Prometheus ``/metrics``.
+- ``/healthz``: Redis answers *and* the global list is fresh (at most ``STREAMREC_SERVE_STALE_AFTER_S``
+  old), so a stalled stream worker shows; ``/livez``: Redis answers (for liveness probes: a stale
+  worker is no reason to restart the API). Prometheus ``/metrics``.
 
 Why Starlette under uvicorn and not FastAPI: validation is the wire codec's job, so FastAPI's
 pydantic models would be a second, drifting copy of the contract; the OpenAPI document is built
@@ -18,9 +20,10 @@ from the JSON Schemas the codec's records publish instead. Starlette is the ASGI
 itself is built on, without the per-request model layer.
 
 :func:`create_app` takes the settings and opens nothing: Redis and Kafka clients are made when the
-app starts (its lifespan) and closed when it stops. A request costs one Redis round trip for the
-list and one for the deleted-items check (a single SMISMEMBER; with a category filter, the same
-pipeline also GETs the items' records). The filtering itself is pure (:func:`keep`,
+app starts (its lifespan) and closed when it stops. A request for a user who has a list costs one
+Redis round trip, the GET of the list, on a connection the app holds; deleted items are checked
+against an in-process copy of the deleted set (see :mod:`streamrec.serve_state`); a category filter
+adds one pipeline of the items' records. The filtering itself is pure (:func:`keep`,
 :func:`parse_query`).
 """
 
@@ -28,7 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
+import functools
+import logging
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -41,7 +45,10 @@ from streamrec.schemas.fields import MAX_RECS, SchemaError
 from streamrec.schemas.keys import RedisKeys
 from streamrec.schemas.publisher import route
 from streamrec.schemas.topics import Topics
+from streamrec.serve_state import DeletedMirror, DeliveryWaiter, ReadLane, freshness
 from streamrec.settings import Settings
+
+log = logging.getLogger(__name__)
 
 INPUT_TYPES = (Click, Rating, Item)
 DEFAULT_N = 10
@@ -53,6 +60,10 @@ class Query:
     offset: int = 0
     exclude: frozenset[str] = frozenset()
     categories: frozenset[str] = frozenset()
+
+
+_DEFAULT_QUERY = Query()
+_KNOWN = frozenset({"n", "offset", "exclude", "category"})
 
 
 def _many(values: Iterable[str]) -> frozenset[str]:
@@ -74,9 +85,11 @@ def parse_query(params) -> Query:
     ...
     streamrec.schemas.fields.SchemaError: limit: unknown parameter (known: n, offset, exclude, category)
     """
+    if not params:
+        return _DEFAULT_QUERY
     getlist = params.getlist if hasattr(params, "getlist") else lambda k: [params[k]]
-    unknown = sorted(set(params.keys()) - {"n", "offset", "exclude", "category"})
-    if unknown:
+    if not _KNOWN.issuperset(params.keys()):
+        unknown = sorted(set(params.keys()) - _KNOWN)
         raise SchemaError(unknown[0][:100], "unknown parameter (known: n, offset, exclude, category)")
     values = {}
     for name, default, hi in (("n", DEFAULT_N, MAX_RECS), ("offset", 0, MAX_RECS)):
@@ -92,7 +105,22 @@ def parse_query(params) -> Query:
         if not lo <= value <= hi:
             raise SchemaError(name, f"{value} is outside [{lo}, {hi}]")
         values[name] = value
-    return Query(values["n"], values["offset"], _many(getlist("exclude")), _many(getlist("category")))
+    exclude = _many(getlist("exclude")) if "exclude" in params else frozenset()
+    categories = _many(getlist("category")) if "category" in params else frozenset()
+    return Query(values["n"], values["offset"], exclude, categories)
+
+
+@functools.lru_cache(maxsize=4096)
+def query_of(raw: bytes) -> Query:
+    """:func:`parse_query` of a raw query string, remembered: most requests repeat a few query
+    strings (``n=10``), and parsing one costs about as much as a Redis GET on a small box.
+
+    >>> query_of(b"n=3&category=film") == Query(3, 0, frozenset(), frozenset({"film"}))
+    True
+    """
+    from starlette.datastructures import QueryParams
+
+    return parse_query(QueryParams(raw.decode("latin-1")))
 
 
 def keep(item: str, record: Item | None, categories: frozenset[str]) -> bool:
@@ -122,51 +150,6 @@ def _error(exc: SchemaError, status: int = 400):
     return _json({"error": str(exc), "field": exc.field}, status)
 
 
-class DeliveryWaiter:
-    """A confluent-kafka producer whose deliveries resolve asyncio futures: a daemon thread polls
-    it, so the event loop never blocks on the broker."""
-
-    def __init__(self, config: dict):
-        self.config = config
-        self._producer = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        from confluent_kafka import Producer
-
-        self._producer = Producer({**self.config, "acks": "all", "enable.idempotence": True,
-                                   "linger.ms": 1, "message.timeout.ms": 10_000})  # fmt: skip
-        self._thread = threading.Thread(target=self._poll, daemon=True, name="serve-producer")
-        self._thread.start()
-
-    def _poll(self) -> None:
-        while not self._stop.is_set():
-            self._producer.poll(0.05)
-
-    async def produce(self, topic: str, key: bytes, value: bytes):
-        loop = asyncio.get_running_loop()
-        done = loop.create_future()
-
-        def on_delivery(err, msg):
-            loop.call_soon_threadsafe(lambda: done.done() or done.set_result((err, msg)))
-
-        while True:
-            try:
-                self._producer.produce(topic, value=value, key=key, on_delivery=on_delivery)
-                break
-            except BufferError:  # the local queue is full: let the poller drain it
-                await asyncio.sleep(0.01)
-        return await done
-
-    def close(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        if self._producer is not None:
-            self._producer.flush(5)
-
-
 def create_app(settings: Settings):
     """The ASGI app for ``settings``; connections are opened by its lifespan, not here."""
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -190,13 +173,22 @@ def create_app(settings: Settings):
                         ["type"], registry=registry)  # fmt: skip
     state: dict = {}
 
+    mirror = DeletedMirror(keys, settings.serve_deleted_refresh_s)
+
     def timed(name: str):
+        observe = latency.labels(name).observe  # children bound once, not looked up per request
+        counted: dict[int, Counter] = {}
+
         def wrap(handler):
             async def endpoint(request):
                 t0 = time.perf_counter()
                 response = await handler(request)
-                latency.labels(name).observe(time.perf_counter() - t0)
-                requests.labels(name, str(response.status_code)).inc()
+                observe(time.perf_counter() - t0)
+                status = response.status_code
+                counter = counted.get(status)
+                if counter is None:
+                    counter = counted[status] = requests.labels(name, str(status))
+                counter.inc()
                 return response
 
             return endpoint
@@ -208,22 +200,24 @@ def create_app(settings: Settings):
         pass the category filter; item state is read in chunks, one pipeline each."""
         redis = state["redis"]
         excluded = query.exclude | frozenset(also_exclude)
-        cands = [(i, s) for i, s in entries if i not in excluded]
         need = query.offset + query.n
+        if not query.categories and mirror.fresh(time.time()):  # the common case: one pass, no I/O
+            dropped = mirror.items
+            out = [(i, s) for i, s in entries if i not in excluded and i not in dropped][query.offset : need]
+            return [{"item": i, "score": s} for i, s in out]
+        cands = [(i, s) for i, s in entries if i not in excluded]
         out: list[tuple[str, float]] = []
         start = 0
         while start < len(cands) and len(out) < need:
             chunk = cands[start : start + max(2 * (need - len(out)), 16)]
             start += len(chunk)
             names = [item for item, _ in chunk]
+            deleted = await mirror.flags(redis, names, time.time())
             if query.categories:
                 pipe = redis.pipeline(transaction=False)
-                pipe.smismember(keys.deleted(), names)
                 for item in names:
                     pipe.get(keys.item(item))
-                deleted, *records = await pipe.execute()
-            else:
-                deleted, records = await redis.smismember(keys.deleted(), names), ()
+                records = await pipe.execute()
             for j, (item, score) in enumerate(chunk):
                 if deleted[j]:
                     continue
@@ -238,11 +232,11 @@ def create_app(settings: Settings):
     async def recommend(request):
         user = request.path_params["user"]
         try:
-            query = parse_query(request.query_params)
+            query = query_of(request.scope["query_string"])
         except SchemaError as exc:
             return _error(exc)
         redis = state["redis"]
-        raw = await redis.get(keys.recs(user))
+        raw = await state["lane"].get(keys.recs(user))
         personal, seen = raw is not None, ()
         if not personal:
             pipe = redis.pipeline(transaction=False)
@@ -263,7 +257,7 @@ def create_app(settings: Settings):
     async def similar(request):
         item = request.path_params["item"]
         try:
-            query = parse_query(request.query_params)
+            query = query_of(request.scope["query_string"])
         except SchemaError as exc:
             return _error(exc)
         redis = state["redis"]
@@ -298,12 +292,39 @@ def create_app(settings: Settings):
         return _json({"accepted": record.TYPE, "topic": topic, "partition": msg.partition(),
                       "offset": msg.offset()}, 202)  # fmt: skip
 
-    async def healthz(request):
+    async def livez(request):
         try:
             await state["redis"].ping()
         except Exception as exc:  # any failure to answer is "unhealthy", with the reason
             return _json({"status": "unavailable", "redis": str(exc)[:200]}, 503)
         return _json({"status": "ok"})
+
+    async def healthz(request):
+        try:
+            raw = await state["lane"].get(keys.fallback())
+            lst = None if raw is None else decode(raw, RecommendationList)
+        except SchemaError as exc:
+            return _json({"status": f"the global list is unreadable: {exc}"}, 503)
+        except Exception as exc:  # any failure to answer is "unhealthy", with the reason
+            return _json({"status": "unavailable", "redis": str(exc)[:200]}, 503)
+        now = time.time()
+        ok, lists = freshness(lst and lst.generated_at, lst and lst.model_version, now,
+                              settings.serve_stale_after_s)  # fmt: skip
+        body = {**lists, "deleted_copy_age_s": None if mirror.checked_at is None else round(now - mirror.checked_at, 3)}
+        return _json(body, 200 if ok else 503)
+
+    async def keep_mirror() -> None:
+        """The deleted set's copy, checked every ``serve_deleted_refresh_s`` while the app runs."""
+        failing = False
+        while True:
+            try:
+                await mirror.refresh(state["redis"], time.time())
+                failing = False
+            except Exception as exc:  # Redis away: requests ask Redis themselves meanwhile
+                if not failing:
+                    log.warning("cannot refresh the copy of the deleted set (%s); asking Redis per request", exc)
+                failing = True
+            await asyncio.sleep(settings.serve_deleted_refresh_s)
 
     async def metrics(request):
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
@@ -314,12 +335,18 @@ def create_app(settings: Settings):
     @contextlib.asynccontextmanager
     async def lifespan(app):
         state["redis"] = async_redis_client(settings)
+        state["lane"] = ReadLane(state["redis"])
         state["producer"] = DeliveryWaiter(kafka_config(settings))
         state["producer"].start()
+        mirror_task = asyncio.create_task(keep_mirror())
         try:
             yield
         finally:
+            mirror_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await mirror_task
             state["producer"].close()
+            await state["lane"].close()
             await state["redis"].aclose()
 
     routes = [
@@ -327,6 +354,7 @@ def create_app(settings: Settings):
         Route("/similar/{item}", similar, methods=["GET"]),
         Route("/events", events, methods=["POST"]),
         Route("/healthz", healthz, methods=["GET"]),
+        Route("/livez", livez, methods=["GET"]),
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
@@ -334,8 +362,9 @@ def create_app(settings: Settings):
 
 
 def run(settings: Settings, host: str | None = None, port: int | None = None) -> None:
-    """Serve until stopped (uvicorn, with uvloop and httptools when installed)."""
+    """Serve until stopped (uvicorn on uvloop with the httptools parser: both core dependencies)."""
     import uvicorn
 
     uvicorn.run(create_app(settings), host=host or settings.serve_host, port=port or settings.serve_port,
-                log_level=settings.log_level.lower(), access_log=False, lifespan="on")  # fmt: skip
+                log_level=settings.log_level.lower(), access_log=False, lifespan="on", loop="uvloop",
+                http="httptools")  # fmt: skip

@@ -6,7 +6,7 @@ The request body of ``POST /events`` is the JSON Schemas of the input records th
 
 >>> doc = openapi()
 >>> sorted(doc["paths"])
-['/events', '/healthz', '/metrics', '/openapi.json', '/recommend/{user}', '/similar/{item}']
+['/events', '/healthz', '/livez', '/metrics', '/openapi.json', '/recommend/{user}', '/similar/{item}']
 """
 
 from __future__ import annotations
@@ -84,8 +84,12 @@ def openapi() -> dict:
                     "413": _json({"$ref": "#/components/schemas/Error"}, "the body is too large"),
                     "503": _json({"$ref": "#/components/schemas/Error"}, "the broker did not acknowledge")},
             }},
-            "/healthz": {"get": {"summary": "200 while Redis answers", "responses": {
-                "200": {"description": "healthy"}, "503": {"description": "Redis does not answer"}}}},
+            "/healthz": {"get": {"summary": "200 while Redis answers and the global list is fresh", "responses": {
+                "200": {"description": "healthy: status, model_version, generated_at, age_s"},
+                "503": {"description": "Redis does not answer, or the global list is missing or older "
+                                       "than STREAMREC_SERVE_STALE_AFTER_S (a stalled stream worker)"}}}},
+            "/livez": {"get": {"summary": "200 while Redis answers (for liveness probes)", "responses": {
+                "200": {"description": "alive"}, "503": {"description": "Redis does not answer"}}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
                 "200": {"description": "text exposition format"}}}},
             "/openapi.json": {"get": {"summary": "this document", "responses": {

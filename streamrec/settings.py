@@ -271,9 +271,22 @@ class Settings:
     similar_per_refresh: int = _setting(
         500, _int(1, 1_000_000), "at most this many similar-item lists rewritten per refresh (the rest wait)"
     )
+    similar_cycle_s: float = _setting(
+        3600.0, _float(10, 302_400),
+        "every item's similar-item list is rewritten at least this often (a rolling cursor over the catalogue, "
+        "within similar_per_refresh; at most half the lists' week-long TTL)",
+    )  # fmt: skip
     # --- the HTTP read API (`streamrec serve`)
     serve_host: str = _setting("127.0.0.1", _str, "address `streamrec serve` listens on (0.0.0.0 in containers)")
     serve_port: int = _setting(8080, _int(1, 65535), "port of `streamrec serve`")
+    serve_stale_after_s: float = _setting(
+        300.0, _float(1, 86_400 * 7),
+        "`/healthz` of `streamrec serve` answers 503 when the global list is older than this (a stalled worker)",
+    )  # fmt: skip
+    serve_deleted_refresh_s: float = _setting(
+        1.0, _float(0.05, 60),
+        "`streamrec serve` checks the deleted set for changes this often (its in-process copy lags by at most this)",
+    )  # fmt: skip
     max_seen: int = _setting(
         10_000, _int(1, 10_000_000),
         "items remembered as seen per user and never recommended again (past it the oldest may return)",

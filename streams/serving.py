@@ -15,8 +15,14 @@ write succeeds, like the users' lists).
   the user's list, so the fallback for a user without a personal list leaves them out.
 - ``sim:{item}``: the item's top-K neighbours (:meth:`Recommender.similar_items`: co-occurrence
   and embedding, deleted items removed), rewritten for items whose neighbourhood changed since the
-  last write: items that were interacted with (their co-occurrence rows grew) or got a new
-  embedding, at most ``budget`` a refresh (the rest stay owed); a deleted item's list is removed.
+  last write (interacted with, or a new embedding), and for every item in turn by a rolling
+  cursor over the catalogue (:class:`~streamrec.streams.similar.Sweep`) that visits each item at
+  least once per ``cycle_s`` (``STREAMREC_SIMILAR_CYCLE_S``): an item whose neighbours changed
+  because of *other* items, or that was never touched, still gets a fresh list. At most ``budget``
+  lists a write: up to half of it for the cursor when it is due, the rest for touched items (the
+  rest stay owed). A deleted item's list, or one without neighbours any more, is removed. The
+  TTL (a week) is at least twice the longest cycle, so it only matters when no worker runs; the
+  cursor starts again at the first row after a restart.
 
 Every key has its TTL (:class:`RedisKeys`); every command touches one key (cluster-safe).
 
@@ -39,6 +45,7 @@ from collections.abc import Hashable, Iterable
 from streamrec.schemas.codec import decode, encode
 from streamrec.schemas.events import MAX_SEEN, Item, SeenItems, SimilarItems
 from streamrec.schemas.keys import RedisKeys
+from streamrec.streams.similar import Sweep
 
 BATCH = 500
 
@@ -47,7 +54,7 @@ class ServingState:
     """Buffers what changed since the last write; :meth:`write` puts it in Redis in one pass."""
 
     def __init__(self, similar_k: int = 20, budget: int = 500, seen_limit: int = MAX_SEEN,
-                 enabled: bool = True):  # fmt: skip
+                 enabled: bool = True, cycle_s: float = 3600.0):  # fmt: skip
         #: off for replays, which read lists only: nothing is buffered then
         self.enabled = enabled
         self.similar_k = similar_k
@@ -57,6 +64,8 @@ class ServingState:
         self.pending_items: dict[str, Item] = {}
         #: items whose similar-item list is due (insertion order: the oldest first)
         self.owed_similar: dict[Hashable, None] = {}
+        #: the rolling cursor over every item, so untouched items' lists are refreshed too
+        self.sweep = Sweep(cycle_s)
 
     def to_meta(self) -> list[bytes]:
         """The catalogue records not yet in Redis, for the checkpoint (they must survive a restart:
@@ -82,13 +91,17 @@ class ServingState:
         if self.enabled and self.similar_k > 0:
             self.owed_similar[item] = None
 
-    def _due(self) -> list[Hashable]:
+    def _due(self, model, now: float) -> tuple[list[Hashable], list[Hashable]]:
+        """(touched items due, items the cursor visits), ``budget`` at most together."""
+        catalogue = model.index.items if self.similar_k > 0 else []
+        swept = [catalogue[r] for r in self.sweep.take(len(catalogue), now, max(1, self.budget // 2))]
         due = []
         for item in self.owed_similar:
-            if len(due) >= self.budget:
+            if len(due) + len(swept) >= self.budget:
                 break
             due.append(item)
-        return due
+        chosen = set(due)
+        return due, [item for item in swept if item not in chosen]
 
     def write(self, client, keys: RedisKeys, model, users: Iterable[str], now: float,
               model_version: str, digest: str) -> int:  # fmt: skip
@@ -105,17 +118,20 @@ class ServingState:
                 pipe.srem(keys.deleted(), item)
         if items:
             pipe.expire(keys.deleted(), keys.item_ttl_s)
+            pipe.incr(keys.deleted_version())  # after the set's writes: readers' copies reload
+            pipe.expire(keys.deleted_version(), keys.item_ttl_s)
         for user in users:
             seen = [str(i) for i in model.seen_items(user, self.seen_limit)]
             if seen:
                 pipe.set(keys.seen(user), encode(SeenItems(user, tuple(seen), now)), ex=keys.seen_ttl_s)
             if len(pipe) >= BATCH:
                 pipe.execute()
-        due = self._due()
+        due, swept = self._due(model, now)
         written = 0
-        for item in due:
+        for item in due + swept:
             record = items.get(item)
-            neighbours = [] if record is not None and record.deleted else model.similar_items(item, self.similar_k)
+            gone = (record is not None and record.deleted) or not model.is_available(item)
+            neighbours = [] if gone else model.similar_items(item, self.similar_k)
             if neighbours:
                 lst = SimilarItems(str(item), tuple((str(i), float(s)) for i, s in neighbours),
                                    model_version, now, digest)  # fmt: skip

@@ -145,7 +145,8 @@ class StreamWorker:
         self.store = FileCheckpointStore(settings.checkpoints)
         self.stats = Stats()
         #: item records, seen lists and similar-item lists for the read API (written at refreshes)
-        self.serving = ServingState(settings.similar_k, settings.similar_per_refresh, enabled=not logical)
+        self.serving = ServingState(settings.similar_k, settings.similar_per_refresh, enabled=not logical,
+                                    cycle_s=settings.similar_cycle_s)  # fmt: skip
         restored = self.store.restore(Recommender.from_checkpoint)
         checkpoint = restored.checkpoint if restored else None
         self._fresh = checkpoint is None

@@ -265,3 +265,34 @@ def test_embedding_cache_reads_a_batch_in_one_round_trip_on_a_plain_redis(counti
     CountingConnection.writes = 0
     found = cache.get_many([f"h{i}" for i in range(12)])
     assert CountingConnection.writes == 1 and len(found) == 10
+
+
+def test_the_http_api_serves_from_a_cluster(cluster, stack):
+    """``streamrec serve`` with ``STREAMREC_REDIS_CLUSTER=true``: the list, the deleted set's copy
+    (another slot) and /healthz's global list (another slot again) all read through the cluster."""
+    from starlette.testclient import TestClient
+
+    from streamrec.serve import create_app
+
+    client, node = cluster
+    keys = RedisKeys(prefix="c9.")
+    mine = RecommendationList(user="u1", items=(("i1", 0.9), ("i2", 0.8), ("i3", 0.7)), model_version="mf-3",
+                              generated_at=time.time(), config_digest="abc")  # fmt: skip
+    _, fallback = _lists(keys, "u1")
+    fresh = RecommendationList("__global__", fallback.items, "pop-1", time.time(), "abc")
+    client.set(keys.recs("u1"), encode(mine), ex=60)
+    client.set(keys.fallback(), encode(fresh), ex=60)
+    client.sadd(keys.deleted(), "i2")
+    client.expire(keys.deleted(), 60)
+    client.incr(keys.deleted_version())
+    client.expire(keys.deleted_version(), 60)
+    port = node.connection_pool.connection_kwargs["port"]
+    settings = stack.replace(redis_url=f"redis://127.0.0.1:{port}/0", redis_cluster=True, redis_prefix="c9.")
+    with TestClient(create_app(settings)) as api:
+        body = api.get("/recommend/u1").json()
+        assert body["personal"] and [x["item"] for x in body["items"]] == ["i1", "i3"]
+        time.sleep(1.5)  # the copy of the deleted set has been refreshed meanwhile
+        assert [x["item"] for x in api.get("/recommend/u1").json()["items"]] == ["i1", "i3"]
+        health = api.get("/healthz")
+        assert health.status_code == 200 and health.json()["model_version"] == "pop-1", health.text
+        assert health.json()["deleted_copy_age_s"] is not None

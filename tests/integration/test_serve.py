@@ -4,6 +4,7 @@ reads: events in over HTTP, lists, filters, fallback, similar items, deletes."""
 from __future__ import annotations
 
 import json
+import time
 
 import msgpack
 import pytest
@@ -102,6 +103,9 @@ def test_recommend_similar_filters_fallback_and_deletes(api, worker_env, redis_c
     # filtered by the API all the same
     stale = {**stored, "items": [[victim, 9.0], *stored["items"]]}
     redis_client.set(keys.recs(user), msgpack.packb(stale), ex=3600)
+    assert int(redis_client.get(keys.deleted_version())) >= 1 and redis_client.ttl(keys.deleted_version()) > 0
+    # the API's copy of the deleted set follows within STREAMREC_SERVE_DELETED_REFRESH_S (1 s)
+    time.sleep(1.5)
     after = [x["item"] for x in api.get(f"/recommend/{user}", params={"n": 8}).json()["items"]]
     assert victim not in after and after == [i for i, _ in stored["items"]][:8]
 
@@ -123,8 +127,19 @@ def test_recommend_similar_filters_fallback_and_deletes(api, worker_env, redis_c
     assert api.get("/similar/unknown-item").status_code == 404
     assert api.get(f"/similar/{victim}").status_code == 404
 
-    # health, metrics, OpenAPI
-    assert api.get("/healthz").json() == {"status": "ok"}
+    # health: Redis answers and the worker's global list is fresh; a stale one is a 503 naming it
+    assert api.get("/livez").json() == {"status": "ok"}
+    health = api.get("/healthz")
+    fallback = msgpack.unpackb(redis_client.get(keys.fallback()))
+    assert health.status_code == 200 and health.json()["status"] == "ok", health.text
+    assert health.json()["model_version"] == fallback["model_version"] and health.json()["age_s"] >= 0
+    redis_client.set(keys.fallback(), msgpack.packb({**fallback, "generated_at": time.time() - 3600}), ex=60)
+    stale_health = api.get("/healthz")
+    assert stale_health.status_code == 503 and stale_health.json()["status"].startswith("stale"), stale_health.text
+    redis_client.delete(keys.fallback())
+    assert api.get("/healthz").json()["status"].startswith("no global list")
+    assert api.get("/livez").status_code == 200
+    # metrics, OpenAPI
     metrics = api.get("/metrics").text
     assert 'streamrec_serve_requests_total{route="recommend",status="200"}' in metrics
     assert "streamrec_serve_fallbacks_total 2.0" in metrics

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from workerkit import TS, group_of, publish, start_worker, stop, taste_events, wait_for, wait_for_lists
 
-from streamrec.schemas.codec import decode
+from streamrec.schemas.codec import decode, encode
 from streamrec.schemas.events import Item, SimilarItems
 from streamrec.schemas.keys import RedisKeys
 from streamrec.schemas.reader import RecsReader
+from streamrec.streams.recommender import Recommender
+from streamrec.streams.serving import ServingState
 from streamrec.streams.worker import MODEL_NAME
 
 
@@ -55,3 +57,37 @@ def test_item_records_seen_and_similar_lists(worker_env, stack, topics, prefix, 
         seen = set(reader.seen(user))
         assert seen == {e.item for e in events + more if e.user == user}
         assert 0 < redis_client.ttl(keys.seen(user)) <= keys.seen_ttl_s
+
+
+def test_every_item_gets_a_fresh_similar_list_within_the_cycle(redis_client, prefix):
+    """The rolling cursor: with nothing touched, every item with neighbours gets its list, a stale
+    list is rewritten and a deleted item's list removed, all within one cycle, in bounded writes."""
+    keys = RedisKeys(prefix=prefix)
+    reader = RecsReader(redis_client, keys)
+    model = Recommender(seed=5)
+    events = taste_events(n_users=16, per_user=12, seed=3)
+    for e in events:
+        model.learn_click(e.user, e.item, ts=e.ts)
+    items = [str(i) for i in model.index.items]
+    victim, stale = items[1], items[2]
+    model.delete_item(victim)
+    old = SimilarItems(stale, (("nobody", 1.0),), "old.1", TS, "d")
+    for item in (victim, stale):
+        redis_client.set(keys.similar(item), encode(old), ex=3600)
+    cycle, budget, step = 40.0, 40, 5.0  # 116 items: 14.5 due a write, within the share of 20
+    state = ServingState(similar_k=5, budget=budget, cycle_s=cycle)
+    writes, written, now = 0, 0, TS + 100
+    while now <= TS + 100 + cycle:  # one cycle of writes, 5 s apart, nothing touched
+        written += state.write(redis_client, keys, model, [], now, "sweep.1", "d")
+        writes += 1
+        now += step
+    assert written <= writes * budget // 2 and not state.sweep.behind  # bounded, and on time
+    assert reader.similar(victim) is None  # deleted: its old list removed
+    fresh = reader.similar(stale)
+    assert fresh.model_version == "sweep.1" and "nobody" not in dict(fresh.items)
+    for item in items:
+        if item == victim:
+            continue
+        lst = reader.similar(item)
+        assert lst is not None and lst.generated_at > TS + 100 - 1, item  # every item, not only touched
+        assert 0 < redis_client.ttl(keys.similar(item)) <= keys.similar_ttl_s

@@ -637,7 +637,8 @@ def test_k8s_workloads_run_real_commands_with_probes_and_resources(manifests):
 
 def check_serve_container(w: dict, c: dict, env: dict, where: str) -> None:
     """The HTTP API: a Deployment of the slim image, listening on all interfaces at a named port
-    that its HTTP probes (of /healthz) use."""
+    that its HTTP probes use: /livez (Redis answers), not /healthz, whose 503 for a stalled stream
+    worker must not restart the API nor take every replica out of the Service."""
     assert w["kind"] == "Deployment", f"{where}: the stateless API belongs in a Deployment"
     assert c["image"].split(":")[0] == IMAGES["stream"], f"{where}: {c['image']}"
     settings = from_env_ok(env, where)
@@ -645,7 +646,7 @@ def check_serve_container(w: dict, c: dict, env: dict, where: str) -> None:
     ports = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         get = c[probe]["httpGet"]
-        assert get["path"] == "/healthz", f"{where}: {probe} checks {get['path']}"
+        assert get["path"] == "/livez", f"{where}: {probe} checks {get['path']}"
         assert ports.get(get["port"], get["port"]) == settings.serve_port, f"{where}: {probe} port"
 
 

@@ -54,10 +54,15 @@ def test_seen_items_recent_first_and_bounded():
 
 
 def test_serving_state_budget_keeps_the_rest_owed():
-    state = ServingState(similar_k=5, budget=2)
-    for i in "abcde":
+    state = ServingState(similar_k=5, budget=3, cycle_s=100.0)
+    for i in "cdab":
         state.touched(i)
-    assert state._due() == ["a", "b"]
+    # the cursor takes its share (half the budget) first, from row 0; touched items the rest
+    assert state._due(trained(), now=0.0) == (["c", "d"], ["a"])
+    # 50 s later half the catalogue is due again, within the cursor's share; a touched item the
+    # cursor also visits is written once
+    state.owed_similar.pop("c"), state.owed_similar.pop("d")
+    assert state._due(trained(), now=50.0) == (["a", "b"], [])
     off = ServingState(similar_k=0)
     off.touched("a"), off.item(Item("x", "X", ts=1.0))
     assert not off.owed_similar and "x" in off.pending_items

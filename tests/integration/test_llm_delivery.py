@@ -8,6 +8,8 @@ lost) nor exit: it drops the transaction (aborted: its records are seen only by
 ``read_uncommitted`` readers), retries with backoff, and reports it in the log, the
 ``output_failures`` metric, ``/healthz`` and ``--health``. Once the topic's limit is raised it
 delivers every output exactly once, in the same process.
+
+The long suite (``FAULT_SUITE=long``) also stops and starts the broker under the worker.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import urllib.request
 import uuid
 from collections import Counter
 
+import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
@@ -31,6 +34,7 @@ from streamrec.schemas.admin import admin_client, create_topics
 from streamrec.schemas.codec import decode, encode
 from streamrec.schemas.events import DeadLetter, EnrichRequest, Item
 from streamrec.schemas.peek import read_topic
+from streamrec.schemas.publisher import Publisher
 from streamrec.schemas.topics import Topics
 
 TS = 1_700_000_000.0
@@ -143,3 +147,55 @@ def test_refused_outputs_are_retried_in_process_reported_and_delivered_exactly_o
     assert [(d.topic, d.partition, d.offset, d.size) for d in letters] == [(topics.enrich, 0, 2, BAD_SIZE)]
     everything = list(read_topic(stack.kafka_bootstrap, topics.embeddings, config={"isolation.level": "read_uncommitted"}))
     assert len(everything) > GOOD, "the refused batch's embeddings were written, then aborted"
+
+
+@pytest.mark.long  # restarts the shared stack: FAULT_SUITE=long only (tests/conftest.py)
+def test_a_broker_stop_and_start_under_the_embedding_worker_costs_no_output_and_repeats_none(stack, tmp_path):
+    """The broker goes away while requests are in flight and comes back: the worker stays up,
+    reports itself degraded meanwhile, and afterwards every request has exactly one committed
+    embedding. (Its output goes to a file: a full pipe would stop the process, not the broker.)"""
+    from streamrec import localstack
+
+    prefix = f"t{uuid.uuid4().hex[:10]}."
+    topics = Topics(prefix=prefix)
+    create_topics(admin_client(stack.kafka_bootstrap), topics, partitions=3, replication=1)
+    n = 200
+
+    def publish(lo: int, hi: int) -> None:
+        with Publisher(stack.kafka_bootstrap, topics) as pub:
+            for i in range(lo, hi):
+                pub.publish(EnrichRequest.for_item(Item(f"i{i}", f"T{i}", f"Text number {i}.", ts=TS), ts=TS))
+
+    publish(0, 100)
+    env = {**os.environ, "STREAMREC_TOPIC_PREFIX": prefix, "STREAMREC_REDIS_PREFIX": prefix,
+           "STREAMREC_ENRICH_GROUP_ID": f"{prefix}enrich", "STREAMREC_STATE_DIR": str(tmp_path),
+           "STREAMREC_EMBED_DEVICE": "cpu", "STREAMREC_EMBED_BATCH_SIZE": "8",
+           "STREAMREC_ENRICH_RETRY_MAX_S": "2", "STREAMREC_ENRICH_DELIVERY_TIMEOUT_S": "5",
+           "STREAMREC_ENRICH_COMMIT_INTERVAL_S": "2"}  # fmt: skip
+    health = tmp_path / "workers" / "embed" / "health.json"
+    with open(tmp_path / "worker.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "streamrec", "worker", "embed"], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        _wait(lambda: _beat(health).get("processed", 0) >= 100, 180, "the first requests", proc)
+        publish(100, 150)  # in flight when the broker goes
+        stopped = localstack.down(stack)
+        assert any("kafka" in s for s in stopped), "the long suite needs a stack `streamrec up` started"
+        beat = _wait(lambda: (b := _beat(health)).get("degraded") and b, 60, "degraded while down", proc)
+        assert beat["pid"] == proc.pid and beat["output_failures"] >= 1
+        localstack.up(stack)
+        publish(150, n)
+        _wait(lambda: (b := _beat(health)).get("processed", 0) >= n and not b.get("degraded"), 180,
+              "every request processed and delivered after the restart", proc)  # fmt: skip
+        assert _beat(health)["pid"] == proc.pid
+        time.sleep(4.0)  # past the commit interval: committed and idle
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(90)
+    out = (tmp_path / "worker.log").read_text()
+    assert proc.returncode == 0, out[-3000:]
+    assert "outputs not delivered" in out and "delivered again" in out, out[-3000:]
+    committed = Counter(k for k, _ in read_topic(stack.kafka_bootstrap, topics.embeddings))
+    assert committed == Counter({f"i{i}".encode(): 1 for i in range(n)}), (
+        f"missing {n - len(committed)}, repeated {sum(v > 1 for v in committed.values())}")

@@ -83,12 +83,49 @@ def credentials(settings: Settings):
                                  ssl_context=context, mechanism=settings.kafka_sasl_mechanism)  # fmt: skip
 
 
+class Repeats(logging.Filter):
+    """Lets each message of the client libraries through at most once per ``every_s`` seconds.
+
+    With the broker away aiokafka logs every failed connection, fetch and metadata request at
+    ERROR, hundreds of lines a second; the worker says what matters itself (its degraded health,
+    one warning per retry). Messages are told apart by logger and template, so each kind of
+    trouble is still shown, once per period. Records of other loggers pass untouched.
+
+    >>> f, rec = Repeats(every_s=30.0), logging.makeLogRecord
+    >>> [f.filter(rec({"name": "aiokafka", "msg": "Unable connect to node %s", "created": t}))
+    ...  for t in (0.0, 1.0, 29.0, 31.0)]
+    [True, False, False, True]
+    >>> f.filter(rec({"name": "streamrec.workers", "msg": "Unable connect to node %s", "created": 2.0}))
+    True
+    """
+
+    def __init__(self, every_s: float = 30.0, prefixes: tuple[str, ...] = ("aiokafka", "faust", "mode")):
+        super().__init__()
+        self.every_s, self.prefixes = every_s, prefixes
+        self.last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, str(record.msg))
+        last = self.last.get(key)
+        if last is not None and record.created - last < self.every_s:
+            return False
+        self.last[key] = record.created
+        return True
+
+
 def quiet_faust(settings: Settings) -> None:
     """faust, mode and aiokafka narrate every service start and stop at INFO; keep them to
-    warnings unless the settings ask for DEBUG."""
+    warnings unless the settings ask for DEBUG, and each repeated message to one per 30 s
+    (:class:`Repeats`)."""
     level = logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
     for name in ("faust", "mode", "aiokafka"):
         logging.getLogger(name).setLevel(level)
+    if level != logging.DEBUG:
+        for handler in logging.getLogger().handlers:
+            if not any(isinstance(f, Repeats) for f in handler.filters):
+                handler.addFilter(Repeats())
 
 
 def _headers(headers) -> tuple:

@@ -195,7 +195,13 @@ def test_a_broker_stop_and_start_under_the_embedding_worker_costs_no_output_and_
         proc.wait(90)
     out = (tmp_path / "worker.log").read_text()
     assert proc.returncode == 0, out[-3000:]
-    assert "outputs not delivered" in out and "delivered again" in out, out[-3000:]
+    # the broker went away during a delivery (produced again) or a commit (awaited)
+    assert "outputs not delivered" in out or "is not acknowledged after" in out, out[-3000:]
+    assert "delivered again" in out, out[-3000:]
+    # the client library's own complaints, hundreds a second while the broker is away, are kept
+    # to one of each kind per 30 s
+    client_lines = [line for line in out.splitlines() if " aiokafka" in line]
+    assert len(client_lines) < 60, "\n".join(client_lines[:80])
     committed = Counter(k for k, _ in read_topic(stack.kafka_bootstrap, topics.embeddings))
     assert committed == Counter({f"i{i}".encode(): 1 for i in range(n)}), (
         f"missing {n - len(committed)}, repeated {sum(v > 1 for v in committed.values())}")

@@ -18,7 +18,7 @@ def cmd_worker_streams(settings: Settings, args) -> int:
     from streamrec.metrics import heartbeat_health
 
     if args.health:
-        ok, msg = heartbeat_health(settings.checkpoints / "health.json", args.max_age)
+        ok, msg = heartbeat_health(settings.checkpoints / "health.json", args.max_age, args.live)
         print(msg)
         return 0 if ok else 1
     from streamrec.streams.checkpoint import CheckpointError, FileCheckpointStore
@@ -45,7 +45,8 @@ def _llm_worker(kind: str, settings: Settings, args) -> int:
     from streamrec.metrics import heartbeat_health
 
     if args.health:
-        ok, msg = heartbeat_health(settings.state_dir / "workers" / kind / "health.json", args.max_age)
+        ok, msg = heartbeat_health(settings.state_dir / "workers" / kind / "health.json", args.max_age,
+                                   args.live)  # fmt: skip
         print(msg)
         return 0 if ok else 1
     import importlib
@@ -92,7 +93,10 @@ def add_kinds(worker: argparse.ArgumentParser) -> None:
         wp.add_argument("--health", action="store_true",
                         help="exit 0 if a running worker's heartbeat is fresh, 1 otherwise")
         wp.add_argument("--max-age", type=float, default=30.0,
-                        help="heartbeat age (s) still counted healthy (default 30)")  # fmt: skip
+                        help="heartbeat age (s) still counted healthy (default 30)")
+        wp.add_argument("--live", action="store_true",
+                        help="with --health: a fresh heartbeat is enough, even while the worker is "
+                        "degraded (retrying outputs the broker refuses): for liveness probes")  # fmt: skip
         if kind == "streams":
             wp.add_argument("--reset-state", action="store_true",
                             help="set the checkpoints aside (renamed *.unusable-TIME) and start "

@@ -248,20 +248,37 @@ def kafka_status(settings: Settings) -> ServiceStatus:
 # ---------------------------------------------------------------- Redis
 
 
-def _redis_client(url: str):
+def redis_version(settings: Settings, refused=None) -> str | None:
+    """The server's version, or None when nothing answers at the settings' Redis URL.
+
+    Asked with the settings' own credentials (:func:`streamrec.connect.redis_client`: the user and
+    password of ``STREAMREC_REDIS_USERNAME`` / ``STREAMREC_REDIS_PASSWORD``, the TLS CA), so a
+    password-protected Redis whose password is not in the URL is reported as up. Always a plain
+    client to the URL's node, also for a cluster: its INFO says whether that node runs. A server
+    that refuses the credentials counts as not answering, unless ``refused(settings)`` is given
+    (it is called instead: ``up`` raises there).
+    """
     import redis
 
-    return redis.Redis.from_url(url, socket_connect_timeout=1, socket_timeout=2)
+    from streamrec.connect import redis_client
 
-
-def redis_version(url: str) -> str | None:
-    """The server's version, or None when nothing answers at ``url``."""
-    import redis
-
+    client = redis_client(settings.replace(redis_cluster=False), socket_connect_timeout=1, socket_timeout=2)
     try:
-        return str(_redis_client(url).info("server")["redis_version"])
+        return str(client.info("server")["redis_version"])
+    except redis.AuthenticationError:
+        return None if not refused else refused(settings)
     except (redis.RedisError, OSError):
         return None
+    finally:
+        client.close()
+
+
+def _refused(settings: Settings) -> str:
+    """`up` against a Redis that answers but refuses our credentials: starting a second server on
+    its port cannot work, so say what to check instead."""
+    raise StackError(f"a Redis server answers at {redact_url(settings.redis_url)} but refuses the "
+                     "credentials; check STREAMREC_REDIS_USERNAME / STREAMREC_REDIS_PASSWORD (or the "
+                     "URL's user and password)")  # fmt: skip
 
 
 def _redis_server_binary() -> str:
@@ -289,7 +306,7 @@ def _redis_server_binary() -> str:
 def redis_up(settings: Settings) -> ServiceStatus:
     if _read_record(settings, "redis", "redis-server"):
         return redis_status(settings)
-    if redis_version(settings.redis_url):
+    if redis_version(settings, refused=_refused):
         _log(f"a Redis server already answers at {redact_url(settings.redis_url)}; reusing it")
         return redis_status(settings)
     url = urlparse(settings.redis_url)
@@ -309,7 +326,7 @@ def redis_up(settings: Settings) -> ServiceStatus:
     )
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and proc.poll() is None:
-        version = redis_version(settings.redis_url)
+        version = redis_version(settings)
         if version:
             _record_path(settings, "redis").write_text(
                 json.dumps({"pid": proc.pid, "address": redact_url(settings.redis_url),
@@ -326,7 +343,7 @@ def redis_up(settings: Settings) -> ServiceStatus:
 
 def redis_status(settings: Settings) -> ServiceStatus:
     record = _read_record(settings, "redis", "redis-server")
-    version = redis_version(settings.redis_url)
+    version = redis_version(settings)
     return ServiceStatus(
         "redis", redact_url(settings.redis_url), version is not None, record is not None, version or "-",
         record["pid"] if record else None,

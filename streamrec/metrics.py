@@ -39,7 +39,7 @@ COUNTERS = {
     "cache_hits": "embedding cache hits",
     "errors": "errors handled without stopping",
     "skipped": "messages passed over as STREAMREC_SKIP_MESSAGES says",
-    "output_failures": "failed commits of side outputs (retried with backoff)",
+    "output_failures": "failed deliveries or commits of outputs (retried with backoff)",
     "suppressed_outputs": "side outputs of replayed inputs not produced again (committed before)",
     "checkpoint_fallbacks": "restores from the previous checkpoint (the newest was unusable)",
     "fresh_starts": "starts without a checkpoint (everything re-learned)",
@@ -121,7 +121,7 @@ def serve(metrics: WorkerMetrics, port: int, healthy: Callable[[], bool], host: 
                 body, status, ctype = metrics.exposition(), 200, CONTENT_TYPE_LATEST
             elif self.path.startswith("/healthz"):
                 ok = healthy()
-                body, status, ctype = (b"ok\n" if ok else b"stale\n"), (200 if ok else 503), "text/plain"
+                body, status, ctype = (b"ok\n" if ok else b"unhealthy\n"), (200 if ok else 503), "text/plain"
             else:
                 body, status, ctype = b"not found\n", 404, "text/plain"
             self.send_response(status)
@@ -146,12 +146,16 @@ def write_heartbeat(path: Path, body: dict) -> None:
     tmp.replace(path)
 
 
-def heartbeat_health(path: Path, max_age_s: float) -> tuple[bool, str]:
-    """Is the heartbeat at ``path`` fresh? Returns (healthy, a line saying why)."""
+def heartbeat_health(path: Path, max_age_s: float, live: bool = False) -> tuple[bool, str]:
+    """Is the heartbeat at ``path`` fresh, and the worker not ``degraded`` (retrying outputs the
+    broker refuses)? With ``live``, a fresh heartbeat is enough: a degraded worker is alive and
+    recovers by itself, so a liveness probe must not restart it. Returns (healthy, a line why)."""
     try:
         beat = json.loads(path.read_text())
     except (OSError, ValueError):
         return False, f"no heartbeat at {path}"
     age = time.time() - float(beat.get("ts", 0))
-    ok = age <= max_age_s
-    return ok, f"{'healthy' if ok else 'stale'}: last heartbeat {age:.1f}s ago, {json.dumps(beat)}"
+    state = "healthy" if age <= max_age_s else "stale"
+    if state == "healthy" and beat.get("degraded") and not live:
+        state = f"degraded (outputs not delivered for {beat.get('output_failing_s', 0)}s, retrying)"
+    return state == "healthy", f"{state}: last heartbeat {age:.1f}s ago, {json.dumps(beat)}"

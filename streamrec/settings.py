@@ -335,6 +335,17 @@ class Settings:
         "LLM workers commit their Kafka transactions (outputs and offsets) after the first batch "
         "this long after the last commit (0: after every batch), and at once when idle",
     )  # fmt: skip
+    enrich_retry_min_s: float = _setting(
+        1.0, _float(0.01, 600), "LLM workers: first wait before outputs the broker refused are produced again"
+    )
+    enrich_retry_max_s: float = _setting(
+        30.0, _float(0.01, 3600), "LLM workers: longest wait between retries (the wait doubles up to it)"
+    )
+    enrich_delivery_timeout_s: float = _setting(
+        30.0, _float(1, 3600),
+        "LLM workers: how long the broker may take to acknowledge a batch's outputs before the "
+        "delivery counts as failed and is retried (and a commit as stuck, reported while awaited)",
+    )  # fmt: skip
     tag_vocabulary: str = _setting(
         "", _str, "zero-shot tag vocabulary: comma-separated tags or @path to a file, one per line"
     )
@@ -375,6 +386,9 @@ class Settings:
     def __post_init__(self) -> None:
         if self.redis_cluster:
             _check_cluster_url(self.redis_url)
+        if self.enrich_retry_min_s > self.enrich_retry_max_s:
+            raise SettingsError(f"STREAMREC_ENRICH_RETRY_MIN_S ({self.enrich_retry_min_s}) is above "
+                                f"STREAMREC_ENRICH_RETRY_MAX_S ({self.enrich_retry_max_s})")  # fmt: skip
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides) -> Settings:

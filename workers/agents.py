@@ -5,12 +5,15 @@ One agent per worker kind reads ``items.enrich`` (consumer group ``{enrich_group
     stream.noack_take(embed_batch_size, within=embed_batch_wait_s)
     ─► stage.process(batch) in a one-thread executor (the model never blocks the event loop)
     ─► (the group rebalanced meanwhile? drop the batch unsent and unacked: the new owners redo it)
-    ─► each output into the transaction of its request's partition ─► ack the batch's events
-    ─► commit: outputs and acked offsets, one Kafka transaction per input partition (after every
-       batch, or once enrich_commit_interval_s has passed; at once when idle)
+    ─► each output into the transaction of its request's partition, awaited until the broker has it
+    ─► commit: outputs and offsets, one Kafka transaction per input partition (after every
+       batch, or once enrich_commit_interval_s has passed; at once when idle) ─► ack the events
 
 SIGTERM/SIGINT, ``--burst`` and ``--max-seconds`` stop the worker between batches only; a batch
-that fails stops it without committing that batch.
+whose model step fails stops it without committing that batch. An output the broker refuses or
+does not acknowledge stops nothing: the open transactions are dropped and every uncommitted output
+is produced again after a backoff, in this process, until it goes through (:mod:`.delivery`:
+the retries, the health and metric they show in).
 
 Why it is ordered this way. faust's ``processing_guarantee="exactly_once"`` runs one transactional
 producer per assigned input partition and commits offsets with ``send_offsets_to_transaction``,
@@ -45,6 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from streamrec.settings import Settings
 from streamrec.workers.common import EnrichWorker, Message, Output, WorkerError, WorkerStats, partition_for
+from streamrec.workers.delivery import Outbox, Undelivered, origin
 
 log = logging.getLogger("streamrec.workers.agents")
 TICK_S = 0.1
@@ -79,12 +83,49 @@ def credentials(settings: Settings):
                                  ssl_context=context, mechanism=settings.kafka_sasl_mechanism)  # fmt: skip
 
 
+class Repeats(logging.Filter):
+    """Lets each message of the client libraries through at most once per ``every_s`` seconds.
+
+    With the broker away aiokafka logs every failed connection, fetch and metadata request at
+    ERROR, hundreds of lines a second; the worker says what matters itself (its degraded health,
+    one warning per retry). Messages are told apart by logger and template, so each kind of
+    trouble is still shown, once per period. Records of other loggers pass untouched.
+
+    >>> f, rec = Repeats(every_s=30.0), logging.makeLogRecord
+    >>> [f.filter(rec({"name": "aiokafka", "msg": "Unable connect to node %s", "created": t}))
+    ...  for t in (0.0, 1.0, 29.0, 31.0)]
+    [True, False, False, True]
+    >>> f.filter(rec({"name": "streamrec.workers", "msg": "Unable connect to node %s", "created": 2.0}))
+    True
+    """
+
+    def __init__(self, every_s: float = 30.0, prefixes: tuple[str, ...] = ("aiokafka", "faust", "mode")):
+        super().__init__()
+        self.every_s, self.prefixes = every_s, prefixes
+        self.last: dict[tuple[str, str], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, str(record.msg))
+        last = self.last.get(key)
+        if last is not None and record.created - last < self.every_s:
+            return False
+        self.last[key] = record.created
+        return True
+
+
 def quiet_faust(settings: Settings) -> None:
     """faust, mode and aiokafka narrate every service start and stop at INFO; keep them to
-    warnings unless the settings ask for DEBUG."""
+    warnings unless the settings ask for DEBUG, and each repeated message to one per 30 s
+    (:class:`Repeats`)."""
     level = logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
     for name in ("faust", "mode", "aiokafka"):
         logging.getLogger(name).setLevel(level)
+    if level != logging.DEBUG:
+        for handler in logging.getLogger().handlers:
+            if not any(isinstance(f, Repeats) for f in handler.filters):
+                handler.addFilter(Repeats())
 
 
 def _headers(headers) -> tuple:
@@ -109,6 +150,7 @@ def make_app(settings: Settings, worker: EnrichWorker):
         broker_session_timeout=10.0, broker_heartbeat_interval=3.0,
         broker_commit_interval=NEVER, broker_commit_every=NEVER, stream_wait_empty=False,
         consumer_auto_offset_reset="earliest", producer_acks=-1,
+        producer_request_timeout=settings.enrich_delivery_timeout_s,
         web_enabled=False, topic_disable_leader=True, topic_allow_declare=False, store="memory://",
         datadir=str(settings.state_dir / "workers" / worker.name / "faust"),
     )  # fmt: skip
@@ -131,24 +173,26 @@ class EnrichAgent:
         self.sink = sink or self._send
         self.partitions = dict(partitions or {})  # output topic -> partition count
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"{worker.name}-model")
-        self.busy = False  # a batch is between being taken and being acked
+        self.busy = False  # a batch is between being taken and being delivered
         self.stopping = False
         self.failure: BaseException | None = None
-        self.done: dict[tuple[str, int], int] = {}  # next offset to process, per partition
-        self.last_batch = self.last_commit = time.monotonic()
-        self.uncommitted = False  # acked batches whose transaction is still open
+        self.last_batch = time.monotonic()
+        self.outbox = Outbox(worker, settings, self.sink, self._tid,
+                             producer=(lambda: self.app.producer) if self.transactional else None,
+                             group_id=self.app.conf.id, report=self._report,
+                             generation=lambda: self.app.consumer_generation_id)  # fmt: skip
         self.hard_exit = False  # run() sets it: a failure mid-send ends the process (see fail)
 
     # ------------------------------------------------------------ the agent
 
     async def _consume(self, stream):
         loop = asyncio.get_running_loop()
+        self.outbox.stream = stream
         size, wait_s = self.settings.embed_batch_size, self.settings.embed_batch_wait_s
         async for events in stream.noack_take(size, within=wait_s):
             if self.stopping:  # never acked: the next owner (or the restart) processes them
                 continue
             self.busy = True
-            sent = False
             try:
                 generation = self.app.consumer_generation_id
                 msgs = [Message(e.message.topic, e.message.partition, e.message.offset,
@@ -161,24 +205,23 @@ class EnrichAgent:
                     log.info("%s: group rebalanced during a batch; left to the new assignment",
                              self.worker.name)  # fmt: skip
                     continue
-                sent = True
-                await self.sink(outputs)
-                for event in events:
-                    await stream.ack(event)
-                for m in msgs:
-                    self.done[(m.topic, m.partition)] = max(self.done.get((m.topic, m.partition), 0),
-                                                            m.offset + 1)  # fmt: skip
-                self.uncommitted = True
+                await self.deliver(events, msgs, outputs)
                 if "first_output" not in self.worker.timeline:  # say so now: restart monitoring
                     self.worker.timeline["first_output"] = time.time()
-                    depth = self.depth() if self.transactional else 0
-                    self.worker.heartbeat(time.monotonic(), depth, force=True)
-                await self.commit(due=True)  # still between batches: the next is not taken yet
+                    self._report()
             except Exception as exc:  # noqa: BLE001: any failure stops the worker uncommitted
-                self.fail(exc, sent)
+                self.fail(exc, bool(self.outbox.pending) and not self.outbox.broken)
             finally:
                 self.busy = False
                 self.last_batch = time.monotonic()
+
+    async def deliver(self, events: list, msgs: list[Message], outputs: list[Output]) -> None:
+        """Put a batch into the transactions of its partitions and commit when due. An output
+        that cannot be delivered is retried here, with backoff, until it goes through or the
+        worker stops (no new batch is taken meanwhile; nothing uncommitted is ever acked)."""
+        await self.outbox.put(events, msgs, outputs)
+        while not await self.outbox.settle(due=True) and not self.stopping:
+            await asyncio.sleep(max(0.0, min(TICK_S, self.outbox.retry_at - time.monotonic())))
 
     def fail(self, exc: BaseException, sent: bool) -> None:
         """Stop without committing the failed batch. Once part of it is in the open transaction a
@@ -195,22 +238,30 @@ class EnrichAgent:
         group = self.app.assignor.group_for_topic(msg.topic)
         return f"{self.app.conf.id}-{group}-{msg.partition}"
 
+    def _tid(self, msg: Message) -> str:
+        return self.transactional_id(msg) if self.transactional else f"{msg.topic}-{msg.partition}"
+
     async def _send(self, outputs: list[Output]) -> None:
-        producer = self.app.producer
+        """Produce ``outputs`` into their transactions and wait until the broker has every one."""
+        producer, sent = self.app.producer, []
         for out in outputs:
             partition = partition_for(out.key, self.partitions[out.topic])
-            await producer.send(out.topic, out.key, out.value, partition, None, None,
-                                transactional_id=self.transactional_id(out.source))  # fmt: skip
-
-    async def commit(self, due: bool = False) -> None:
-        """Commit the open transactions (outputs and acked offsets); with ``due``, only once
-        ``enrich_commit_interval_s`` has passed since the last commit. Called between batches only."""
-        now = time.monotonic()
-        if not self.uncommitted or due and now - self.last_commit < self.settings.enrich_commit_interval_s:
+            try:
+                fut = await producer.send(out.topic, out.key, out.value, partition, None, None,
+                                          transactional_id=self.transactional_id(out.source))  # fmt: skip
+            except Exception as exc:  # noqa: BLE001: refused before it left (too large, no producer)
+                raise Undelivered(f"{origin(out)}: {exc!r}") from exc
+            fut.add_done_callback(_retrieve)
+            sent.append((out, fut))
+        if not sent:
             return
-        self.last_commit, self.uncommitted = now, False
-        if self.transactional:
-            await self.app.consumer.commit()
+        timeout = self.settings.enrich_delivery_timeout_s
+        _, waiting = await asyncio.wait([f for _, f in sent], timeout=timeout)
+        for out, fut in sent:
+            if fut in waiting:
+                raise Undelivered(f"{origin(out)}: not acknowledged within {timeout:g}s")
+            if fut.exception() is not None:
+                raise Undelivered(f"{origin(out)}: {fut.exception()!r}")
 
     # ------------------------------------------------------------ the timer: health, burst, stop
 
@@ -226,10 +277,21 @@ class EnrichAgent:
                 total += max(0, high - self.done.get((tp.topic, tp.partition), high))
         return total
 
+    @property
+    def done(self) -> dict[tuple[str, int], int]:
+        """Next offset to process, per partition (committed)."""
+        return self.outbox.done
+
+    def _depth(self) -> int:
+        return self.depth() if self.transactional and self.app.consumer else 0
+
+    def _report(self) -> None:
+        self.worker.heartbeat(time.monotonic(), self._depth(), force=True)
+
     async def caught_up(self) -> bool:
-        """Every assigned partition read to its end, and no batch for a while (so the take
-        buffer is empty)."""
-        if self.busy or time.monotonic() - self.last_batch < self.settings.embed_batch_wait_s + 1.0:
+        """Every assigned partition read to its end, nothing left to deliver, and no batch for a
+        while (so the take buffer is empty)."""
+        if self.busy or self.outbox.broken or time.monotonic() - self.last_batch < self.settings.embed_batch_wait_s + 1.0:
             return False
         tps = self.assigned()
         if not tps:
@@ -246,7 +308,7 @@ class EnrichAgent:
         if stop is not None and stop.is_set():
             self.stopping = True
         try:
-            self.worker.heartbeat(now, self.depth() if self.app.consumer else 0)
+            self.worker.heartbeat(now, self._depth())
         except Exception as exc:  # noqa: BLE001: the heartbeat must not stop the worker
             log.debug("heartbeat: %s", exc)
         if self.busy:
@@ -254,12 +316,20 @@ class EnrichAgent:
         if not self.stopping and (burst and await self.caught_up() or deadline and now > deadline):
             self.stopping = True
         if self.stopping:
-            await self.commit()
+            if not await self.outbox.settle() and self.failure is None:
+                self.failure = Undelivered(f"stopped with {self.outbox.outputs} outputs not delivered "
+                                           f"(the restart produces them): {self.worker.delivery.error}")  # fmt: skip
             shutdown()
         elif now - self.last_batch > self.settings.embed_batch_wait_s:
-            await self.commit()  # idle: the last batches are visible at once, whatever the interval
+            await self.outbox.settle()  # idle: the last batches are visible at once, whatever the interval
         else:
-            await self.commit(due=True)
+            await self.outbox.settle(due=True)
+
+
+def _retrieve(fut) -> None:
+    """Read a delivery future's outcome, so that one nobody awaits any more logs no warning."""
+    if not fut.cancelled():
+        fut.exception()
 
 
 def output_partitions(settings: Settings, worker: EnrichWorker) -> dict[str, int]:

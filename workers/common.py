@@ -41,6 +41,7 @@ from streamrec.schemas.fields import SchemaError
 from streamrec.schemas.publisher import route
 from streamrec.schemas.topics import Topics
 from streamrec.settings import Settings
+from streamrec.workers.delivery import Backoff
 
 log = logging.getLogger("streamrec.workers")
 HEARTBEAT_S = 2.0
@@ -143,6 +144,8 @@ class EnrichWorker:
         #: consumer starts; "first_output": its first batch is done), in the heartbeat: they show
         #: how long a restart takes to get back to work
         self.timeline: dict[str, float] = {}
+        #: retries of outputs the broker refused or did not acknowledge (see :mod:`.delivery`)
+        self.delivery = Backoff(settings.enrich_retry_min_s, settings.enrich_retry_max_s)
         self._last_heartbeat = 0.0
 
     @property
@@ -213,14 +216,18 @@ class EnrichWorker:
             return
         self._last_heartbeat = now
         body = {"ts": time.time(), "worker": self.name, "group": self.group, "pid": os.getpid(),
-                **asdict(self.stats), **self.timeline, **self.extra_health()}  # fmt: skip
+                **asdict(self.stats), **self.timeline, **self.extra_health(),
+                **self.delivery.health(now)}  # fmt: skip
         write_heartbeat(self.health_path, body)
         self.metrics.sync({"items": self.stats.processed, "cache_hits": self.stats.cache_hits,
                            "dead_letters": self.stats.dead_letters,
                            "malformed_skipped": self.stats.malformed_skipped,
-                           "redis_failures": self.stats.redis_failures})  # fmt: skip
+                           "redis_failures": self.stats.redis_failures,
+                           "output_failures": self.delivery.failures})  # fmt: skip
         self.metrics.heartbeat.set(body["ts"])
         self.metrics.lag.set(depth)
 
     def healthy(self) -> bool:
-        return time.monotonic() - self._last_heartbeat <= max(30.0, 3 * HEARTBEAT_S)
+        """Heartbeat fresh and outputs flowing (a worker retrying a refused output is degraded)."""
+        fresh = time.monotonic() - self._last_heartbeat <= max(30.0, 3 * HEARTBEAT_S)
+        return fresh and not self.delivery.degraded

@@ -8,8 +8,10 @@ the agent acknowledged (only acknowledged offsets are ever committed).
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
+import time
 
 import pytest
 
@@ -161,3 +163,96 @@ def test_faust_settings_follow_the_project_settings(settings):
                                         kafka_sasl_password="p", kafka_sasl_mechanism="SCRAM-SHA-256"))
     assert (sasl.username, sasl.password, sasl.mechanism.value) == ("u", "p", "SCRAM-SHA-256")
     assert credentials(settings) is None
+
+
+def test_an_undeliverable_output_is_retried_in_process_with_backoff_and_acked_only_once_delivered(settings):
+    """The sink refuses the first two tries (as a broker refusing a record would): the agent keeps
+    the batch's outputs, backs off, is degraded meanwhile, acks nothing, and delivers each output
+    once when the sink takes them; no new batch is taken while it retries."""
+    settings = settings.replace(enrich_retry_min_s=0.05, enrich_retry_max_s=0.1)
+    worker = EchoWorker(settings)
+    delivered: list = []
+    seen: list = []
+
+    async def sink(outputs):
+        seen.append((len(outputs), worker.delivery.degraded, [e.message.acked for e in events_ref]))
+        if len(seen) <= 2:
+            raise RuntimeError("record refused")
+        delivered.append(list(outputs))
+
+    events_ref: list = []
+
+    async def main():
+        agent = EnrichAgent(worker, settings, sink=sink)
+        async with agent.agent.test_context() as tc:
+            for n in range(3):
+                events_ref.append(await tc.put(request(f"i{n}"), key=f"i{n}".encode(), partition=0, wait=False))
+            for _ in range(300):
+                if delivered and not agent.busy and not agent.outbox.pending:
+                    break
+                await asyncio.sleep(0.02)
+        return agent
+
+    agent = asyncio.run(main())
+    assert [n for n, _, _ in seen] == [3, 3, 3]  # the same batch, three tries
+    assert [degraded for _, degraded, _ in seen] == [False, True, True]
+    assert all(not any(acked) for _, _, acked in seen)  # nothing acked before its outputs went through
+    assert [[o.source.offset for o in b] for b in delivered] == [[0, 1, 2]]
+    assert all(e.message.acked for e in events_ref) and agent.failure is None and not agent.stopping
+    assert worker.delivery.failures == 2 and not worker.delivery.degraded
+    beat = json.loads(worker.health_path.read_text())
+    assert beat["output_failures"] == 2 and beat["degraded"] is False
+
+
+def test_a_degraded_worker_fails_its_health_check_but_not_the_liveness_one(settings, tmp_path):
+    from streamrec.metrics import heartbeat_health
+
+    worker = EchoWorker(settings)
+    now = time.monotonic()
+    worker.delivery.failed("record for items.enrich[0]@7 (to items.tags, 10 bytes): refused", now=now - 4)
+    worker.heartbeat(now, force=True)
+    ok, line = heartbeat_health(worker.health_path, 30.0)
+    assert not ok and line.startswith("degraded (outputs not delivered for 4.0s") and not worker.healthy()
+    assert heartbeat_health(worker.health_path, 30.0, live=True)[0]
+    worker.delivery.recovered()
+    worker.heartbeat(time.monotonic(), force=True)
+    assert heartbeat_health(worker.health_path, 30.0)[0] and worker.healthy()
+
+
+def test_a_rebalance_while_retrying_leaves_the_requests_to_the_new_assignment(settings):
+    """faust seeks every assigned partition back to its committed offset after a rebalance, so
+    outputs waiting for a retry are given up (never acked, never committed), not produced again
+    next to the re-read requests' own."""
+    from streamrec.workers.common import Message
+    from streamrec.workers.delivery import Outbox
+
+    settings = settings.replace(enrich_retry_min_s=0.01, enrich_retry_max_s=0.01)
+    worker = EchoWorker(settings)
+    generation = [1]
+    sent: list = []
+    acked: list = []
+
+    async def sink(outputs):
+        sent.append(len(outputs))
+        raise RuntimeError("record refused")
+
+    class Stream:
+        async def ack(self, event):
+            acked.append(event)
+
+    async def main():
+        outbox = Outbox(worker, settings, sink, lambda m: f"{m.topic}-{m.partition}",
+                        generation=lambda: generation[0])  # fmt: skip
+        outbox.stream = Stream()
+        msgs = [Message("items.enrich", 0, n, b"k", request(f"i{n}")) for n in range(2)]
+        outputs = worker.process(msgs, now=TS)
+        await outbox.put(["e0", "e1"], msgs, outputs)
+        await asyncio.sleep(0.02)
+        assert not await outbox.settle() and worker.delivery.degraded  # retried, refused again
+        generation[0] = 2
+        assert await outbox.settle()
+        return outbox
+
+    outbox = asyncio.run(main())
+    assert sent == [2, 2] and acked == [] and outbox.pending == {} and not outbox.broken
+    assert not worker.delivery.degraded and worker.delivery.failures == 2

@@ -41,9 +41,7 @@ clock, owed users across a rebalance, Redis backoff) is decided by pure bookkeep
 
 from __future__ import annotations
 
-import io
 import logging
-import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -64,19 +62,9 @@ from streamrec.streams.ingest import Boundary
 from streamrec.streams.listindex import ListIndex
 from streamrec.streams.membership import Membership
 from streamrec.streams.outputs import SideOutputs, committed_offsets, outputs_group
-from streamrec.streams.partitioned import (
-    DELTA_MAX_BYTES,
-    SNAPSHOT_CHUNK,
-    Ownership,
-    PartitionedState,
-    ensure_state_topics,
-    read_changelog,
-    read_item_snapshot,
-    snapshot_records,
-    snapshot_topic,
-    state_topics,
-)
-from streamrec.streams import snapshot
+from streamrec.streams.partitioned import DELTA_MAX_BYTES, Ownership, PartitionedState, ensure_state_topics
+from streamrec.streams.partitioned import snapshot_topic, state_topics
+from streamrec.streams.partitiontasks import PartitionTasks
 from streamrec.streams.recommender import Recommender
 from streamrec.streams.refresh import config_digest, write_lists
 from streamrec.streams.schedule import PassSlices, RefreshSchedule, active_from_meta, active_to_meta
@@ -237,8 +225,10 @@ class StreamWorker:
                 raise RuntimeError(f"topic {event_topics[0]!r} does not exist; run `streamrec topics create`")
             ensure_state_topics(config, settings.topic_prefix, len(info.partitions),
                                 settings.replication, timeout)  # fmt: skip
+            self.tasks = PartitionTasks(self.state, self.model, settings, self.offsets, self.schedule,
+                                        self.outputs_pending, self._commit_outputs)  # fmt: skip
             if self._fresh:
-                self._bootstrap_items(config, timeout)
+                self.tasks.bootstrap(config, timeout)
             names = [*positions.input_topics(self.topics)[len(event_topics):], self.state.items_topic]
             metadata = check_kafka(config, timeout).list_topics(timeout=timeout)
         # one reader for every partition of every input topic, positioned from the checkpoint
@@ -257,7 +247,7 @@ class StreamWorker:
         self.membership = self.ownership = None
         if self.partitioned:
             self.ownership = Ownership(config, settings.group_id, settings.worker_id, event_topics,
-                                       self._assigned, self._revoked)  # fmt: skip
+                                       self.tasks.assigned, self.tasks.revoked)  # fmt: skip
         elif not self.logical:  # a replay serves everything itself
             self.membership = Membership(config, self.settings.group_id, self.settings.worker_id,
                                          event_topics,
@@ -268,48 +258,6 @@ class StreamWorker:
         if self.ownership is not None:
             return position is None or position[1] in self.ownership.owned
         return self.membership is None or position is None or position in self.membership.owned
-
-    # ------------------------------------------------------------ partitioned state
-
-    def _assigned(self, partitions: set[int], committed: dict) -> None:
-        """Gained event partitions: their users from the changelog, their offsets from the group
-        (both written by the same transactions), and a list for each user at the next refresh.
-        A partition that comes straight back after a rebalance keeps its users in memory."""
-        started = time.perf_counter()
-        config, timeout = kafka_config(self.settings), self.settings.kafka_timeout_s
-        events = positions.event_topics(self.topics)
-        kept = self.state.unpark(partitions, committed)
-        restored = 0
-        for p in sorted(partitions - kept):
-            users = self.state.restore(p, read_changelog(config, self.state.users_topic, [p], timeout))
-            for user in users:
-                self.schedule.owe(user, (events[0], p))
-            restored += len(users)
-        for topic in events:
-            for p in partitions:
-                self.offsets[(topic, p)] = committed.get((topic, p), 0)
-        log.info("took event partitions %s (kept %s): %d users restored from %s in %.2fs",
-                 sorted(partitions), sorted(kept), restored, self.state.users_topic,
-                 time.perf_counter() - started)  # fmt: skip
-
-    def _revoked(self, partitions: set[int], lost: bool) -> None:
-        """Giving event partitions away: commit what was learned from them, then forget their
-        users (or park them, in case the rebalance gives them straight back)."""
-        if partitions & self.ownership.owned and not lost and not self._commit_outputs():
-            lost = True
-        if lost and partitions & self.ownership.owned and (self.outputs.pending or self.state.changed):
-            # the new owner resumes from the last commit; this process must not commit again
-            log.error("could not commit before giving up partitions %s; exiting so that nothing "
-                      "learned here after the last commit is ever committed", sorted(partitions))
-            os._exit(70)
-        events = set(positions.event_topics(self.topics))
-        mine = {tp: o for tp, o in self.offsets.items() if tp[0] in events and tp[1] in partitions}
-        if lost:
-            self.state.forget(partitions)
-        else:
-            self.state.park(partitions, mine)
-        for tp in mine:
-            del self.offsets[tp]
 
     # ------------------------------------------------------------ the per-event path
 
@@ -590,48 +538,11 @@ class StreamWorker:
         if self.membership is not None:
             self.membership.commit(self.offsets)
         if self.state is not None:
-            self._publish_item_snapshot()
+            self.tasks.publish_snapshot(self.outputs, self.seq, self.clock(), self.ownership.owned)
 
-    def _publish_item_snapshot(self) -> None:
-        """The owner of event partition 0 publishes the item side now and then, for workers that
-        start without a checkpoint (a lost volume, a new pod): it goes into the next transaction
-        and describes the state of this checkpoint (the delta log read to here, own deltas)."""
-        every = self.settings.item_snapshot_s
-        now = self.clock()
-        if not every or 0 not in self.ownership.owned or now - self._snapshot_at < every:
-            return
-        self._snapshot_at = now
-        position = self.offsets.get((self.state.items_topic, 0), 0)
-        buffer = io.BytesIO()
-        snapshot.write(buffer, self.model.snapshot(with_users=False))
-        data = buffer.getvalue()
-        generation = self.seq
-        meta = {"position": position, "own": self.state.own_to_meta(position), "created": now,
-                "worker": self.settings.worker_id}  # fmt: skip
-        for key, value in snapshot_records(data, generation, self._snapshot_prev, meta):
-            self.outputs.produce(self.state.snapshot_topic, key, value, None, partition=0)
-        self._snapshot_prev = (generation, -(-len(data) // SNAPSHOT_CHUNK) or 1)
-        log.info("item snapshot %d published (%d bytes, delta log at %d)", generation, len(data), position)
-
-    _snapshot_at = float("-inf")
-    _snapshot_prev: tuple[int, int] | None = None
-
-    def _bootstrap_items(self, config: dict, timeout: float) -> None:
-        """No checkpoint: start the item side from the latest published snapshot, if any, so
-        the delta log is read from its position instead of from its start (which retention cuts)."""
-        found = read_item_snapshot(config, self.state.snapshot_topic, timeout)
-        if found is None:
-            log.info("no item snapshot on %s: the item side comes from the delta log's start",
-                     self.state.snapshot_topic)  # fmt: skip
-            return
-        data, manifest = found
-        self.model.load_snapshot(snapshot.read(io.BytesIO(data), len(data)))
-        self.model.retain_users(lambda u: False)
-        self.state.track()
-        self.offsets[(self.state.items_topic, 0)] = manifest["position"]
-        self.state.own = set(manifest["own"])
-        log.info("item side from snapshot %d of %s (delta log from %d)", manifest["generation"],
-                 manifest["worker"], manifest["position"])  # fmt: skip
+    def outputs_pending(self) -> bool:
+        """Anything learned or produced since the last commit?"""
+        return bool(self.outputs.pending or (self.state is not None and self.state.changed))
 
     def _write_stats(self, now: float) -> None:
         """The group's stats hash (what `streamrec status` shows). Best effort: Redis can go away

@@ -142,7 +142,8 @@ def model_config(name: str, settings: Settings):
     base = replace(base, mf=replace(base.mf, n_negatives=settings.negatives))
     if name == "popularity":
         return replace(base, weights=BlendWeights(cooccur=0.0, mf=0.0, popularity=1.0),
-                       n_cooccur=0, n_mf=0, content=ContentConfig(enabled=False))  # fmt: skip
+                       n_cooccur=0, n_mf=0, content=ContentConfig(enabled=False),
+                       transitions=replace(base.transitions, enabled=False))  # fmt: skip
     if name == "crm":
         return replace(base, content=ContentConfig(enabled=False))
     if name in ("crm+llm", "crm+llm-hand"):

@@ -46,7 +46,7 @@ from typing import Hashable, Sequence
 
 import numpy as np
 
-from streamrec.streams.model import Checkpointable, ItemIndex, RatingPolicy, _policy, _top, grow
+from streamrec.streams.model import Checkpointable, ItemIndex, RatingPolicy, _policy, _top
 from streamrec.streams.snapshot import chunked, pack_ids, pack_rows, unpack_ids, unpack_rows
 
 
@@ -87,8 +87,11 @@ class Transitions(Checkpointable):
         self.index = index if index is not None else ItemIndex()
         self._rate = math.log(2.0) / cfg.half_life_s
         self._succ: dict[int, dict[int, float]] = {}  # a -> {b: scaled count}
-        self._out = np.zeros(16)  # scaled total of the transitions leaving each row
-        self._in = np.zeros(16)  # ... and entering it
+        # scaled totals of the transitions leaving / entering each row: Python lists, since the
+        # per-event path adds to ten of them (4x cheaper than numpy scalars); arrays for reading
+        self._out: list[float] = []
+        self._in: list[float] = []
+        self._in_arr: np.ndarray | None = None  # np.asarray(self._in), rebuilt after learning
         self._ref: float | None = None  # counts are scaled by exp(rate * (ts - ref))
         self.now: float | None = None  # latest event time learned
         self._win: dict[Hashable, tuple[list[int], list[float]]] = {}  # user -> (rows, times), oldest first
@@ -115,14 +118,19 @@ class Transitions(Checkpointable):
             self._clock(ts)
             return
         rows, times = win
-        before = [r for r, t in zip(rows, times) if t < ts and r != row]
-        if before:
-            self.add_pairs(before, [row] * len(before), ts)
-        else:
-            self._clock(ts)
         if row in rows:
             i = rows.index(row)
             del rows[i], times[i]
+        if not rows:
+            before = rows
+        elif max(times) < ts:  # the usual case: every window item is strictly earlier
+            before = rows
+        else:
+            before = [r for r, t in zip(rows, times) if t < ts]
+        if before:
+            self.add_pairs(before, row, ts)
+        else:
+            self._clock(ts)
         rows.append(row)
         times.append(ts)
         if len(rows) > self.config.window:
@@ -132,24 +140,30 @@ class Transitions(Checkpointable):
         if self.now is None or ts > self.now:
             self.now = ts
 
-    def add_pairs(self, a_rows: Sequence[int] | np.ndarray, b_rows: Sequence[int] | np.ndarray, ts: float) -> None:
-        """Count one transition ``a_rows[i] -> b_rows[i]`` for each ``i``, at event time ``ts``.
+    def add_pairs(self, a_rows: Sequence[int] | np.ndarray, b_rows: Sequence[int] | np.ndarray | int,
+                  ts: float) -> None:  # fmt: skip
+        """Count one transition ``a_rows[i] -> b_rows[i]`` for each ``i``, at event time ``ts``
+        (``b_rows`` a single row: every ``a_rows[i] -> b_rows``, what :meth:`learn` passes).
 
         The only method that touches the item side: what workers exchange as additive deltas. A
         pair's weight depends on ``ts`` alone, so applying the same pairs anywhere, in any order,
         gives the same decayed counts.
 
-        >>> tr = Transitions(TransitionConfig(half_life_s=10.0)); rows = [tr.index.add(i) for i in "xy"]
-        >>> tr.add_pairs(np.array([0]), np.array([1]), ts=10.0); tr.add_pairs([0], [1], ts=0.0)
-        >>> tr.count("x", "y")
-        1.5
+        >>> tr = Transitions(TransitionConfig(half_life_s=10.0)); rows = [tr.index.add(i) for i in "xyz"]
+        >>> tr.add_pairs(np.array([0]), np.array([1]), ts=10.0); tr.add_pairs([0, 2], 1, ts=0.0)
+        >>> tr.count("x", "y"), tr.count("z", "y")
+        (1.5, 0.5)
         """
         if isinstance(a_rows, np.ndarray):
             a_rows = a_rows.tolist()
-        if isinstance(b_rows, np.ndarray):
-            b_rows = b_rows.tolist()
-        if len(a_rows) != len(b_rows):
-            raise ValueError(f"add_pairs: {len(a_rows)} a_rows but {len(b_rows)} b_rows")
+        one = isinstance(b_rows, (int, np.integer))
+        if one:
+            b_rows = int(b_rows)
+        else:
+            if isinstance(b_rows, np.ndarray):
+                b_rows = b_rows.tolist()
+            if len(a_rows) != len(b_rows):
+                raise ValueError(f"add_pairs: {len(a_rows)} a_rows but {len(b_rows)} b_rows")
         self._clock(ts)
         if not a_rows:
             return
@@ -160,19 +174,42 @@ class Transitions(Checkpointable):
             self._rescale(ts)
             x = 0.0
         w = math.exp(x)
-        top = max(max(a_rows), max(b_rows))
-        if top >= len(self._out):
-            n = max(top + 1, len(self.index))
-            self._out, self._in = grow(self._out, n), grow(self._in, n)
-        succ, out, inn = self._succ, self._out, self._in
-        for a, b in zip(a_rows, b_rows):
-            d = succ.get(a)
-            if d is None:
-                d = succ[a] = {}
-            d[b] = d.get(b, 0.0) + w
-            out[a] += w
-            inn[b] += w
-        self._touched.update(a_rows)
+        out, inn = self._out, self._in
+        top = max(max(a_rows), b_rows if one else max(b_rows))
+        if top >= len(out):
+            pad = [0.0] * (max(top + 1, len(self.index)) - len(out))
+            out.extend(pad)
+            inn.extend(pad)
+        self._in_arr = None
+        succ, touched, limit = self._succ, self._touched, 2 * self.config.max_successors
+        get = succ.get
+        if one:  # the per-event path: one b, so one total to add to, and no pairs to zip
+            b = b_rows
+            for a in a_rows:
+                d = get(a)
+                if d is None:
+                    succ[a] = {b: w}
+                elif b in d:
+                    d[b] += w
+                else:
+                    d[b] = w
+                    if len(d) > limit:  # only a grown map can need a cut at the next sweep
+                        touched.add(a)
+                out[a] += w
+            inn[b] += w * len(a_rows)
+        else:
+            for a, b in zip(a_rows, b_rows):
+                d = get(a)
+                if d is None:
+                    succ[a] = {b: w}
+                elif b in d:
+                    d[b] += w
+                else:
+                    d[b] = w
+                    if len(d) > limit:
+                        touched.add(a)
+                out[a] += w
+                inn[b] += w
         self._since_sweep += 1
         if self._since_sweep >= self.config.sweep_every:
             self.sweep()
@@ -182,12 +219,13 @@ class Transitions(Checkpointable):
         for d in self._succ.values():
             for b in d:
                 d[b] *= f
-        self._out *= f
-        self._in *= f
+        self._out = [v * f for v in self._out]
+        self._in = [v * f for v in self._in]
+        self._in_arr = None
         self._ref = ts
 
     def sweep(self) -> None:
-        """Cut every successor map touched since the last sweep that outgrew twice the cap."""
+        """Cut every successor map that outgrew twice the cap since the last sweep."""
         limit, cap = 2 * self.config.max_successors, self.config.max_successors
         for a in sorted(self._touched):
             d = self._succ.get(a)
@@ -233,7 +271,10 @@ class Transitions(Checkpointable):
             return np.zeros(0, np.int64), np.zeros(0)
         rows, inv = np.unique(np.concatenate(keys), return_inverse=True)
         s = np.bincount(inv, weights=np.concatenate(vals), minlength=len(rows))
-        s /= np.sqrt(self._in[rows]) if cfg.alpha == 0.5 else self._in[rows] ** cfg.alpha
+        if self._in_arr is None:
+            self._in_arr = np.asarray(self._in)
+        inn = self._in_arr[rows]
+        s /= np.sqrt(inn) if cfg.alpha == 0.5 else inn**cfg.alpha
         return rows, s
 
     def scores_for(self, user: Hashable) -> np.ndarray | None:
@@ -264,7 +305,9 @@ class Transitions(Checkpointable):
 
     def _clock_state(self) -> dict:
         n = len(self.index)
-        return {"config": asdict(self.config), "out": grow(self._out, n)[:n], "in": grow(self._in, n)[:n],
+        out, inn = np.zeros(n), np.zeros(n)
+        out[: len(self._out)], inn[: len(self._in)] = self._out[:n], self._in[:n]
+        return {"config": asdict(self.config), "out": out, "in": inn,
                 "ref": self._ref, "now": self.now, "touched": np.asarray(sorted(self._touched), np.int64),
                 "since_sweep": self._since_sweep}  # fmt: skip
 
@@ -295,7 +338,8 @@ class Transitions(Checkpointable):
         for r, n in zip(state["rows"].tolist(), state["lens"].tolist()):
             self._succ[r] = dict(zip(keys[start : start + n], vals[start : start + n]))
             start += n
-        self._out, self._in = grow(state["out"].copy(), 16), grow(state["in"].copy(), 16)
+        self._out, self._in = state["out"].tolist(), state["in"].tolist()
+        self._in_arr = None
         self._ref, self.now = state["ref"], state["now"]
         self._touched, self._since_sweep = set(state["touched"].tolist()), int(state["since_sweep"])
 

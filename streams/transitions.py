@@ -181,7 +181,8 @@ class Transitions(Checkpointable):
             out.extend(pad)
             inn.extend(pad)
         self._in_arr = None
-        succ, touched, limit = self._succ, self._touched, 2 * self.config.max_successors
+        succ = self._succ
+        self._touched.update(a_rows)  # the sweep checks their sizes (one C call here)
         get = succ.get
         if one:  # the per-event path: one b, so one total to add to, and no pairs to zip
             b = b_rows
@@ -193,8 +194,6 @@ class Transitions(Checkpointable):
                     d[b] += w
                 else:
                     d[b] = w
-                    if len(d) > limit:  # only a grown map can need a cut at the next sweep
-                        touched.add(a)
                 out[a] += w
             inn[b] += w * len(a_rows)
         else:
@@ -206,8 +205,6 @@ class Transitions(Checkpointable):
                     d[b] += w
                 else:
                     d[b] = w
-                    if len(d) > limit:
-                        touched.add(a)
                 out[a] += w
                 inn[b] += w
         self._since_sweep += 1

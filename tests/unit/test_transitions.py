@@ -187,3 +187,16 @@ def test_snapshots_from_before_transitions_still_load():
     back = Recommender.from_snapshots(doc)
     assert back.transitions.window("u1") == [] and back.config.weights.transitions == 0.0
     assert math.isfinite(back.recommend("u1", 5)[0][1])
+
+
+def test_counts_decayed_past_float_range_score_nothing_and_no_nan():
+    tr = Transitions(TransitionConfig(half_life_s=1.0))
+    tr.learn_click("old", "a", 0.0)
+    tr.learn_click("old", "b", 1.0)  # a -> b, then 5,000 half-lives pass
+    tr.learn_click("new", "c", 5000.0)
+    tr.learn_click("new", "d", 5001.0)  # c -> d: a fold of the scale underflows a -> b to 0
+    tr.learn_click("u", "a", 5002.0)
+    tr.learn_click("u", "c", 5003.0)
+    rows, vals = tr.sparse_scores("u")
+    assert np.all(np.isfinite(vals))
+    assert [item for item, _ in tr.recommend("u", 5)] == ["d"]

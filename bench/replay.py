@@ -24,11 +24,17 @@ learned: was its item in the top 10 of the list the system had published for tha
 Nothing is tuned on the future: models learn only from events already scored, and the
 configurations below are fixed before the run.
 
+Equal timestamps carry no order: events with the same timestamp are replayed in file order
+(MovieLens orders one second's ratings of a user by movie id), but the ordered-transition signal
+(:mod:`streamrec.streams.transitions`) never counts a pair of one user's events with equal
+timestamps as a transition, so the file's tie-break cannot leak into what is learned as "next".
+
 Configurations (same model and ranking code, :class:`~streamrec.streams.recommender.Recommender`):
 
 - ``popularity``: the decayed trending counts alone (no co-occurrence, MF or content signals in
   the ranking), minus the items the user has seen;
-- ``crm``: the MF + co-occurrence + popularity blend with the default weights, no content;
+- ``crm``: the MF + co-occurrence + ordered transitions + popularity blend with the default
+  weights, no content (``--set transitions.enabled=false``: without transitions);
 - ``crm+llm``: the same plus the content signals (``embedding``, ``fresh``, ``recent``, ``tags``),
   blended by the self-tuning blend the worker runs by default (:mod:`streamrec.streams.tuner`:
   it starts from the CRM weights with ``embedding``, ``recent`` and ``tags`` off and promotes
@@ -142,7 +148,8 @@ def model_config(name: str, settings: Settings):
     base = replace(base, mf=replace(base.mf, n_negatives=settings.negatives))
     if name == "popularity":
         return replace(base, weights=BlendWeights(cooccur=0.0, mf=0.0, popularity=1.0),
-                       n_cooccur=0, n_mf=0, content=ContentConfig(enabled=False))  # fmt: skip
+                       n_cooccur=0, n_mf=0, content=ContentConfig(enabled=False),
+                       transitions=replace(base.transitions, enabled=False))  # fmt: skip
     if name == "crm":
         return replace(base, content=ContentConfig(enabled=False))
     if name in ("crm+llm", "crm+llm-hand"):

@@ -100,8 +100,12 @@ def cmd_bench_wire(settings: Settings, args) -> int:
     return _bench("wire").main(args.events, json_path=args.json)
 
 
+def cmd_bench_learn(settings: Settings, args) -> int:
+    return _bench("learn").main(settings, events=args.events, rounds=args.rounds, json_path=args.json)
+
+
 def add_benches(bench: argparse.ArgumentParser) -> None:
-    """The NAME subcommands of ``streamrec bench``: ``embed``, ``stream``, ``agents``, ``serve``, ``wire``, ``replay`` and ``scale``."""
+    """The NAME subcommands of ``streamrec bench``: ``embed``, ``stream``, ``agents``, ``serve``, ``wire``, ``learn``, ``replay`` and ``scale``."""
     bsub = bench.add_subparsers(dest="bench", metavar="BENCH", required=True)
     be = bsub.add_parser(
         "embed", help="items/s through the embedding worker end to end vs the raw encoder",
@@ -153,6 +157,16 @@ def add_benches(bench: argparse.ArgumentParser) -> None:
     bw.set_defaults(func=cmd_bench_wire)
     bw.add_argument("--events", type=int, default=50_000, metavar="N", help="default 50000")
     bw.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
+    bl = bsub.add_parser(
+        "learn", help="learning µs/event of the model with and without transitions, same events, same run",
+        description="Learn the same events (MovieLens ratings if present, else synthetic clicks) into "
+        "fresh models, the variants alternating round after round; median µs/event and the ratio "
+        "(no services needed). Protocol: bench/learn.py.",
+    )  # fmt: skip
+    bl.set_defaults(func=cmd_bench_learn)
+    bl.add_argument("--events", type=int, default=None, metavar="N", help="only the first N events (default all)")
+    bl.add_argument("--rounds", type=int, default=5, metavar="N", help="rounds per variant (default 5)")
+    bl.add_argument("--json", metavar="PATH", help="also write the results as JSON here")
     br = bsub.add_parser(
         "replay", help="prequential replay of MovieLens or synthetic data: HR@10, NDCG@10, cold "
         "HR@10, coverage, Gini, freshness, events/s per configuration and refresh interval",

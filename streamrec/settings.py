@@ -130,7 +130,7 @@ def _choice(*options: str) -> Callable[[str], str]:
 
 #: the blend's named signals, one field each in ``streamrec.streams.ranking.BlendWeights``
 #: (defined here so that parsing settings does not import the model code)
-SIGNALS = ("cooccur", "mf", "popularity", "embedding", "fresh", "recent", "tags")
+SIGNALS = ("cooccur", "mf", "popularity", "embedding", "fresh", "recent", "tags", "transitions")
 
 
 def _weights(raw: str) -> tuple[tuple[str, float], ...]:
@@ -140,7 +140,7 @@ def _weights(raw: str) -> tuple[tuple[str, float], ...]:
     (('popularity', 0.3), ('embedding', 0.9))
     >>> _weights("popularty=0.3")
     Traceback (most recent call last):
-    ValueError: 'popularty' is not a signal (signals: cooccur, mf, popularity, embedding, fresh, recent, tags)
+    ValueError: 'popularty' is not a signal (signals: cooccur, mf, popularity, embedding, fresh, recent, tags, transitions)
     """
     out: dict[str, float] = {}
     for part in filter(None, (p.strip() for p in raw.split(","))):

@@ -284,6 +284,11 @@ class RankPass:
             rows, vals = _within(*co, self.n)
             sigs.append(Nominated("cooccur", nominate(rows, vals, cfg.n_cooccur, allowed, True),
                                   lookup(rows, vals, 0.0)))  # fmt: skip
+        tr = rec.transitions.sparse_scores(user) if cfg.transitions.enabled else None
+        if tr is not None:
+            rows, vals = _within(*tr, self.n)
+            sigs.append(Nominated("transitions", nominate(rows, vals, cfg.n_transitions, allowed, True),
+                                  lookup(rows, vals, 0.0)))  # fmt: skip
         if urow is not None:
             mf = rec.mf
             if mf_row is not None and cfg.n_mf > 0:

@@ -70,6 +70,8 @@ class BlendWeights:
     fresh: float = 0.0
     recent: float = 0.0
     tags: float = 0.0
+    #: ordered transitions (streams/transitions.py): what users take next after their recent items
+    transitions: float = 0.0
     #: weights of further signals by name, e.g. (("my-source", 0.5),); overrides the fields above
     extra: tuple[tuple[str, float], ...] = ()
     default_extra: float = 0.0
@@ -92,7 +94,9 @@ class BlendWeights:
 #: the recommender's default blend: the CRM weights plus the content signals
 #: embedding and recent: tuned on the first half of the MovieLens stream (see bench/replay.py)
 CONTENT_WEIGHTS = {"embedding": 0.9, "fresh": 1.0, "recent": 0.2, "tags": 0.05}
-DEFAULT_WEIGHTS = BlendWeights(**CONTENT_WEIGHTS)
+#: transitions: set on the first half of the MovieLens stream (crm at 5 s, see the README)
+TRANSITIONS_WEIGHT = 0.5
+DEFAULT_WEIGHTS = BlendWeights(**CONTENT_WEIGHTS, transitions=TRANSITIONS_WEIGHT)
 
 
 @dataclass(frozen=True, slots=True)

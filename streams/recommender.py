@@ -57,6 +57,7 @@ from streamrec.streams.ranking import (
 from streamrec.streams.similar import blend
 from streamrec.streams.snapshot import pack_ids, pack_rows, unpack_ids, unpack_rows
 from streamrec.streams.state import FORMAT, ItemIndex, RatingPolicy, dumps, grow, loads
+from streamrec.streams.transitions import TransitionConfig, Transitions
 
 #: the snapshot document's format (``to_bytes`` checkpoints are ``FORMAT``, still readable)
 SNAPSHOT_FORMAT = 2
@@ -70,6 +71,8 @@ class RecommenderConfig:
     mf: MFConfig = field(default_factory=MFConfig)
     cooccur: CooccurConfig = field(default_factory=CooccurConfig)
     popularity: PopularityConfig = field(default_factory=PopularityConfig)
+    #: ordered transitions a -> b within a user's recent window (streams/transitions.py)
+    transitions: TransitionConfig = field(default_factory=TransitionConfig)
     #: blend weights; the default also weighs the content signals (``DEFAULT_WEIGHTS``)
     weights: BlendWeights = field(default_factory=lambda: DEFAULT_WEIGHTS)
     #: how embeddings and tags become signals
@@ -80,6 +83,7 @@ class RecommenderConfig:
     ratings: RatingPolicy = field(default_factory=RatingPolicy)
     #: candidates nominated per source before blending
     n_cooccur: int = 200
+    n_transitions: int = 200
     n_mf: int = 200
     n_popular: int = 100
     #: list length when ``recommend``/``fallback`` are called without ``k``
@@ -98,6 +102,7 @@ class RecommenderConfig:
         d["cooccur"] = CooccurConfig(**{**d["cooccur"], "ratings": RatingPolicy(**d["cooccur"]["ratings"])})
         pop = d["popularity"]
         d["popularity"] = PopularityConfig(**{**pop, "ratings": RatingPolicy(**pop["ratings"])})
+        d["transitions"] = TransitionConfig.from_dict(d.get("transitions"))
         w = {**CONTENT_WEIGHTS, **d["weights"]}  # checkpoints from before content lack them
         w["extra"] = tuple((str(k), float(v)) for k, v in w["extra"])
         d["weights"] = BlendWeights(**w)
@@ -121,12 +126,14 @@ class Recommender:
             mf=replace(cfg.mf, ratings=pol),
             cooccur=replace(cfg.cooccur, ratings=pol),
             popularity=replace(cfg.popularity, ratings=pol),
+            transitions=replace(cfg.transitions, ratings=pol),
         )
         self.config = cfg
         self.index = ItemIndex()
         self.mf = OnlineMF(cfg.mf, self.index)
         self.cooccur = Cooccurrence(cfg.cooccur, self.index)
         self.popularity = Popularity(cfg.popularity, self.index)
+        self.transitions = Transitions(cfg.transitions, self.index)
         self.content = ContentModel(cfg.content, self.index)
         self.blend = BlendLearner(cfg.learn_blend) if cfg.learn_blend.enabled else None
         self._available = np.ones(16, dtype=bool)
@@ -157,6 +164,8 @@ class Recommender:
         self.mf.learn_positive_row(user, row)
         self.cooccur.add_row(user, row)
         self.popularity.add_row(row, ts)
+        if self.config.transitions.enabled:
+            self.transitions.learn(user, row, ts)
         self._saw(user, row)
         if self.content.live:
             self.content.learn(user, row)
@@ -171,6 +180,8 @@ class Recommender:
         if positive:
             self.cooccur.add_row(user, row)
             self.popularity.add_row(row, ts)
+            if self.config.transitions.enabled:
+                self.transitions.learn(user, row, ts)
         self._saw(user, row)
         if self.content.live:
             weight = 1.0 if positive else self.config.content.negative_weight
@@ -323,6 +334,9 @@ class Recommender:
         co = self.cooccur.scores_for(user)
         if co is not None:
             out.append(Signal("cooccur", co, cfg.n_cooccur, "max"))
+        tr = self.transitions.scores_for(user) if cfg.transitions.enabled else None
+        if tr is not None:
+            out.append(Signal("transitions", tr, cfg.n_transitions, "max"))
         mf = self.mf.scores_for(user)
         if mf is not None:
             out.append(Signal("mf", mf, cfg.n_mf, "minmax"))
@@ -484,6 +498,7 @@ class Recommender:
             "mf": self.mf.to_state(with_index=False),
             "cooccur": self.cooccur.to_state(with_index=False),
             "popularity": self.popularity.to_state(with_index=False),
+            "transitions": self.transitions.to_state(with_index=False),
             "seen": {u: list(s) for u, s in self._seen.items()},
             "learned": self._learned,
             "content": self.content.to_state(),
@@ -497,6 +512,10 @@ class Recommender:
         self.mf = OnlineMF.from_state(state["mf"], index)
         self.cooccur = Cooccurrence.from_state(state["cooccur"], index)
         self.popularity = Popularity.from_state(state["popularity"], index)
+        if state.get("transitions") is not None:  # checkpoints from before transitions have none
+            self.transitions = Transitions.from_state(state["transitions"], index)
+        else:
+            self.transitions = Transitions(self.config.transitions, index)
         self._available = grow(state["available"].copy(), 16, fill=True)
         self._seen = {u: dict.fromkeys(rows) for u, rows in state["seen"].items()}
         self._learned = dict(state["learned"])
@@ -534,11 +553,13 @@ class Recommender:
             "config": asdict(self.config), "items": pack_ids(self.index.items), "available": self.allowed(),
             "mf": self.mf.items_state(), "cooccur": self.cooccur.items_state(),
             "popularity": self.popularity.to_state(with_index=False),
+            "transitions": self.transitions.items_state(),
             "content": self.content.items_state(changed_only=delta),
             "blend": self.blend.to_state() if self.blend is not None else None,
             "users": {"ids": pack_ids(ids), "seen": pack_rows([self._seen[u] for u in ids]),
                       "learned": np.fromiter((learned.get(u, 0) for u in ids), np.int64, len(ids)),
                       "mf": self.mf.users_state(users), "cooccur": self.cooccur.users_state(users),
+                      "transitions": self.transitions.users_state(users),
                       "content": self.content.users_state(users)},
         }  # fmt: skip
 
@@ -589,6 +610,8 @@ class Recommender:
         self.mf.load_items(doc["mf"])
         self.cooccur.load_items(doc["cooccur"])
         self.popularity = Popularity.from_state(doc["popularity"], self.index)
+        if "transitions" in doc:  # snapshots from before transitions have none
+            self.transitions.load_items(doc["transitions"])
         self.content.load_items(doc["content"])
         if self.blend is not None:
             self.blend = BlendLearner.from_state(doc.get("blend"), cfg.learn_blend)
@@ -598,6 +621,8 @@ class Recommender:
             self._learned[user] = n
         self.mf.load_users(u["mf"])
         self.cooccur.load_users(u["cooccur"])
+        if "transitions" in u:
+            self.transitions.load_users(u["transitions"])
         self.content.load_users(u["content"])
 
     def __getstate__(self) -> dict:

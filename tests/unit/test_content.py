@@ -135,7 +135,9 @@ def test_profile_is_built_from_history_when_embeddings_arrive_after_the_events()
 
 def test_without_content_the_lists_equal_a_content_less_recommender():
     plain = build(content=False)  # default config: content weights on, but nothing arrived
-    crm_only = RecommenderConfig(weights=BlendWeights(), content=ContentConfig(enabled=False))
+    # the CRM weights (transitions included: a count signal, not content)
+    crm_only = RecommenderConfig(weights=BlendWeights(transitions=DEFAULT_WEIGHTS.transitions),
+                                 content=ContentConfig(enabled=False))
     crm = build(content=False, config=crm_only)
     assert not plain.has_content and not plain.content.live
     for user in list(SYNTH.user_topics)[:20] + ["ghost"]:

@@ -420,10 +420,11 @@ class Recommender:
         if seen is None:
             return None
         items = self.index.items
-        mf = self.mf.user_state(user)
+        mf, trans = self.mf.user_state(user), self.transitions.user_state(user)
         return {"seen": [items[r] for r in seen], "n": self._learned.get(user, 0),
                 "mf": mf, "hist": [items[r] for r in self.cooccur.history_rows(user)],
-                "content": self.content.user_state(user)}  # fmt: skip
+                "content": self.content.user_state(user),
+                "trans": None if trans is None else [[items[r] for r in trans[0]], trans[1]]}  # fmt: skip
 
     def load_user_record(self, user: Hashable, record: dict) -> None:
         add = self.index.add
@@ -434,6 +435,8 @@ class Recommender:
         self.cooccur.set_history(user, [add(i) for i in record["hist"]])
         if record["content"] is not None:
             self.content.set_user_state(user, record["content"])
+        if record.get("trans") is not None:
+            self.transitions.set_user_state(user, [add(i) for i in record["trans"][0]], record["trans"][1])
         self._dirty.add(user)
 
     def retain_users(self, keep) -> None:
@@ -444,6 +447,7 @@ class Recommender:
         self.mf.retain_users(keep)
         self.cooccur.retain_users(keep)
         self.content.retain_users(keep)
+        self.transitions.retain_users(keep)
 
     @property
     def n_users(self) -> int:
@@ -460,13 +464,15 @@ class Recommender:
         self.mf.track_deltas()
         self.cooccur.track_deltas()
         self.popularity.track_deltas()
+        self.transitions.track_deltas()
 
     def take_item_delta(self) -> dict | None:
         """The item-side change learned since the last call, with items by id; ``None``: none.
         Flat arrays of positions into ``items`` (cheap to decode on every worker)."""
         rows, change = self.mf.take_delta()
         pairs, pops = self.cooccur.take_delta(), self.popularity.take_delta()
-        if not len(rows) and not pairs and not pops:
+        trans = self.transitions.take_delta()
+        if not len(rows) and not pairs and not pops and not trans:
             return None
         used: dict[int, int] = {}
         ref = used.setdefault
@@ -476,6 +482,9 @@ class Recommender:
                 "ph": refs(h for _, w in pairs for h in w),
                 "pop_rows": refs(r for r, _ in pops),
                 "pop_ts": np.asarray([np.nan if t is None else t for _, t in pops], np.float64),
+                "ta": refs(a for a_rows, _, _ in trans for a in a_rows),
+                "tlen": np.fromiter((len(a_rows) for a_rows, _, _ in trans), np.int32),
+                "tb": refs(b for _, b, _ in trans), "tts": np.asarray([t for _, _, t in trans], np.float64),
                 "items": [self.index.items[r] for r in used]}  # fmt: skip
 
     def add_item_delta(self, delta: dict) -> None:
@@ -487,6 +496,12 @@ class Recommender:
         ts = delta["pop_ts"]
         self.popularity.add_delta(rows[delta["pop_rows"]].tolist(),
                                   [None if t != t else t for t in ts.tolist()])  # fmt: skip
+        if "tb" in delta and len(delta["tb"]):
+            a_rows, start, entries = rows[delta["ta"]].tolist(), 0, []
+            for n, b, t in zip(delta["tlen"].tolist(), rows[delta["tb"]].tolist(), delta["tts"].tolist()):
+                entries.append((a_rows[start : start + n], b, t))
+                start += n
+            self.transitions.add_delta(entries)
 
     # -- state ----------------------------------------------------------------------------------
 

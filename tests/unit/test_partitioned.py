@@ -128,3 +128,23 @@ def test_records_round_trip_with_arrays():
     back = decode_record(encode_record(rec))
     np.testing.assert_array_equal(back["mf"][0], rec["mf"][0])
     assert back["seen"] == ["a", "b"]
+
+
+def test_transitions_reach_the_other_worker_and_move_with_the_user():
+    models, states = _workers(2)
+    log, applied = Log(), [0, 0]
+    stream = _stream(n=1200)
+    _run(stream, models, states, log, applied)
+    _catch_up(models, states, log, applied)
+    one = Recommender(seed=0)
+    for user, item, ts in stream:
+        one.learn_click(user, item, ts)
+    pairs = [(f"i{a}", f"i{b}") for a in range(6) for b in range(6) if a != b]
+    for m in models:
+        assert [round(m.transitions.count(a, b), 9) for a, b in pairs] == \
+            [round(one.transitions.count(a, b), 9) for a, b in pairs]
+    a, b = models
+    user = next(u for u in a.seen_users() if len(a.transitions.window(u)) >= 3)
+    p = states[0].partition_of[user]
+    states[1].restore(p, [(k, v) for (q, k), v in log.users.items() if q == p])
+    assert b.transitions.window(user) == a.transitions.window(user)

@@ -232,12 +232,18 @@ def _builder(name: str, config):
 
 def replay_in_process(dataset: Dataset, name: str, interval: float, settings: Settings,
                       enrichment: Enrichment | None = None, progress: bool = True,
-                      config=None) -> RunResult:  # fmt: skip
+                      config=None, workers: int | None = None) -> RunResult:  # fmt: skip
     """The fast mode (:func:`streamrec.bench.replay_run.run_in_process`): same Recommender, same order, same
     boundary rule; no Kafka, no Redis. ``enrichment`` is used only by configurations with content.
 
     ``config`` (a RecommenderConfig) replaces the named configuration's, for model research.
     """
+    if workers:  # partitioned state (bench/replay_partitioned.py)
+        from streamrec.bench.replay_partitioned import run_partitioned
+
+        return run_partitioned(dataset, name, interval, settings, build=_builder(name, config),
+                               workers=workers, content=enrichment if uses_content(name) else None,
+                               progress=progress, tuner=tuner_config(name, settings))  # fmt: skip
     return run_in_process(dataset, name, interval, settings, build=_builder(name, config),
                           content=enrichment if uses_content(name) else None, progress=progress,
                           tuner=tuner_config(name, settings))  # fmt: skip
@@ -325,14 +331,17 @@ def main(settings: Settings, args) -> int:
     if any(uses_content(c) for c in configs):
         enrichment = enrichment_for(data, settings, tags=args.tags, progress=not args.no_progress)
     mode = "in-process" if args.in_process else "kafka"
+    if getattr(args, "workers", None) and not args.in_process:
+        raise ValueError("--workers needs --in-process (several workers through Kafka: tests/integration)")
     results = []
     for name in configs:
         for interval in intervals:
             run = replay_in_process if args.in_process else replay_kafka
             cfg = apply_overrides(model_config(name, settings), overrides) if overrides else None
             with _one_blas_thread():  # not around the encoder: torch may use the same BLAS
+                more = {"workers": args.workers} if getattr(args, "workers", None) else {}
                 r = run(data, name, interval, settings, enrichment, progress=not args.no_progress,
-                        config=cfg)  # fmt: skip
+                        config=cfg, **more)  # fmt: skip
             _log(f"{r.label} ({mode}): HR@10 {r.metrics['hr@10']:.4f}, cold HR@10 "
                  f"{r.metrics['cold_hr@10']:.4f}, {r.metrics['events_per_s']:,.0f} events/s")  # fmt: skip
             results.append(r)

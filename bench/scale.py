@@ -336,4 +336,13 @@ def main(settings, args) -> int:
             print(json.dumps(row), flush=True)
             if args.json:  # rewritten after each configuration: a long run keeps what it measured
                 Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
+        if getattr(args, "workers", None):
+            from streamrec.bench.scaleout import measure_workers
+
+            row = measure_workers(settings, n_users, n_items, args.events_per_user, args.workers,
+                                  args.seed, args.no_progress)  # fmt: skip
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+            if args.json:
+                Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     return 0

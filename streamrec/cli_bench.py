@@ -85,6 +85,9 @@ def add_scale(bsub) -> None:
     sc.add_argument("--seed", type=int, default=0)
     sc.add_argument("--index-min-items", type=int, default=None, metavar="N",
                     help="embedded items from which candidates come from the index (default: the model's)")
+    sc.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="also simulate N partitioned workers against one (STREAMREC_STATE=partitioned): "
+                    "rows with intake_ratio_vs_one and user_state_share_per_worker (bench/scaleout.py)")
     sc.add_argument("--json", metavar="PATH", help="write the list of configurations as JSON here")
     sc.add_argument("--no-progress", action="store_true", help="no progress display")
 
@@ -188,6 +191,9 @@ def add_benches(bench: argparse.ArgumentParser) -> None:
     br.add_argument("--in-process", action="store_true",
                     help="fast mode: same model and refresh rule without Kafka and Redis")
     br.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N events")
+    br.add_argument("--workers", type=int, default=None, metavar="N",
+                    help="with --in-process: N stream workers with partitioned state "
+                    "(STREAMREC_STATE=partitioned; bench/replay_partitioned.py)")
     br.add_argument("--tags", choices=("worker", "none"), default="worker",
                     help="crm+llm item tags: from the tag worker's functions (default) or none")
     br.add_argument("--no-user-tags", action="store_true",

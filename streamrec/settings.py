@@ -230,6 +230,16 @@ class Settings:
         "dead-lettering them (an operator's last resort)",
     )  # fmt: skip
     group_id: str = _setting("streamrec-stream", _str, "consumer group of the stream workers")
+    item_snapshot_s: float = _setting(
+        600.0, _float(0, 86_400),
+        "partitioned state: seconds between item-side snapshots for workers that start without a "
+        "checkpoint (published by the owner of event partition 0; 0: never)",
+    )  # fmt: skip
+    state: str = _setting(
+        "replicated", _choice("replicated", "partitioned"),
+        "replicated: every stream worker learns every event (one worker, or a few); partitioned: "
+        "each learns only its event partitions' users, state moves with the partition (scale-out)",
+    )  # fmt: skip
     worker_id: str = field(
         default_factory=socket.gethostname,
         metadata={"parse": _str, "doc": "this worker's name (default: the host name); names its checkpoint"},

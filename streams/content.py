@@ -492,6 +492,40 @@ class ContentModel:
 
     # -- snapshots: profile rows apart from the item side; embeddings by changed row --------------
 
+    # -- partitioned state: one user's profile at a time ---------------------------------------------
+
+    def user_state(self, user: Hashable) -> dict | None:
+        u = self.users.get(user)
+        tags = self.tags.user_state(user)
+        if u is None and tags is None:
+            return None
+        P = self._P[u].copy() if u is not None and self.dim else None
+        return {"P": P, "n": int(self._pn[u]) if u is not None else 0, "tags": tags}
+
+    def set_user_state(self, user: Hashable, state: dict) -> None:
+        if state["P"] is not None and self.dim:
+            u = self.users.get(user)
+            if u is None:
+                u = self.users[user] = len(self.users)
+                self._user_ids.append(user)
+                if u >= len(self._P):
+                    self._P, self._pn = grow(self._P, u + 1), grow(self._pn, u + 1)
+            self._P[u] = state["P"]
+            self._pn[u] = state["n"]
+            self.ann.user_changed(u)
+        if state["tags"] is not None:
+            self.tags.set_user_state(user, *state["tags"])
+
+    def retain_users(self, keep) -> None:
+        """Drop the profiles of users for whom ``keep(user)`` is false (rows compacted)."""
+        kept = [(user, u) for user, u in self.users.items() if keep(user)]
+        rows = np.asarray([u for _, u in kept], dtype=np.int64)
+        self._P, self._pn = grow(self._P[rows], 16), grow(self._pn[rows], 16)
+        self.users = {user: k for k, (user, _) in enumerate(kept)}
+        self._user_ids = [user for user, _ in kept]
+        self.ann.users_moved()
+        self.tags.retain_users(keep)
+
     def users_state(self, users: list[Hashable] | None = None) -> dict:
         if users is None:
             nu = len(self.users)

@@ -105,6 +105,11 @@ class ContentIndex:
         if self.items is not None:
             self._pending[row] = vector
 
+    def users_moved(self) -> None:
+        """Profile rows were renumbered: every user is bucketed afresh at the next prepare."""
+        self._n_bucketed, self._n_dirty = 0, 0
+        self._dirty = np.zeros(0, dtype=bool)
+
     def user_changed(self, u: int) -> None:
         if u < len(self._dirty) and not self._dirty[u]:
             self._dirty[u] = True

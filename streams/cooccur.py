@@ -78,6 +78,7 @@ class Cooccurrence(Checkpointable):
         self._nbrs: dict[int, dict[int, int]] = {}  # row -> {neighbour row: count}
         self._hist: dict[Hashable, dict[int, None]] = {}  # user -> ordered set, oldest first
         self._pop = np.zeros(16)  # times each row entered some user's history
+        self._out: list[tuple[int, list[int]]] | None = None  # pairs not yet sent (partitioned)
         self._touched: set[int] = set()  # rows whose neighbour maps grew since the last sweep
         self._since_sweep = 0
 
@@ -100,7 +101,17 @@ class Cooccurrence(Checkpointable):
             del hist[j]
             hist[j] = None
             return
-        cfg = self.config
+        pw = self.config.pair_window
+        window = list(islice(reversed(hist), pw)) if len(hist) > pw else list(hist)
+        hist[j] = None
+        if len(hist) > self.config.history:
+            del hist[next(iter(hist))]
+        self._count(j, window)
+        if self._out is not None:  # partitioned state: the other workers count it from the delta
+            self._out.append((j, window))
+
+    def _count(self, j: int, window: list[int]) -> None:
+        """Item ``j`` entered a history holding ``window``: count both directions of each pair."""
         if j >= len(self._pop):
             self._pop = grow(self._pop, len(self.index))
         self._pop[j] += 1.0
@@ -108,20 +119,41 @@ class Cooccurrence(Checkpointable):
         nj = nbrs.get(j)
         if nj is None:
             nj = nbrs[j] = {}
-        pw = cfg.pair_window
-        window = list(islice(reversed(hist), pw)) if len(hist) > pw else list(hist)
         _count_elements(nj, window)  # nj[h] += 1 for each h, in C
         for nh in map(nbrs.__getitem__, window):
             nh[j] = nh.get(j, 0) + 1
-        hist[j] = None
-        if len(hist) > cfg.history:
-            del hist[next(iter(hist))]
         touched = self._touched
         touched.update(window)
         touched.add(j)
         self._since_sweep += 1
-        if self._since_sweep >= cfg.sweep_every:
+        if self._since_sweep >= self.config.sweep_every:
             self.sweep()
+
+    # -- partitioned state: the counts as additive deltas, a user's history on its own ----------
+
+    def track_deltas(self) -> None:
+        """From now on every counted pair is also kept for :meth:`take_delta`."""
+        if self._out is None:
+            self._out = []
+
+    def take_delta(self) -> list[tuple[int, list[int]]]:
+        """The (item row, window rows) of every history entry since the last call."""
+        out, self._out = self._out or [], [] if self._out is not None else None
+        return out
+
+    def add_delta(self, rows: list[int], lens: list[int], windows: list[int]) -> None:
+        """Count another worker's delta: entry ``k`` is item ``rows[k]`` with the next ``lens[k]``
+        rows of ``windows``."""
+        start, count = 0, self._count
+        for j, n in zip(rows, lens):
+            count(j, windows[start : start + n])
+            start += n
+
+    def set_history(self, user: Hashable, rows: list[int]) -> None:
+        self._hist[user] = dict.fromkeys(rows)
+
+    def retain_users(self, keep) -> None:
+        self._hist = {u: h for u, h in self._hist.items() if keep(u)}
 
     def sweep(self) -> None:
         """Prune every neighbour map touched since the last sweep that outgrew the cap."""
@@ -316,6 +348,7 @@ class Popularity(Checkpointable):
         self._counts = np.zeros(16)  # scaled by exp(rate * (ts - t0))
         self._t0: float | None = None
         self.now: float | None = None  # latest event time seen
+        self._out: list[tuple[int, float | None]] | None = None  # not yet sent (partitioned)
 
     def learn_click(self, user: Hashable, item: Hashable, ts: float | None = None) -> None:
         self._add(self.index.add(item), ts)
@@ -327,6 +360,22 @@ class Popularity(Checkpointable):
     def add_row(self, row: int, ts: float | None) -> None:
         """One positive interaction with item ``row`` at ``ts``."""
         self._add(row, ts)
+        if self._out is not None:  # partitioned state: the other workers count it from the delta
+            self._out.append((row, ts))
+
+    def track_deltas(self) -> None:
+        if self._out is None:
+            self._out = []
+
+    def take_delta(self) -> list[tuple[int, float | None]]:
+        """The (item row, event time) of every interaction since the last call."""
+        out, self._out = self._out or [], [] if self._out is not None else None
+        return out
+
+    def add_delta(self, rows: list[int], times: list[float | None]) -> None:
+        add = self._add
+        for row, ts in zip(rows, times):
+            add(row, ts)
 
     def _add(self, row: int, ts: float | None) -> None:
         if ts is None:

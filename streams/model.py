@@ -122,6 +122,7 @@ class OnlineMF(Checkpointable):
         self._rng = random.Random(cfg.seed)  # negative sampling
         self._pool: list[int] = []
         self._pool_pos = 0
+        self._Qb: np.ndarray | None = None  # item factors as of the last delta (partitioned state)
 
     # -- learning -------------------------------------------------------------------------------
 
@@ -144,6 +145,8 @@ class OnlineMF(Checkpointable):
             cfg = self.config
             self._Q[i] = self._init.normal(loc=cfg.init_mu, scale=cfg.init_sigma, size=cfg.n_factors)
             self._has[i] = True
+            if self._Qb is not None:  # an initial draw is no learned change
+                self._base(i + 1)[i] = self._Q[i]
 
     def _sgd(self, u: int, i: int, y: float) -> None:
         """One River ``learn_one`` step on rows that already exist."""
@@ -256,6 +259,59 @@ class OnlineMF(Checkpointable):
 
     def learn_rating(self, user: Hashable, item: Hashable, rating: float, ts: float | None = None) -> None:
         self._rating(self._user(user), self.index.add(item), rating)
+
+    # -- partitioned state: one user at a time, the item side as additive deltas -----------------
+
+    def user_state(self, user: Hashable) -> tuple[np.ndarray, float] | None:
+        """``user``'s factor row and bias (copies); ``None`` if never learned."""
+        u = self.users.get(user)
+        return None if u is None else (self._P[u].astype(np.float32), float(self._bu[u]))
+
+    def set_user_state(self, user: Hashable, factors: np.ndarray, bias: float) -> None:
+        u = self.users.get(user)
+        if u is None:
+            u = self.users[user] = len(self.users)
+            self._P, self._bu = grow(self._P, u + 1), grow(self._bu, u + 1)
+        self._P[u] = factors
+        self._bu[u] = bias
+
+    def retain_users(self, keep) -> None:
+        """Drop every user for whom ``keep(user)`` is false; the factor rows are compacted."""
+        kept = [(user, u) for user, u in self.users.items() if keep(user)]
+        rows = np.asarray([u for _, u in kept], dtype=np.int64)
+        self._P, self._bu = grow(self._P[rows], 16), grow(self._bu[rows], 16)
+        self.users = {user: k for k, (user, _) in enumerate(kept)}
+        self._id_cache = None
+
+    def track_deltas(self) -> None:
+        """From now on :meth:`take_delta` returns what learning changed in the item factors."""
+        if self._Qb is None:
+            self._Qb = self._Q.copy()
+
+    def _base(self, n: int) -> np.ndarray:
+        if len(self._Qb) < n:
+            self._Qb = grow(self._Qb, max(n, len(self._Q)))
+        return self._Qb
+
+    def take_delta(self) -> tuple[np.ndarray, np.ndarray]:
+        """(rows, their factor changes) learned here since the last call."""
+        n = min(len(self.index), len(self._has))
+        base = self._base(n)
+        d = self._Q[:n] - base[:n]
+        rows = np.flatnonzero(d.any(axis=1))
+        base[rows] = self._Q[rows]
+        return rows, d[rows].astype(np.float32)
+
+    def add_delta(self, rows: np.ndarray, change: np.ndarray) -> None:
+        """Add another worker's item-factor changes; an item without factors gets its own draw."""
+        top = int(rows.max()) + 1 if len(rows) else 0
+        if top > len(self._has):
+            self._item(top - 1)  # grows every array (and draws that row's factors)
+        for r in rows[~self._has[rows]].tolist():
+            self._item(r)
+        base = self._base(len(self._Q))
+        self._Q[rows] += change
+        base[rows] += change
 
     # -- scoring --------------------------------------------------------------------------------
 
@@ -393,6 +449,8 @@ class OnlineMF(Checkpointable):
         version, internal, gauss_next = state["rng"]
         self._rng.setstate((version, tuple(int(x) for x in internal), gauss_next))
         self._pool, self._pool_pos = [int(x) for x in state["pool"]], state["pool_pos"]
+        if self._Qb is not None:  # deltas count from the loaded factors
+            self._Qb = self._Q.copy()
 
     @classmethod
     def from_state(cls, state: dict, index: ItemIndex | None = None) -> OnlineMF:

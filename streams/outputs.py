@@ -94,13 +94,19 @@ class SideOutputs:
         self.timeout_s = timeout_s
         self.clock = clock
         self.upto: Offsets = {}
-        self.records: list[tuple[str, bytes, bytes, Origin | None]] = []  # of the open transaction
+        #: (topic, key, value, origin, partition) of the open transaction
+        self.records: list[tuple[str, bytes, bytes, Origin | None, int | None]] = []
         self.opened_at: float | None = None  # when the open transaction got its first record
         self.retry_at = 0.0
         self.backoff = 0.0
         self.failures = 0  # failed commits (metric)
         self.suppressed = 0  # outputs of replayed inputs, already committed before a crash
         self.refused: list[str] = []  # delivery errors of the open transaction
+        #: topics whose records' places are reported: after a commit, :attr:`placed` holds the
+        #: (topic, partition, offset) of that transaction's records on them
+        self.track: set[str] = set()
+        self._placed: list[tuple[str, int, int]] = []
+        self.placed: list[tuple[str, int, int]] = []
         self.producer = None
 
     # ------------------------------------------------------------ start
@@ -118,19 +124,25 @@ class SideOutputs:
 
     # ------------------------------------------------------------ produce
 
-    def produce(self, topic: str, key: bytes, value: bytes, origin: Origin | None) -> bool:
+    def produce(self, topic: str, key: bytes, value: bytes, origin: Origin | None,
+                partition: int | None = None) -> bool:  # fmt: skip
         """Queue one output of the input at ``origin``; False when it was committed before."""
         if suppressed(origin, self.upto):
             self.suppressed += 1
             return False
-        if self.opened_at is None:
-            self.opened_at = self.clock()
-        self.records.append((topic, key, value, origin))
+        self.mark()
+        self.records.append((topic, key, value, origin, partition))
         if not self._broken:  # else it goes out with the others when the transaction is reset
-            self._send(topic, key, value, origin)
+            self._send(topic, key, value, origin, partition)
         return True
 
-    def _send(self, topic: str, key: bytes, value: bytes, origin: Origin | None) -> None:
+    def mark(self) -> None:
+        """The open transaction has work to commit (records, or state the caller adds at commit)."""
+        if self.opened_at is None:
+            self.opened_at = self.clock()
+
+    def _send(self, topic: str, key: bytes, value: bytes, origin: Origin | None,
+              partition: int | None = None) -> None:  # fmt: skip
         if not self._in_transaction:
             self.producer.begin_transaction()
             self._in_transaction = True
@@ -139,10 +151,16 @@ class SideOutputs:
             if err is not None:
                 where = "%s[%d]@%d" % origin if origin else "?"
                 self.refused.append(f"{msg.topic()} record for {where}: {err.str()}")
+            elif msg.topic() in self.track:
+                self._placed.append((msg.topic(), msg.partition(), msg.offset()))
 
         while True:
             try:
-                self.producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                if partition is None:
+                    self.producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                else:
+                    self.producer.produce(topic, key=key, value=value, partition=partition,
+                                          on_delivery=delivered)  # fmt: skip
                 return
             except BufferError:  # local queue full: let the broker catch up
                 self.producer.poll(0.1)
@@ -166,11 +184,15 @@ class SideOutputs:
         return (self.opened_at is not None and now - self.opened_at >= self.commit_every_s
                 and now >= self.retry_at)  # fmt: skip
 
-    def commit(self, offsets: Offsets, group_metadata) -> bool:
-        """Commit the open transaction with ``offsets``; True when nothing is left uncommitted."""
+    def commit(self, offsets: Offsets, group_metadata, more: tuple = ()) -> bool:
+        """Commit the open transaction with ``offsets``; True when nothing is left uncommitted.
+
+        ``more``: further ``(offsets, group_metadata)`` pairs committed in the same transaction
+        (partitioned state commits the event offsets to the stream workers' group this way)."""
         from confluent_kafka import KafkaException, TopicPartition
 
         if not self.records and not self._in_transaction:
+            self.opened_at = None
             return True
         if self.clock() < self.retry_at:
             return False
@@ -180,12 +202,15 @@ class SideOutputs:
                     self.open()
                 self._in_transaction = False
                 self.refused.clear()
+                self._placed = []
                 for record in self.records:
                     self._send(*record)
                 self._broken = False
-            self.producer.send_offsets_to_transaction(
-                [TopicPartition(t, p, o) for (t, p), o in sorted(offsets.items())],
-                group_metadata, self.timeout_s)  # fmt: skip
+            for upto, metadata in ((offsets, group_metadata), *more):
+                if upto:
+                    self.producer.send_offsets_to_transaction(
+                        [TopicPartition(t, p, o) for (t, p), o in sorted(upto.items())],
+                        metadata, self.timeout_s)  # fmt: skip
             self.producer.commit_transaction(self.timeout_s)
         except KafkaException as exc:
             self._failed(exc.args[0])
@@ -193,6 +218,7 @@ class SideOutputs:
         self._in_transaction = False
         self.records.clear()
         self.refused.clear()
+        self.placed, self._placed = self._placed, []
         self.opened_at = None
         self.backoff = 0.0
         return True

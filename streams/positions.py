@@ -30,7 +30,7 @@ def event_topics(topics: Topics) -> list[str]:
     return [topics.clicks, topics.ratings]
 
 
-def start_positions(metadata, topics: Topics, offsets: Offsets) -> list:
+def start_positions(metadata, topics: Topics, offsets: Offsets, names: list[str] | None = None) -> list:
     """A ``TopicPartition`` for every partition of every input topic, at the checkpoint's offset.
 
     ``metadata`` is the broker's answer to ``list_topics``; a missing input topic is an error that
@@ -39,7 +39,7 @@ def start_positions(metadata, topics: Topics, offsets: Offsets) -> list:
     from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
     parts = []
-    for topic in input_topics(topics):
+    for topic in names or input_topics(topics):
         info = metadata.topics.get(topic)
         if info is None or info.error is not None:
             raise RuntimeError(f"topic {topic!r} does not exist; run `streamrec topics create`")

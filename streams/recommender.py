@@ -412,6 +412,97 @@ class Recommender:
         """The global trending list (decayed popularity) over available items."""
         return self.popularity.top(self.config.k if k is None else k, allowed=self.allowed())
 
+    # -- partitioned state (see streams/partitioned.py): a user's record, item-side deltas ---------
+
+    def user_record(self, user: Hashable) -> dict | None:
+        """Everything the model holds about ``user`` (items by id), to move it to another worker."""
+        seen = self._seen.get(user)
+        if seen is None:
+            return None
+        items = self.index.items
+        mf, trans = self.mf.user_state(user), self.transitions.user_state(user)
+        return {"seen": [items[r] for r in seen], "n": self._learned.get(user, 0),
+                "mf": mf, "hist": [items[r] for r in self.cooccur.history_rows(user)],
+                "content": self.content.user_state(user),
+                "trans": None if trans is None else [[items[r] for r in trans[0]], trans[1]]}  # fmt: skip
+
+    def load_user_record(self, user: Hashable, record: dict) -> None:
+        add = self.index.add
+        self._seen[user] = dict.fromkeys(add(i) for i in record["seen"])
+        self._learned[user] = int(record["n"])
+        if record["mf"] is not None:
+            self.mf.set_user_state(user, *record["mf"])
+        self.cooccur.set_history(user, [add(i) for i in record["hist"]])
+        if record["content"] is not None:
+            self.content.set_user_state(user, record["content"])
+        if record.get("trans") is not None:
+            self.transitions.set_user_state(user, [add(i) for i in record["trans"][0]], record["trans"][1])
+        self._dirty.add(user)
+
+    def retain_users(self, keep) -> None:
+        """Forget every user for whom ``keep(user)`` is false (their partition moved away)."""
+        self._seen = {u: s for u, s in self._seen.items() if keep(u)}
+        self._learned = {u: n for u, n in self._learned.items() if u in self._seen}
+        self._dirty = {u for u in self._dirty if u in self._seen}
+        self.mf.retain_users(keep)
+        self.cooccur.retain_users(keep)
+        self.content.retain_users(keep)
+        self.transitions.retain_users(keep)
+
+    @property
+    def n_users(self) -> int:
+        return len(self._seen)
+
+    def seen_users(self) -> list[Hashable]:
+        """Every user the model holds."""
+        return list(self._seen)
+
+    def track_item_deltas(self) -> None:
+        """Item-side learning is applied here at once and also kept for :meth:`take_item_delta`,
+        which the other workers apply through :meth:`add_item_delta` (each event counted once by
+        every worker: immediately by its learner, from the delta log by the others)."""
+        self.mf.track_deltas()
+        self.cooccur.track_deltas()
+        self.popularity.track_deltas()
+        self.transitions.track_deltas()
+
+    def take_item_delta(self) -> dict | None:
+        """The item-side change learned since the last call, with items by id; ``None``: none.
+        Flat arrays of positions into ``items`` (cheap to decode on every worker)."""
+        rows, change = self.mf.take_delta()
+        pairs, pops = self.cooccur.take_delta(), self.popularity.take_delta()
+        trans = self.transitions.take_delta()
+        if not len(rows) and not pairs and not pops and not trans:
+            return None
+        used: dict[int, int] = {}
+        ref = used.setdefault
+        refs = lambda rs: np.fromiter((ref(r, len(used)) for r in rs), np.int32)  # noqa: E731
+        return {"mf_rows": refs(rows.tolist()), "mf": change,
+                "pj": refs(j for j, _ in pairs), "plen": np.fromiter((len(w) for _, w in pairs), np.int32),
+                "ph": refs(h for _, w in pairs for h in w),
+                "pop_rows": refs(r for r, _ in pops),
+                "pop_ts": np.asarray([np.nan if t is None else t for _, t in pops], np.float64),
+                "ta": refs(a for a_rows, _, _ in trans for a in a_rows),
+                "tlen": np.fromiter((len(a_rows) for a_rows, _, _ in trans), np.int32),
+                "tb": refs(b for _, b, _ in trans), "tts": np.asarray([t for _, _, t in trans], np.float64),
+                "items": [self.index.items[r] for r in used]}  # fmt: skip
+
+    def add_item_delta(self, delta: dict) -> None:
+        """Apply another worker's delta of :meth:`take_item_delta`."""
+        rows = self.index.add_many(delta["items"])
+        if len(delta["mf_rows"]):
+            self.mf.add_delta(rows[delta["mf_rows"]], delta["mf"])
+        self.cooccur.add_delta(rows[delta["pj"]].tolist(), delta["plen"].tolist(), rows[delta["ph"]].tolist())
+        ts = delta["pop_ts"]
+        self.popularity.add_delta(rows[delta["pop_rows"]].tolist(),
+                                  [None if t != t else t for t in ts.tolist()])  # fmt: skip
+        if "tb" in delta and len(delta["tb"]):
+            a_rows, start, entries = rows[delta["ta"]].tolist(), 0, []
+            for n, b, t in zip(delta["tlen"].tolist(), rows[delta["tb"]].tolist(), delta["tts"].tolist()):
+                entries.append((a_rows[start : start + n], b, t))
+                start += n
+            self.transitions.add_delta(entries)
+
     # -- state ----------------------------------------------------------------------------------
 
     def to_state(self) -> dict:
@@ -460,7 +551,7 @@ class Recommender:
 
     # -- snapshots: checkpoint format 2 (see streams/snapshot.py), whole or by changed users ------
 
-    def snapshot(self, delta: bool = False) -> dict:
+    def snapshot(self, delta: bool = False, with_users: bool = True) -> dict:
         """The state as a snapshot document: the item side whole (small next to the users), the
         user side whole or, with ``delta``, only the users learned from since :meth:`checkpointed`
         (a delta is applied on top of the snapshots before it; :attr:`needs_full` says when one
@@ -468,6 +559,8 @@ class Recommender:
         if delta and self._need_full:
             raise ValueError("a full snapshot is needed (embeddings were reset)")
         users = sorted(self._dirty, key=self.mf.users.__getitem__) if delta else None
+        if not with_users:  # the item side alone (partitioned state: for workers with no checkpoint)
+            users = []
         ids = list(self._seen) if users is None else [u for u in users if u in self._seen]
         learned = self._learned
         return {
@@ -517,6 +610,10 @@ class Recommender:
         for doc in (base, *deltas):
             self._load(doc)
         return self
+
+    def load_snapshot(self, doc: dict) -> None:
+        """Apply a snapshot document on top of this model (a fresh one: the state it describes)."""
+        self._load(doc)
 
     def _load(self, doc: dict) -> None:
         if doc.get("kind") != self.KIND or doc.get("format") != SNAPSHOT_FORMAT:

@@ -90,9 +90,13 @@ class RefreshSchedule:
         if self.early_s > 0 and not self.logical and user not in self.early:
             self.early[user] = now + self.early_s
 
-    def owe(self, user: str) -> None:
-        """Owe a list to a user of unknown partition (a cold-start match); writes are idempotent."""
-        self.active.setdefault(user, None)
+    def owe(self, user: str, position=None) -> None:
+        """Owe a list to a user: of unknown partition (a cold-start match; writes are idempotent),
+        or of ``position`` (a user whose partition this worker just took)."""
+        if position is None:
+            self.active.setdefault(user, None)
+        else:
+            self.active[user] = position
 
     def owed(self, serves: Serves) -> list[str]:
         """The owed users this worker writes, in a stable order."""

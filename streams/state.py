@@ -114,6 +114,11 @@ class ItemIndex:
     def get(self, item: Hashable) -> int | None:
         return self.rows.get(item)
 
+    def add_many(self, items: Iterable[Hashable]) -> np.ndarray:
+        """Rows of ``items`` (new ones added), as an int64 array."""
+        rows, add = self.rows, self.add
+        return np.fromiter((r if (r := rows.get(i)) is not None else add(i) for i in items), np.int64)
+
     def __len__(self) -> int:
         return len(self.items)
 

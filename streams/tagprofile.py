@@ -176,6 +176,30 @@ class TagModel:
 
     # -- state ----------------------------------------------------------------------------------
 
+    # -- partitioned state: one user at a time, by tag name (vocabularies differ by worker) --------
+
+    def user_state(self, user: Hashable) -> tuple[dict[str, float], list[float]] | None:
+        d = self._ut.get(user)
+        if d is None:
+            return None
+        names = list(self.tag_ids)
+        return {names[t]: w for t, w in d.items()}, list(self._un[user])
+
+    def set_user_state(self, user: Hashable, weights: dict[str, float], scale: list[float]) -> None:
+        d = {}
+        for tag, w in weights.items():
+            t = self.tag_ids.get(tag)
+            if t is None:  # a tag whose items this worker has not read yet
+                t = self.tag_ids[tag] = len(self.tag_ids)
+                self._post[t] = {}
+            d[t] = float(w)
+        self._ut[user] = d
+        self._un[user] = [float(scale[0]), float(scale[1])]
+
+    def retain_users(self, keep) -> None:
+        self._ut = {u: d for u, d in self._ut.items() if keep(u)}
+        self._un = {u: n for u, n in self._un.items() if u in self._ut}
+
     def to_state(self) -> dict:
         irows = list(self._item_tags)
         ipairs = [p for r in irows for p in self._item_tags[r]]

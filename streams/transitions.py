@@ -100,6 +100,7 @@ class Transitions(Checkpointable):
         self._win: dict[Hashable, tuple[list[int], list[float]]] = {}  # user -> (rows, times), oldest first
         self._touched: set[int] = set()
         self._since_sweep = 0
+        self._sent: list | None = None  # pairs for the other workers (partitioned state)
 
     # -- learning -------------------------------------------------------------------------------
 
@@ -132,12 +133,40 @@ class Transitions(Checkpointable):
             before = [r for r, t in zip(rows, times) if t < ts]
         if before:
             self.add_pairs(before, row, ts)
+            if self._sent is not None:  # partitioned state: the other workers count it too
+                self._sent.append((list(before), row, ts))
         else:
             self._clock(ts)
         rows.append(row)
         times.append(ts)
         if len(rows) > self.config.window:
             del rows[0], times[0]
+
+    # -- partitioned state: the pairs as additive deltas, a user's window on its own -------------
+
+    def track_deltas(self) -> None:
+        """From now on every learned ``a_rows -> b`` is also kept for :meth:`take_delta`."""
+        if self._sent is None:
+            self._sent = []
+
+    def take_delta(self) -> list[tuple[list[int], int, float]]:
+        out, self._sent = self._sent or [], [] if self._sent is not None else None
+        return out
+
+    def add_delta(self, entries) -> None:
+        """Count another worker's ``(a_rows, b, ts)`` entries (order does not matter: see add_pairs)."""
+        for a_rows, b, ts in entries:
+            self.add_pairs(a_rows, b, ts)
+
+    def user_state(self, user: Hashable) -> tuple[list[int], list[float]] | None:
+        win = self._win.get(user)
+        return None if win is None else (list(win[0]), list(win[1]))
+
+    def set_user_state(self, user: Hashable, rows: list[int], times: list[float]) -> None:
+        self._win[user] = (list(rows), [float(t) for t in times])
+
+    def retain_users(self, keep) -> None:
+        self._win = {u: w for u, w in self._win.items() if keep(u)}
 
     def _clock(self, ts: float) -> None:
         if self.now is None or ts > self.now:

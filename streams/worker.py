@@ -62,6 +62,9 @@ from streamrec.streams.ingest import Boundary
 from streamrec.streams.listindex import ListIndex
 from streamrec.streams.membership import Membership
 from streamrec.streams.outputs import SideOutputs, committed_offsets, outputs_group
+from streamrec.streams.partitioned import DELTA_MAX_BYTES, Ownership, PartitionedState, ensure_state_topics
+from streamrec.streams.partitioned import snapshot_topic, state_topics
+from streamrec.streams.partitiontasks import PartitionTasks
 from streamrec.streams.recommender import Recommender
 from streamrec.streams.refresh import config_digest, write_lists
 from streamrec.streams.schedule import PassSlices, RefreshSchedule, active_from_meta, active_to_meta
@@ -134,6 +137,7 @@ class StreamWorker:
                                     cycle_s=settings.similar_cycle_s)  # fmt: skip
         restored = self.store.restore(Recommender.from_checkpoint)
         checkpoint = restored.checkpoint if restored else None
+        self._fresh = checkpoint is None
         self._deltas = 0  # delta checkpoints since the last full one
         self._have_full = False  # deltas extend the newest chain only, so a fallback writes a full one
         if checkpoint:
@@ -155,6 +159,16 @@ class StreamWorker:
             active = {}
             self.catalog_state = Catalog()
             self.lists = ListIndex(settings.top_k)
+        #: partitioned state (see streams/partitioned.py): users of the owned partitions only
+        self.partitioned = settings.state == "partitioned" and not logical
+        self.state: PartitionedState | None = None
+        if self.partitioned:
+            events = set(positions.event_topics(self.topics))
+            self.offsets = {tp: o for tp, o in self.offsets.items() if tp[0] not in events}
+            self.model.retain_users(lambda u: False)  # the changelog has them, current
+            self.state = PartitionedState(self.model, *state_topics(settings.topic_prefix),
+                                          snapshot_topic(settings.topic_prefix))  # fmt: skip
+            self.state.own = set(checkpoint.meta.get("own_deltas", ())) if checkpoint else set()
         # negatives and seed of the model in use: a restored model keeps its own
         mf = self.model.config.mf
         version = {"model": MODEL_NAME, "k": settings.top_k, "negatives": mf.n_negatives,
@@ -204,25 +218,45 @@ class StreamWorker:
         timeout = settings.kafka_timeout_s
         metadata = check_kafka(config, timeout).list_topics(timeout=timeout)
         event_topics = positions.event_topics(self.topics)
+        names = None
+        if self.partitioned:  # events come through the group (Ownership), the rest as before
+            info = metadata.topics.get(event_topics[0])
+            if info is None or info.error is not None:
+                raise RuntimeError(f"topic {event_topics[0]!r} does not exist; run `streamrec topics create`")
+            ensure_state_topics(config, settings.topic_prefix, len(info.partitions),
+                                settings.replication, timeout)  # fmt: skip
+            self.tasks = PartitionTasks(self.state, self.model, settings, self.offsets, self.schedule,
+                                        self.outputs_pending, self._commit_outputs)  # fmt: skip
+            if self._fresh:
+                self.tasks.bootstrap(config, timeout)
+            names = [*positions.input_topics(self.topics)[len(event_topics):], self.state.items_topic]
+            metadata = check_kafka(config, timeout).list_topics(timeout=timeout)
         # one reader for every partition of every input topic, positioned from the checkpoint
-        parts = positions.start_positions(metadata, self.topics, self.offsets)
+        parts = positions.start_positions(metadata, self.topics, self.offsets, names)
         # side outputs: opening the transactional producer aborts what a killed predecessor left
         # open; only then are the outputs group's offsets stable to read (see streams/outputs.py)
-        self.outputs = SideOutputs(config, f"{settings.group_id}.{settings.worker_id}",
-                                   timeout_s=timeout)  # fmt: skip
+        self.outputs = SideOutputs({**config, "message.max.bytes": DELTA_MAX_BYTES},
+                                   f"{settings.group_id}.{settings.worker_id}", timeout_s=timeout)  # fmt: skip
+        if self.state is not None:
+            self.outputs.track = {self.state.items_topic}
         self.outputs.open()
         group = outputs_group(settings.group_id, settings.worker_id)
         self.reader = positions.open_reader(config, group, parts)
         self.outputs.resume(committed_offsets(self.reader, parts, timeout))
         self.event_partitions = {(tp.topic, tp.partition) for tp in parts if tp.topic in event_topics}
-        self.membership = None
-        if not self.logical:  # a replay serves everything itself
+        self.membership = self.ownership = None
+        if self.partitioned:
+            self.ownership = Ownership(config, settings.group_id, settings.worker_id, event_topics,
+                                       self.tasks.assigned, self.tasks.revoked)  # fmt: skip
+        elif not self.logical:  # a replay serves everything itself
             self.membership = Membership(config, self.settings.group_id, self.settings.worker_id,
                                          event_topics,
                                          on_gained=self.schedule.gained)  # fmt: skip
 
     def serves(self, position: tuple[str, int] | None) -> bool:
         """Does this worker write the lists of users whose latest event came from ``position``?"""
+        if self.ownership is not None:
+            return position is None or position[1] in self.ownership.owned
         return self.membership is None or position is None or position in self.membership.owned
 
     # ------------------------------------------------------------ the per-event path
@@ -260,6 +294,9 @@ class StreamWorker:
     def _learn(self, topic: str, partition: int, offset: int, key, value, now: float, headers=None):
         """Decode and learn one message; returns the record, a :class:`DeadLetter` if refused."""
         position = (topic, partition)
+        if self.state is not None and topic == self.state.items_topic:
+            self.state.read_delta(offset, value)  # another worker's (this one's are in already)
+            return None
         record = self.boundary.decode(topic, key, value, now, partition, offset, headers)
         kind = type(record)
         if kind is Click or kind is Rating:
@@ -276,6 +313,11 @@ class StreamWorker:
             else:
                 self.model.learn_rating(record.user, record.item, record.rating, record.ts)
             self.stats.learned += 1
+            if self.state is not None:
+                self.state.learned(record.user, partition)
+                self.outputs.mark()
+                if self.state.delta_due():
+                    self.state.emit_delta(self.outputs)
             self.schedule.touch(record.user, position, now)
             self.serving.touched(record.item)
             self._only_catalogued(record.item)
@@ -326,7 +368,9 @@ class StreamWorker:
         """Consume and learn one batch from the catalogue and the event topics."""
         if self.membership is not None:
             self.membership.poll()
-        messages = self.reader.consume(BATCH, timeout)
+        messages = self.reader.consume(BATCH, timeout if self.ownership is None else 0)
+        if self.ownership is not None:
+            messages += self.ownership.consume(BATCH, 0 if messages else timeout)
         now = self.clock()
         for msg in messages:
             if msg.error():
@@ -340,7 +384,17 @@ class StreamWorker:
         return len(messages)
 
     def _commit_outputs(self) -> bool:
-        ok = self.outputs.commit(self.offsets, self.reader.consumer_group_metadata())
+        if self.state is not None:  # the state learned so far, and the event offsets it covers
+            self.state.flush(self.outputs)
+            events = set(positions.event_topics(self.topics))
+            mine = {tp: o for tp, o in self.offsets.items() if tp[0] in events}
+            rest = {tp: o for tp, o in self.offsets.items() if tp[0] not in events}
+            ok = self.outputs.commit(rest, self.reader.consumer_group_metadata(),
+                                     ((mine, self.ownership.group_metadata()),))  # fmt: skip
+            if ok:
+                self.state.committed(self.outputs.placed)
+        else:
+            ok = self.outputs.commit(self.offsets, self.reader.consumer_group_metadata())
         self.stats.output_failures = self.outputs.failures
         self.stats.suppressed_outputs = self.outputs.suppressed
         return ok
@@ -462,13 +516,19 @@ class StreamWorker:
         self.seq += 1
         full = (not self._have_full or self.model.needs_full
                 or self._deltas + 1 >= self.settings.checkpoint_full_every)  # fmt: skip
+        offsets = dict(self.offsets)
+        if self.partitioned:  # event positions live in the group, with the changelog
+            events = set(positions.event_topics(self.topics))
+            offsets = {tp: o for tp, o in offsets.items() if tp[0] not in events}
         self.store.save(
             Checkpoint(
-                seq=self.seq, created=self.clock(), offsets=dict(self.offsets),
+                seq=self.seq, created=self.clock(), offsets=offsets,
                 model=self.model.snapshot(delta=not full), pending=tuple(sorted(self.schedule.active)),
                 meta={"learned": self.stats.learned, "model_version": self.model_version(),
                       "content_hashes": self.catalog_state.hashes, "serving": self.serving.to_meta(),
                       "active": active_to_meta(self.schedule.active), "lists": self.lists.to_meta(),
+                      "own_deltas": self.state.own_to_meta(self.offsets.get((self.state.items_topic, 0), 0))
+                      if self.state is not None else [],
                       **self.served.to_meta()},
             )
         )  # fmt: skip
@@ -477,6 +537,12 @@ class StreamWorker:
         self.stats.extra["checkpoint_bytes"] = self.store.last_bytes
         if self.membership is not None:
             self.membership.commit(self.offsets)
+        if self.state is not None:
+            self.tasks.publish_snapshot(self.outputs, self.seq, self.clock(), self.ownership.owned)
+
+    def outputs_pending(self) -> bool:
+        """Anything learned or produced since the last commit?"""
+        return bool(self.outputs.pending or (self.state is not None and self.state.changed))
 
     def _write_stats(self, now: float) -> None:
         """The group's stats hash (what `streamrec status` shows). Best effort: Redis can go away
@@ -517,13 +583,22 @@ class StreamWorker:
                 "output_failures": self.outputs.failures, "skipped": self.stats.skipped,
                 "errors": self.stats.errors,
                 "redis_ok": self.schedule.redis_backoff == 0.0, "worker_id": self.settings.worker_id,
-                "serving": sorted(self.membership.owned) if self.membership else "all"}  # fmt: skip
+                "serving": self._serving_view(),
+                "users_held": self.model.n_users}  # fmt: skip
         write_heartbeat(Path(self.store.dir) / "health.json", body)
+
+    def _serving_view(self):
+        if self.ownership is not None:
+            return sorted((t, p) for t in positions.event_topics(self.topics) for p in self.ownership.owned)
+        return sorted(self.membership.owned) if self.membership else "all"
 
     def caught_up(self) -> bool:
         """True when every input partition has been read to its end (and, in a group, we serve)."""
         if self.membership is not None and not self.membership.assigned_once:
             return False
+        if self.ownership is not None:
+            if not self.ownership.assigned_once or not positions.caught_up(self.ownership.consumer, self.offsets):
+                return False
         return positions.caught_up(self.reader, self.offsets)
 
     def stop(self, *_args) -> None:
@@ -564,6 +639,8 @@ class StreamWorker:
 
     def close(self) -> None:
         self._stop = True
+        if self.ownership is not None:
+            self.ownership.close()
         self.outputs.close()
         if self.membership is not None:
             self.membership.close()

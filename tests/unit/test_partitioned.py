@@ -1,0 +1,150 @@
+"""Partitioned state without services: item deltas make every worker's counts agree, and a user's
+record moves the user whole to another worker (streams/partitioned.py)."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from streamrec.streams.partitioned import PartitionedState, decode_record, encode_record
+from streamrec.streams.recommender import Recommender
+
+
+class Log:
+    """The item delta log and the changelog, as lists (the order Kafka would keep); ``writer``
+    names the worker producing through this view of it."""
+
+    def __init__(self, items=None, users=None, writer=0):
+        self.items: list[tuple[int, bytes]] = [] if items is None else items
+        self.users: dict[tuple[int, bytes], bytes] = {} if users is None else users
+        self.writer = writer
+
+    def by(self, writer: int) -> Log:
+        return Log(self.items, self.users, writer)
+
+    def produce(self, topic, key, value, origin, partition=None):
+        if topic == "state.items":
+            self.items.append((self.writer, value))
+        else:
+            self.users[(partition, key)] = value  # compacted: the latest per key
+        return True
+
+
+def _stream(n=3000, users=60, items=80, seed=1):
+    rng = random.Random(seed)
+    return [(f"u{rng.randrange(users)}", f"i{min(int(rng.paretovariate(1.2)), items)}", float(t))
+            for t in range(n)]  # fmt: skip
+
+
+def _workers(n_workers):
+    models = [Recommender(seed=0) for _ in range(n_workers)]
+    states = [PartitionedState(m, "state.users", "state.items") for m in models]
+    return models, states
+
+
+def _run(stream, models, states, log, applied):
+    """Each event learned by its user's worker; every few events every worker reads the others'."""
+    for k, (user, item, ts) in enumerate(stream):
+        w = int(user[1:]) % len(models)
+        models[w].learn_click(user, item, ts)
+        states[w].learned(user, int(user[1:]) % 4)
+        if k % 97 == 0:
+            _catch_up(models, states, log, applied)
+
+
+def _catch_up(models, states, log, applied):
+    for w, s in enumerate(states):
+        s.flush(log.by(w))
+    for w, m in enumerate(models):
+        for writer, value in log.items[applied[w]:]:
+            if writer != w:
+                m.add_item_delta(decode_record(value))
+        applied[w] = len(log.items)
+
+
+def test_two_workers_count_every_event_once_and_agree_with_one_worker():
+    # (no neighbour map reaches the cap here, so pruning order cannot differ)
+    stream = _stream()
+    one = Recommender(seed=0)
+    for user, item, ts in stream:
+        one.learn_click(user, item, ts)
+    models, states = _workers(2)
+    log, applied = Log(), [0, 0]
+    _run(stream, models, states, log, applied)
+    _catch_up(models, states, log, applied)
+    a, b = models
+    pairs = {(i, j) for _, i, _ in stream[:300] for _, j, _ in stream[:300]}
+    for i, j in pairs:
+        assert a.cooccur.count(i, j) == b.cooccur.count(i, j) == one.cooccur.count(i, j)
+    for m in models:
+        assert dict(m.popularity.top(20)).keys() == dict(one.popularity.top(20)).keys()
+        np.testing.assert_allclose(sorted(s for _, s in m.popularity.top(20)),
+                                   sorted(s for _, s in one.popularity.top(20)), rtol=1e-9)
+    # each worker holds its own users only, and together every user's exact count
+    held = [set(m.seen_users()) for m in models]
+    assert not held[0] & held[1]
+    assert {u: m.n_learned(u) for m in models for u in m.seen_users()} == {
+        u: sum(1 for v, _, _ in stream if v == u) for u, _, _ in stream}
+
+
+def test_item_factors_learned_on_two_workers_reach_both():
+    models, states = _workers(2)
+    log, applied = Log(), [0, 0]
+    _run(_stream(n=800), models, states, log, applied)
+    _catch_up(models, states, log, applied)
+    a, b = models
+    ia, ib = a.index.get("i1"), b.index.get("i1")
+    fa, fb = a.mf.item_factors(np.array([ia])), b.mf.item_factors(np.array([ib]))
+    # the same learned change on both; only each worker's initial draw differs
+    assert np.linalg.norm(fa - fb) < np.linalg.norm(fa) + np.linalg.norm(fb)
+    assert a.take_item_delta() is None  # nothing learned since the last flush
+
+
+def test_a_user_record_moves_the_user_whole():
+    models, states = _workers(2)
+    log, applied = Log(), [0, 0]
+    _run(_stream(n=1500), models, states, log, applied)
+    _catch_up(models, states, log, applied)
+    a, b = models
+    user = next(u for u in a.seen_users() if a.n_learned(u) >= 5)
+    partition = states[0].partition_of[user]
+    before = a.recommend(user, 10)
+    records = [(k, v) for (p, k), v in log.users.items() if p == partition]
+    assert states[1].restore(partition, records)
+    assert b.n_learned(user) == a.n_learned(user)
+    assert set(b.seen(user)) == set(a.seen(user))
+    assert b.cooccur.history(user) == a.cooccur.history(user)
+    np.testing.assert_array_equal(a.mf.user_state(user)[0], b.mf.user_state(user)[0])
+    # the same co-occurrence scores, item by item (the counts agree, the history moved)
+    score = lambda m: {m.index.items[r]: v for r, v in zip(*m.cooccur.sparse_scores(user))}  # noqa: E731
+    assert score(a) == score(b)
+    states[0].forget({partition})
+    assert user not in set(a.seen_users()) and a.n_users == len(set(a.seen_users()))
+
+
+def test_records_round_trip_with_arrays():
+    rec = {"mf": [np.arange(4, dtype=np.float32), 0.5], "seen": ["a", "b"], "n": 2}
+    back = decode_record(encode_record(rec))
+    np.testing.assert_array_equal(back["mf"][0], rec["mf"][0])
+    assert back["seen"] == ["a", "b"]
+
+
+def test_transitions_reach_the_other_worker_and_move_with_the_user():
+    models, states = _workers(2)
+    log, applied = Log(), [0, 0]
+    stream = _stream(n=1200)
+    _run(stream, models, states, log, applied)
+    _catch_up(models, states, log, applied)
+    one = Recommender(seed=0)
+    for user, item, ts in stream:
+        one.learn_click(user, item, ts)
+    pairs = [(f"i{a}", f"i{b}") for a in range(6) for b in range(6) if a != b]
+    for m in models:
+        assert [round(m.transitions.count(a, b), 9) for a, b in pairs] == \
+            [round(one.transitions.count(a, b), 9) for a, b in pairs]
+    a, b = models
+    user = next(u for u in a.seen_users() if len(a.transitions.window(u)) >= 3)
+    p = states[0].partition_of[user]
+    states[1].restore(p, [(k, v) for (q, k), v in log.users.items() if q == p])
+    assert b.transitions.window(user) == a.transitions.window(user)

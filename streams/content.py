@@ -275,15 +275,20 @@ class ContentModel:
 
     # -- events ---------------------------------------------------------------------------------
 
+    def _profile_row(self, user: Hashable) -> int:
+        """``user``'s profile row, a new one (zeroed) for a user without a profile."""
+        u = self.users.get(user)
+        if u is None:
+            u = self.users[user] = len(self.users)
+            self._user_ids.append(user)
+            if u >= len(self._P):
+                self._P, self._pn = grow(self._P, u + 1), grow(self._pn, u + 1)
+        return u
+
     def learn(self, user: Hashable, row: int, weight: float = 1.0) -> None:
         """``user`` interacted with ``row``: fold its embedding and tags into the user's profiles."""
         if row < len(self._has) and self._has[row]:
-            u = self.users.get(user)
-            if u is None:
-                u = self.users[user] = len(self.users)
-                self._user_ids.append(user)
-                if u >= len(self._P):
-                    self._P, self._pn = grow(self._P, u + 1), grow(self._pn, u + 1)
+            u = self._profile_row(user)
             p = self._P[u]
             p *= self._decay
             if weight == 1.0:
@@ -504,12 +509,7 @@ class ContentModel:
 
     def set_user_state(self, user: Hashable, state: dict) -> None:
         if state["P"] is not None and self.dim:
-            u = self.users.get(user)
-            if u is None:
-                u = self.users[user] = len(self.users)
-                self._user_ids.append(user)
-                if u >= len(self._P):
-                    self._P, self._pn = grow(self._P, u + 1), grow(self._pn, u + 1)
+            u = self._profile_row(user)
             self._P[u] = state["P"]
             self._pn[u] = state["n"]
             self.ann.user_changed(u)

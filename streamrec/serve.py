@@ -20,8 +20,10 @@ from the JSON Schemas the codec's records publish instead. Starlette is the ASGI
 itself is built on, without the per-request model layer.
 
 :func:`create_app` takes the settings and opens nothing: Redis and Kafka clients are made when the
-app starts (its lifespan) and closed when it stops. A request for a user who has a list costs one
-Redis round trip, the GET of the list, on a connection the app holds; deleted items are checked
+app starts (its lifespan) and closed when it stops. ``GET /recommend/{user}`` is answered before
+Starlette's routing (:mod:`streamrec.serve_asgi`); for a user who has a list it costs one Redis
+round trip, the GET of the list, over RESP on a connection the app holds
+(:mod:`streamrec.serve_lane`); deleted items are checked
 against an in-process copy of the deleted set (see :mod:`streamrec.serve_state`); a category filter
 adds one pipeline of the items' records. The filtering itself is pure (:func:`keep`,
 :func:`parse_query`).

@@ -90,6 +90,12 @@ class _Resp(asyncio.Protocol):
         self.reader.feed(data)
         waiting = self.waiting
         while (reply := self.reader.gets()) is not False:
+            if not waiting:  # a reply nobody asked for: the stream is out of step, never trust it
+                from redis.exceptions import ConnectionError
+
+                self.lost = ConnectionError(f"Redis sent a reply no request was waiting for: {reply!r:.80}")
+                self.transport.abort()
+                return
             future = waiting.popleft()[1]
             if not future.done():  # a cancelled request: its reply is dropped, the order kept
                 future.set_result(reply)

@@ -235,8 +235,8 @@ def open_lane(settings: Settings, client):
 
     if settings.redis_cluster or not settings.redis_url.startswith("redis://"):
         return ReadLane(client)
-    url = parse_url(settings.redis_url)
-    password = str(settings.redis_password) if settings.redis_password else url.get("password")
+    url = parse_url(settings.redis_url)  # what it names wins over the settings, as in redis-py's from_url
+    password = url.get("password", str(settings.redis_password) if settings.redis_password else None)
     return RespLane(url.get("host") or "127.0.0.1", int(url.get("port") or 6379),
-                    username=settings.redis_username or url.get("username"), password=password,
+                    username=url.get("username", settings.redis_username or None), password=password,
                     db=int(url.get("db") or 0))  # fmt: skip

@@ -13,8 +13,15 @@ drifts over all variants alike:
 - ``http_ref``: the same request, client and server settings (uvicorn, uvloop, httptools) to a
   trivial Starlette app answering a fixed body of the same size (:data:`reference_app`), so that
   ``serve - http_ref`` is the API's own work (Redis read, filters, JSON);
+- ``asgi_ref``: the same fixed body from a bare ASGI callable under the same uvicorn settings
+  (:data:`reference_asgi`): the HTTP floor, what ``streamrec serve``'s hot route builds on;
 - ``redis``: a bare ``GET rec:{user}`` + ``msgpack.unpackb`` with a plain client (the reference);
-- ``get``: the bare ``GET`` alone, and ``reader``: ``RecsReader.get`` (which validates the list);
+- ``get``: the bare ``GET`` alone (redis-py's ``client.get``), and ``reader``: ``RecsReader.get``
+  (which validates the list);
+- ``get_held``: the same ``GET`` sent with redis-py's ``Connection`` on a connection taken from the
+  client's pool once, which is how ``RecsReader`` sends it: ``reader / get_held`` is what the
+  reader adds beyond its round trip (the list's validation), ``reader / get`` what an application
+  pays with the reader against a GET of its own;
 - ``reader_before``: what ``RecsReader.get`` did before: the user's and the global key in one
   pipeline, then the list validated by the ordinary (pure Python) path.
 
@@ -105,6 +112,26 @@ def _reference_app():
 reference_app = _reference_app()
 
 
+def _reference_asgi():
+    """A bare ASGI callable answering every request with the reference app's body."""
+    body = msgspec.json.encode({"user": "u0", "personal": True, "items": [{"item": f"i{j}", "score": 1.0 / (j + 1)}
+                                for j in range(10)], "model_version": "bench.1", "generated_at": 1.7e9})  # fmt: skip
+    start = {"type": "http.response.start", "status": 200,
+             "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]}  # fmt: skip
+    message = {"type": "http.response.body", "body": body}
+
+    async def app(scope, receive, send):
+        if scope["type"] == "http":
+            await send(start)
+            await send(message)
+
+    return app
+
+
+#: the HTTP floor: the same body without a framework, same server settings
+reference_asgi = _reference_asgi()
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -128,11 +155,11 @@ def _seed(client, keys: RedisKeys, users: int, k: int = 50) -> list[str]:
     return names
 
 
-def _start(settings: Settings, prefix: str, port: int, reference: bool = False) -> subprocess.Popen:
+def _start(settings: Settings, prefix: str, port: int, reference: str | None = None) -> subprocess.Popen:
     env = {**os.environ, "STREAMREC_REDIS_PREFIX": prefix, "STREAMREC_LOG_LEVEL": "WARNING",
            "STREAMREC_REDIS_URL": settings.redis_url, "STREAMREC_KAFKA_BOOTSTRAP": settings.kafka_bootstrap}  # fmt: skip
     if reference:
-        cmd = ["-m", "uvicorn", "streamrec.bench.serve:reference_app", "--loop", "uvloop", "--http", "httptools",
+        cmd = ["-m", "uvicorn", f"streamrec.bench.serve:{reference}", "--loop", "uvloop", "--http", "httptools",
                "--no-access-log", "--log-level", "warning", "--host", "127.0.0.1", "--port", str(port)]  # fmt: skip
     else:
         cmd = ["-m", "streamrec", "serve", "--host", "127.0.0.1", "--port", str(port)]
@@ -159,17 +186,19 @@ def run(settings: Settings, requests: int = 2000, users: int = 1000, rounds: int
     client = redis_client(settings)
     reader = RecsReader(client, keys)
     names = _seed(client, keys, users)
-    port, ref_port = _free_port(), _free_port()
+    port, ref_port, asgi_port = _free_port(), _free_port(), _free_port()
     _progress(f"{users} lists written under {prefix}; starting streamrec serve on 127.0.0.1:{port} "
-              f"and the reference app on {ref_port}")  # fmt: skip
+              f"and the reference apps on {ref_port} (Starlette) and {asgi_port} (bare ASGI)")  # fmt: skip
     proc = _start(settings, prefix, port)
-    ref = _start(settings, prefix, ref_port, reference=True)
+    ref = _start(settings, prefix, ref_port, reference="reference_app")
+    asgi = _start(settings, prefix, asgi_port, reference="reference_asgi")
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    fast, ref_conn = MinimalHttp(port), MinimalHttp(ref_port)
+    fast, ref_conn, asgi_conn = MinimalHttp(port), MinimalHttp(ref_port), MinimalHttp(asgi_port)
+    held = client.connection_pool.get_connection()  # get_held's connection, as RecsReader holds one
     json_decode = msgspec.json.decode
     rng = random.Random(1)
     order = [rng.choice(names) for _ in range(requests)]
-    names_ = ("serve", "serve_stdlib", "http_ref", "redis", "get", "reader", "reader_before")
+    names_ = ("serve", "serve_stdlib", "http_ref", "asgi_ref", "redis", "get", "get_held", "reader", "reader_before")
     times: dict[str, list[float]] = {name: [] for name in names_}
     serve_wall = 0.0
     per = max(1, requests // rounds)
@@ -180,7 +209,10 @@ def run(settings: Settings, requests: int = 2000, users: int = 1000, rounds: int
             conn.getresponse().read()
             fast.get(f"/recommend/{u}?n=10")
             ref_conn.get(f"/recommend/{u}?n=10")
+            asgi_conn.get(f"/recommend/{u}?n=10")
             msgpack.unpackb(client.get(keys.recs(u)))
+            held.send_command("GET", keys.recs(u))
+            held.read_response()
             reader.get(u)
         for r in range(0, requests, per):
             block = order[r : r + per]
@@ -199,6 +231,11 @@ def run(settings: Settings, requests: int = 2000, users: int = 1000, rounds: int
                 times["http_ref"].append(clock() - t0)
             for u in block:
                 t0 = clock()
+                status, raw = asgi_conn.get(f"/recommend/{u}?n=10")
+                body = json_decode(raw)
+                times["asgi_ref"].append(clock() - t0)
+            for u in block:
+                t0 = clock()
                 conn.request("GET", f"/recommend/{u}?n=10")
                 resp = conn.getresponse()
                 body = json.loads(resp.read())
@@ -212,6 +249,11 @@ def run(settings: Settings, requests: int = 2000, users: int = 1000, rounds: int
                 t0 = clock()
                 client.get(keys.recs(u))
                 times["get"].append(clock() - t0)
+            for u in block:
+                t0 = clock()
+                held.send_command("GET", keys.recs(u))
+                held.read_response()
+                times["get_held"].append(clock() - t0)
             for u in block:
                 t0 = clock()
                 got = reader.get(u)
@@ -229,7 +271,10 @@ def run(settings: Settings, requests: int = 2000, users: int = 1000, rounds: int
         conn.close()
         fast.close()
         ref_conn.close()
-        for p in (proc, ref):
+        asgi_conn.close()
+        client.connection_pool.release(held)
+        reader.close()
+        for p in (proc, ref, asgi):
             p.terminate()
             p.wait(timeout=30)
         for batch in range(0, len(names), 500):
@@ -239,9 +284,11 @@ def run(settings: Settings, requests: int = 2000, users: int = 1000, rounds: int
     out |= {"requests_per_s": len(ms["serve"]) / serve_wall, "requests": len(ms["serve"])}
     out["serve_vs_redis_p50"] = out["serve_p50_ms"] / out["redis_p50_ms"]
     out["serve_vs_http_ref_p50"] = out["serve_p50_ms"] / out["http_ref_p50_ms"]
+    out["serve_vs_asgi_ref_p50"] = out["serve_p50_ms"] / out["asgi_ref_p50_ms"]
     out["api_work_vs_redis_p50"] = (out["serve_p50_ms"] - out["http_ref_p50_ms"]) / out["redis_p50_ms"]
     out["reader_vs_get_p50"] = out["reader_p50_ms"] / out["get_p50_ms"]
     out["reader_vs_redis_p50"] = out["reader_p50_ms"] / out["redis_p50_ms"]
+    out["reader_vs_get_held_p50"] = out["reader_p50_ms"] / out["get_held_p50_ms"]
     return out
 
 
@@ -251,16 +298,20 @@ def main(settings: Settings, requests: int, json_path: str | None = None) -> int
     for name, label in (("serve", "GET /recommend over HTTP (loopback)"),
                         ("serve_stdlib", "GET /recommend, stdlib http.client"),
                         ("http_ref", "trivial Starlette endpoint, same server and client"),
+                        ("asgi_ref", "trivial bare ASGI endpoint, same server and client"),
                         ("redis", "bare GET + msgpack unpack"),
-                        ("get", "bare GET"), ("reader", "RecsReader.get"),
+                        ("get", "bare GET"), ("get_held", "bare GET on a held connection"),
+                        ("reader", "RecsReader.get"),
                         ("reader_before", "RecsReader.get before (2 GETs, Python checks)")):  # fmt: skip
         print(f"| {label} | {out[f'{name}_p50_ms']:.3f} | {out[f'{name}_p99_ms']:.3f} |")
     print(f"\nrequests/s (one connection, sequential): {out['requests_per_s']:,.0f}")
     print(f"GET /recommend p50 / bare GET + unpack p50: {out['serve_vs_redis_p50']:.2f} (target <= 3)")
+    print(f"GET /recommend p50 / trivial bare ASGI endpoint p50: {out['serve_vs_asgi_ref_p50']:.2f}")
     print(f"GET /recommend p50 / trivial endpoint p50: {out['serve_vs_http_ref_p50']:.2f}; "
           f"(GET /recommend - trivial) / bare GET + unpack: {out['api_work_vs_redis_p50']:.2f}")
     print(f"RecsReader.get p50 / bare GET p50: {out['reader_vs_get_p50']:.2f} (target <= 1.2); "
-          f"/ bare GET + unpack: {out['reader_vs_redis_p50']:.2f}")
+          f"/ bare GET + unpack: {out['reader_vs_redis_p50']:.2f}; "
+          f"/ bare GET on a held connection: {out['reader_vs_get_held_p50']:.2f}")
     if json_path:
         with open(json_path, "w") as fh:
             json.dump(out, fh, indent=2)

@@ -20,8 +20,10 @@ from the JSON Schemas the codec's records publish instead. Starlette is the ASGI
 itself is built on, without the per-request model layer.
 
 :func:`create_app` takes the settings and opens nothing: Redis and Kafka clients are made when the
-app starts (its lifespan) and closed when it stops. A request for a user who has a list costs one
-Redis round trip, the GET of the list, on a connection the app holds; deleted items are checked
+app starts (its lifespan) and closed when it stops. ``GET /recommend/{user}`` is answered before
+Starlette's routing (:mod:`streamrec.serve_asgi`); for a user who has a list it costs one Redis
+round trip, the GET of the list, over RESP on a connection the app holds
+(:mod:`streamrec.serve_lane`); deleted items are checked
 against an in-process copy of the deleted set (see :mod:`streamrec.serve_state`); a category filter
 adds one pipeline of the items' records. The filtering itself is pure (:func:`keep`,
 :func:`parse_query`).
@@ -45,7 +47,8 @@ from streamrec.schemas.fields import MAX_RECS, SchemaError
 from streamrec.schemas.keys import RedisKeys
 from streamrec.schemas.publisher import route
 from streamrec.schemas.topics import Topics
-from streamrec.serve_state import DeletedMirror, DeliveryWaiter, ReadLane, freshness
+from streamrec.serve_lane import open_lane
+from streamrec.serve_state import DeletedMirror, DeliveryWaiter, freshness
 from streamrec.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -154,11 +157,11 @@ def create_app(settings: Settings):
     """The ASGI app for ``settings``; connections are opened by its lifespan, not here."""
     from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
     from prometheus_client.exposition import CONTENT_TYPE_LATEST
-    from starlette.applications import Starlette
     from starlette.responses import Response
     from starlette.routing import Route
 
     from streamrec.connect import async_redis_client, kafka_config
+    from streamrec.serve_asgi import Api
     from streamrec.serve_openapi import openapi
 
     keys = RedisKeys(prefix=settings.redis_prefix)
@@ -175,20 +178,25 @@ def create_app(settings: Settings):
 
     mirror = DeletedMirror(keys, settings.serve_deleted_refresh_s)
 
+    counters: dict[tuple[str, int], Counter] = {}  # children bound once, not looked up per request
+
+    def count(name: str, status: int) -> None:
+        counter = counters.get((name, status))
+        if counter is None:
+            counter = counters[name, status] = requests.labels(name, str(status))
+        counter.inc()
+
+    observe_recommend = latency.labels("recommend").observe
+
     def timed(name: str):
-        observe = latency.labels(name).observe  # children bound once, not looked up per request
-        counted: dict[int, Counter] = {}
+        observe = latency.labels(name).observe
 
         def wrap(handler):
             async def endpoint(request):
                 t0 = time.perf_counter()
                 response = await handler(request)
                 observe(time.perf_counter() - t0)
-                status = response.status_code
-                counter = counted.get(status)
-                if counter is None:
-                    counter = counted[status] = requests.labels(name, str(status))
-                counter.inc()
+                count(name, response.status_code)
                 return response
 
             return endpoint
@@ -199,12 +207,17 @@ def create_app(settings: Settings):
         """The ``query.offset``-th to ``offset+n``-th entries that are not excluded, not deleted and
         pass the category filter; item state is read in chunks, one pipeline each."""
         redis = state["redis"]
-        excluded = query.exclude | frozenset(also_exclude)
+        excluded = (query.exclude | frozenset(also_exclude)) if also_exclude else query.exclude
         need = query.offset + query.n
-        if not query.categories and mirror.fresh(time.time()):  # the common case: one pass, no I/O
-            dropped = mirror.items
-            out = [(i, s) for i, s in entries if i not in excluded and i not in dropped][query.offset : need]
-            return [{"item": i, "score": s} for i, s in out]
+        if not query.categories and mirror.fresh(time.time()):  # the common case: no I/O, and
+            dropped = mirror.items  # only as far down the list as the page reaches
+            kept: list[tuple[str, float]] = []
+            for entry in entries:
+                if entry[0] not in excluded and entry[0] not in dropped:
+                    kept.append(entry)
+                    if len(kept) == need:
+                        break
+            return [{"item": i, "score": s} for i, s in kept[query.offset :]]
         cands = [(i, s) for i, s in entries if i not in excluded]
         out: list[tuple[str, float]] = []
         start = 0
@@ -228,13 +241,20 @@ def create_app(settings: Settings):
                 out.append((item, score))
         return [{"item": i, "score": s} for i, s in out[query.offset : need]]
 
-    @timed("recommend")
-    async def recommend(request):
-        user = request.path_params["user"]
+    async def recommend_body(user: str, query_string: bytes) -> tuple[int, bytes]:
+        """``GET /recommend/{user}``'s status and JSON body; the app answers it before routing
+        (:class:`~streamrec.serve_asgi.Api`), the route below serves HEAD and the rest."""
+        t0 = time.perf_counter()
+        status, body = await recommend_core(user, query_string)
+        observe_recommend(time.perf_counter() - t0)
+        count("recommend", status)
+        return status, body
+
+    async def recommend_core(user: str, query_string: bytes) -> tuple[int, bytes]:
         try:
-            query = query_of(request.scope["query_string"])
+            query = query_of(query_string)
         except SchemaError as exc:
-            return _error(exc)
+            return 400, msgspec.json.encode({"error": str(exc), "field": exc.field})
         redis = state["redis"]
         raw = await state["lane"].get(keys.recs(user))
         personal, seen = raw is not None, ()
@@ -246,12 +266,17 @@ def create_app(settings: Settings):
             seen = () if seen_raw is None else decode(seen_raw, SeenItems).items
             fallbacks.inc()
         if raw is None:
-            return _json({"user": user, "personal": False, "items": [], "model_version": None,
-                          "generated_at": None})  # fmt: skip
+            return 200, msgspec.json.encode({"user": user, "personal": False, "items": [], "model_version": None,
+                                             "generated_at": None})  # fmt: skip
         lst = decode(raw, RecommendationList)
         items = await page(lst.items, query, seen)
-        return _json({"user": user, "personal": personal, "items": items,
-                      "model_version": lst.model_version, "generated_at": lst.generated_at})  # fmt: skip
+        return 200, msgspec.json.encode({"user": user, "personal": personal, "items": items,
+                                         "model_version": lst.model_version, "generated_at": lst.generated_at})  # fmt: skip
+
+    @timed("recommend")
+    async def recommend(request):
+        status, body = await recommend_core(request.path_params["user"], request.scope["query_string"])
+        return Response(body, status_code=status, media_type="application/json")
 
     @timed("similar")
     async def similar(request):
@@ -335,7 +360,7 @@ def create_app(settings: Settings):
     @contextlib.asynccontextmanager
     async def lifespan(app):
         state["redis"] = async_redis_client(settings)
-        state["lane"] = ReadLane(state["redis"])
+        state["lane"] = open_lane(settings, state["redis"])
         state["producer"] = DeliveryWaiter(kafka_config(settings))
         state["producer"].start()
         mirror_task = asyncio.create_task(keep_mirror())
@@ -358,7 +383,9 @@ def create_app(settings: Settings):
         Route("/metrics", metrics, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    app = Api(routes=routes, lifespan=lifespan)
+    app.hot_recommend = recommend_body
+    return app
 
 
 def run(settings: Settings, host: str | None = None, port: int | None = None) -> None:

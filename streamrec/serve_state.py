@@ -12,7 +12,9 @@ a request made two (the list, then an SMISMEMBER of the deleted set). So:
 - :class:`ReadLane` sends the request's GET on a connection it holds (taken from the client's
   own pool once, so URL, password, TLS and database are the client's), about 30 µs a GET; a
   connection that fails or is cancelled mid-read is dropped, never reused. A cluster client has
-  no single pool: there the lane is the client's own ``get``.
+  no single pool: there the lane is the client's own ``get``. For a ``redis://`` URL the app
+  takes the faster :class:`~streamrec.serve_lane.RespLane` instead (hiredis on one pipelined
+  connection); this lane serves TLS, Unix socket and cluster URLs.
 - :class:`DeletedMirror` keeps the deleted set in the process, so no request asks Redis about it.
   A background task checks ``deleted:version`` (which the stream worker bumps with every write to
   the set) each ``STREAMREC_SERVE_DELETED_REFRESH_S`` and reloads the set only when it changed

@@ -27,6 +27,8 @@ that was added (cut entries included), and the live entries per row.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 _SHIFT = np.int64(32)
@@ -117,12 +119,33 @@ class _Part:
             self.k, self.v, self.s, self.live = _merged(self.k, k, (self.v, 0.0), (self.s, s), (self.live, True))
             self._ptr = None
 
+    def ptr(self) -> np.ndarray:
+        """Where each row's entries start, up to one past the last row with entries."""
+        if self._ptr is None:
+            n = int(self.k[-1] >> _SHIFT) + 2 if len(self.k) else 1
+            self._ptr = np.searchsorted(self.k, np.arange(n, dtype=np.int64) << _SHIFT)
+        return self._ptr
+
+    def gather(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The positions of the live entries of rows ``a``, row after row, and for each the index
+        into ``a`` it belongs to."""
+        ptr = self.ptr()
+        inside = a + 1 < len(ptr)
+        a = np.where(inside, a, 0)
+        lo, hi = ptr[a], ptr[np.minimum(a + 1, len(ptr) - 1)]
+        lens = np.where(inside, hi - lo, 0)
+        total = int(lens.sum())
+        if not total:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        ends = np.cumsum(lens)
+        pos = np.arange(total) + np.repeat(lo - (ends - lens), lens)
+        tag = np.repeat(np.arange(len(a)), lens)
+        live = self.live[pos]
+        return pos[live], tag[live]
+
     def span(self, a: int) -> tuple[int, int]:
         """The positions of row ``a``'s entries."""
-        ptr = self._ptr
-        if ptr is None:  # row starts up to one past the last row with entries
-            n = int(self.k[-1] >> _SHIFT) + 2 if len(self.k) else 1
-            ptr = self._ptr = np.searchsorted(self.k, np.arange(n, dtype=np.int64) << _SHIFT)
+        ptr = self.ptr()
         if a + 1 >= len(ptr):
             return len(self.k), len(self.k)
         return int(ptr[a]), int(ptr[a + 1])
@@ -131,15 +154,17 @@ class _Part:
 class PairCounts:
     """Sparse non-negative counts ``C[a, b]`` with row and column totals (see the module doc)."""
 
-    #: merge the side part into the main one when it holds more than this share of it
-    _SIDE = 0.25
-    _SIDE_MIN = 4096
+    #: the side part is merged into the main one once it outgrows sqrt(2 * main * new keys per
+    #: insertion): what balances copying the side at each insertion against copying the main
+    #: part at each merge (an insertion of a few keys per read keeps a small side)
+    _SIDE_MIN = 1024
     #: fold the queue at a cut once it holds more pairs than this or than the entries
     _QUEUE_MIN = 1 << 18
 
     def __init__(self) -> None:
         self._main, self._side = _Part(), _Part()
         self._seq = 0  # sequence number of the next new entry
+        self._new_avg = 0.0  # keys inserted per insertion, a moving average
         self.out = np.zeros(0)  # total added per a
         self.inn = np.zeros(0)  # total added per b
         self._len = np.zeros(0, np.int64)  # live entries per a (pairs still queued not counted)
@@ -244,6 +269,7 @@ class PairCounts:
                 part.live[p], part.v[p], part.s[p] = True, 0.0, seq[there[fresh]]
             absent = ~(in_main | in_side)
             side.insert(uk[absent], seq[absent[fresh]])
+            self._new_avg += 0.1 * (int(absent.sum()) - self._new_avg)
             ps, in_side = _find(side.k, uk)
             in_side &= ~in_main
         pm, ps = pm[inv], ps[inv]  # per pair, in the order added
@@ -251,7 +277,7 @@ class PairCounts:
         np.add.at(main.v, pm[sel], w[sel])
         sel = in_side[inv]
         np.add.at(side.v, ps[sel], w[sel])
-        if len(side.k) > max(self._SIDE_MIN, self._SIDE * len(main.k)):
+        if len(side.k) > max(self._SIDE_MIN, math.sqrt(2.0 * len(main.k) * self._new_avg)):
             self._merge()
 
     def _merge(self) -> None:
@@ -286,6 +312,29 @@ class PairCounts:
         if not bs:
             return np.zeros(0, np.int64), np.zeros(0)
         return np.concatenate(bs), np.concatenate(vs)
+
+    def rows(self, a_rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The live entries of the rows ``a_rows``, row after row (within a row in no particular
+        order): ``(index into a_rows, b rows, counts)``.
+
+        >>> pc = PairCounts(); pc.add([0, 1], 2, 1.0); pc.add([1], 0, 0.5)
+        >>> [x.tolist() for x in pc.rows([1, 5, 0])]
+        [[0, 0, 2], [0, 2, 2], [0.5, 1.0, 1.0]]
+        """
+        self.fold()
+        a = np.asarray(a_rows, np.int64)
+        got = []
+        for part in (self._main, self._side):
+            pos, tag = part.gather(a)
+            if len(pos):
+                got.append((tag, part.k[pos] & _LOW, part.v[pos]))
+        if not got:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        if len(got) == 1:
+            return got[0]
+        tag, b, v = (np.concatenate(x) for x in zip(*got))
+        order = np.argsort(tag, kind="stable")
+        return tag[order], b[order], v[order]
 
     def get(self, a: int, b: int) -> float:
         self.fold()

@@ -258,22 +258,23 @@ class Transitions(Checkpointable):
         if not win:
             return None
         cfg, pairs = self.config, self._pairs
-        pairs.fold()
-        out, n_out = pairs.out, len(pairs.out)
-        keys, vals = [], []
-        w, a1 = 1.0, 1.0 - cfg.alpha
-        for h in reversed(win[0]):
-            o = float(out[h]) if h < n_out else 0.0
-            if o > 0.0:  # 0: nothing learned, or decayed past float64's range
-                bs, vs = pairs.row(h)
-                if len(bs):
-                    keys.append(bs)
-                    vals.append(vs * (w / o**a1))
-            w *= cfg.decay
-        if not keys:
+        hist = win[0][::-1]  # most recent first
+        tag, keys, vals = pairs.rows(hist)
+        if not len(keys):
             return np.zeros(0, np.int64), np.zeros(0)
-        rows, inv = np.unique(np.concatenate(keys), return_inverse=True)
-        s = np.bincount(inv, weights=np.concatenate(vals), minlength=len(rows))
+        out, n, f = pairs.out, len(pairs.out), []
+        w, a1 = 1.0, 1.0 - cfg.alpha
+        for h in hist:
+            o = float(out[h]) if h < n else 0.0
+            f.append(w / o**a1 if o > 0.0 else -1.0)  # 0: decayed past float64's range, left out
+            w *= cfg.decay
+        f = np.asarray(f)[tag]
+        if f.min() < 0.0:
+            keep = f >= 0.0
+            keys, vals, f = keys[keep], vals[keep], f[keep]
+        vals = vals * f
+        rows, inv = np.unique(keys, return_inverse=True)
+        s = np.bincount(inv, weights=vals, minlength=len(rows))
         inn = pairs.inn[rows]
         ok = inn > 0.0
         s[ok] /= np.sqrt(inn[ok]) if cfg.alpha == 0.5 else inn[ok] ** cfg.alpha

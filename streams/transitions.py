@@ -100,6 +100,7 @@ class Transitions(Checkpointable):
         self._win: dict[Hashable, tuple[list[int], list[float]]] = {}  # user -> (rows, times), oldest first
         self._since_sweep = 0
         self._sent: list | None = None  # pairs for the other workers (partitioned state)
+        self._log: list | None = None  # pairs counted since the last checkpoint, for a delta
 
     # -- learning -------------------------------------------------------------------------------
 
@@ -198,6 +199,8 @@ class Transitions(Checkpointable):
         if a_rows:
             self._pairs.add_pairs(list(a_rows), list(b_rows), self._weight(ts))
             self._counted()
+            if self._log is not None:
+                self._log.append((list(a_rows), list(b_rows), ts))
 
     def _add_one(self, a_rows: list[int], b: int, ts: float) -> None:
         """Every ``a_rows -> b`` at ``ts`` (the per-event path: one weight, one buffered group)."""
@@ -209,6 +212,8 @@ class Transitions(Checkpointable):
             self._rescale(ts)
             x = 0.0
         self._pairs.add(a_rows, b, math.exp(x))
+        if self._log is not None:  # delta checkpoints (a_rows may be the window itself: a copy)
+            self._log.append((list(a_rows), b, ts))
         self._since_sweep += 1
         if self._since_sweep >= self.config.sweep_every:
             self.sweep()
@@ -326,12 +331,36 @@ class Transitions(Checkpointable):
             self._win[user] = (rows, times[start : start + len(rows)])
             start += len(rows)
 
-    def items_state(self) -> dict:
+    def items_state(self, changed_only: bool = False) -> dict:
+        """The item side; with ``changed_only`` (after :meth:`checkpointed`) the pairs counted
+        since, in order: an event adds pairs to ``window`` rows, so rows written whole would hold
+        most of the catalogue after a few thousand events where the pairs take a few bytes each."""
+        if changed_only and self._log is not None:
+            log = self._log
+            one = np.fromiter((type(b) is int for _, b, _ in log), bool, len(log))
+            lens = np.fromiter((len(a) for a, _, _ in log), np.int64, len(log))
+            blens = np.where(one, 1, lens)
+            return {"config": asdict(self.config), "now": self.now, "log_one": one, "log_lens": lens,
+                    "log_a": chunked(np.int32, [a for a, _, _ in log], lens),
+                    "log_b": chunked(np.int32, [[b] if o else b for (_, b, _), o in zip(log, one.tolist())], blens),
+                    "log_ts": np.fromiter((t for _, _, t in log), np.float64, len(log))}  # fmt: skip
         rows, lens, keys, vals = self._pairs.entries()
         return {**self._clock_state(), "rows": rows, "lens": lens, "keys": keys.astype(np.int32), "vals": vals}
 
+    def checkpointed(self) -> None:
+        self._log = []
+
     def load_items(self, state: dict) -> None:
-        """The item side of :meth:`items_state` (each row's entries in insertion order)."""
+        """The item side of :meth:`items_state` (each row's entries in insertion order); a delta's
+        pairs are counted again on top of the state they followed."""
+        if "log_a" in state:
+            a, b = state["log_a"].tolist(), state["log_b"].tolist()
+            i = j = 0
+            for one, n, ts in zip(state["log_one"].tolist(), state["log_lens"].tolist(), state["log_ts"].tolist()):
+                self.add_pairs(a[i : i + n], b[j] if one else b[j : j + n], ts)
+                i, j = i + n, j + (1 if one else n)
+            self.now = state["now"]
+            return
         self._pairs.load(state["rows"], state["lens"], state["keys"], state["vals"], state["out"], state["in"],
                          state["touched"])  # fmt: skip
         self._ref, self.now = state["ref"], state["now"]

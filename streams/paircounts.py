@@ -19,7 +19,7 @@ that was added (cut entries included), and the live entries per row.
 
 >>> pc = PairCounts()
 >>> pc.add([0, 2], 1, 1.0); pc.add([0], 1, 0.5); pc.add([1], 0, 2.0)
->>> pc.row(0)[0].tolist(), pc.row(0)[1].tolist(), pc.get(1, 0), pc.get(2, 0)
+>>> pc.rows([0])[1].tolist(), pc.rows([0])[2].tolist(), pc.get(1, 0), pc.get(2, 0)
 ([1], [1.5], 2.0, 0.0)
 >>> pc.out[:3].tolist(), pc.inn[:3].tolist(), pc.row_len(0)
 ([1.5, 2.0, 1.0], [2.0, 2.5, 0.0], 1)
@@ -142,13 +142,6 @@ class _Part:
         tag = np.repeat(np.arange(len(a)), lens)
         live = self.live[pos]
         return pos[live], tag[live]
-
-    def span(self, a: int) -> tuple[int, int]:
-        """The positions of row ``a``'s entries."""
-        ptr = self.ptr()
-        if a + 1 >= len(ptr):
-            return len(self.k), len(self.k)
-        return int(ptr[a]), int(ptr[a + 1])
 
 
 class PairCounts:
@@ -297,22 +290,6 @@ class PairCounts:
 
     # -- reading (each folds the buffer first) ---------------------------------------------------
 
-    def row(self, a: int) -> tuple[np.ndarray, np.ndarray]:
-        """Row ``a``'s live entries ``(b rows, counts)``, in no particular order."""
-        self.fold()
-        bs, vs = [], []
-        for part in (self._main, self._side):
-            lo, hi = part.span(a)
-            if hi > lo:
-                live = part.live[lo:hi]
-                bs.append(part.k[lo:hi][live] & _LOW)
-                vs.append(part.v[lo:hi][live])
-        if len(bs) == 1:
-            return bs[0], vs[0]
-        if not bs:
-            return np.zeros(0, np.int64), np.zeros(0)
-        return np.concatenate(bs), np.concatenate(vs)
-
     def rows(self, a_rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The live entries of the rows ``a_rows``, row after row (within a row in no particular
         order): ``(index into a_rows, b rows, counts)``.
@@ -363,7 +340,7 @@ class PairCounts:
 
         >>> pc = PairCounts()
         >>> for b, w in [(1, 1.0), (2, 3.0), (3, 1.0), (4, 2.0)]: pc.add([0], b, w)
-        >>> pc.cut(limit=3, cap=2), sorted(pc.row(0)[0].tolist()), pc.row_len(0)
+        >>> pc.cut(limit=3, cap=2), sorted(pc.rows([0])[1].tolist()), pc.row_len(0)
         (1, [2, 4], 2)
         """
         self._seal()
@@ -376,8 +353,7 @@ class PairCounts:
         for a in rows.tolist():
             where, vals, seqs = [], [], []
             for part in (self._main, self._side):
-                lo, hi = part.span(a)
-                pos = lo + np.flatnonzero(part.live[lo:hi])
+                pos = part.gather(np.array([a]))[0]
                 where.append((part, pos))
                 vals.append(part.v[pos])
                 seqs.append(part.s[pos])

@@ -44,7 +44,7 @@ def same(pc: PairCounts, ref: DictCounts, n: int) -> None:
     assert pc.out[:n].tolist() == [ref.out.get(a, 0.0) for a in range(n)]
     assert pc.inn[:n].tolist() == [ref.inn.get(b, 0.0) for b in range(n)]
     for a in range(n):
-        b, v = pc.row(a)
+        _, b, v = pc.rows([a])
         assert dict(zip(b.tolist(), v.tolist())) == ref.succ.get(a, {}) and pc.row_len(a) == len(ref.succ.get(a, {}))
 
 

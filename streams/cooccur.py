@@ -73,6 +73,9 @@ class Cooccurrence(Checkpointable):
 
     KIND = "Cooccurrence"
 
+    #: events kept for the next delta checkpoint at most (tens of MB as Python lists)
+    LOG_MAX = 200_000
+
     def __init__(self, config: CooccurConfig | None = None, index: ItemIndex | None = None):
         self.config = config or CooccurConfig()
         self.index = index if index is not None else ItemIndex()
@@ -170,6 +173,8 @@ class Cooccurrence(Checkpointable):
                 self._prune(row)
         self._touched = set()
         self._since_sweep = 0
+        if self._log is not None and len(self._log) > self.LOG_MAX:
+            self._log = None  # no checkpoint for long: the next delta holds every row instead
 
     def checkpointed(self) -> None:
         """The state as it is now is durable: a delta holds what is counted from here on."""

@@ -236,10 +236,15 @@ class Transitions(Checkpointable):
         self._pairs.scale(math.exp(-self._rate * (ts - self._ref)))
         self._ref = ts
 
+    #: learned pairs batches kept for the next delta checkpoint at most (tens of MB as lists)
+    LOG_MAX = 200_000
+
     def sweep(self) -> None:
         """Cut every successor map that outgrew twice the cap since the last sweep."""
         self._pairs.cut(2 * self.config.max_successors, self.config.max_successors)
         self._since_sweep = 0
+        if self._log is not None and len(self._log) > self.LOG_MAX:
+            self._log = None  # no checkpoint for long: the next delta holds every row instead
 
     # -- reading --------------------------------------------------------------------------------
 

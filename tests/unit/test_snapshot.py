@@ -161,6 +161,22 @@ def test_an_item_delta_grows_with_the_changed_rows_not_the_catalogue():
     assert Recommender.from_snapshots(roundtrip(rec.snapshot())[0]).to_bytes() == rec.to_bytes()
 
 
+def test_a_delta_after_a_long_interval_holds_the_item_rows_whole_and_restores_exactly():
+    from dataclasses import replace
+
+    cfg = RecommenderConfig()
+    cfg = replace(cfg, cooccur=replace(cfg.cooccur, sweep_every=20), transitions=replace(cfg.transitions, sweep_every=20))
+    rec = Recommender(cfg, seed=3)
+    rec.cooccur.LOG_MAX = rec.transitions.LOG_MAX = 50  # the pairs of a long interval are dropped
+    feed(rec, FIRST)
+    base = roundtrip(rec.snapshot())[0]
+    rec.checkpointed()
+    feed(rec, LATER)
+    doc = roundtrip(rec.snapshot(delta=True))[0]
+    assert "log_rows" not in doc["cooccur"] and "log_a" not in doc["transitions"]
+    assert Recommender.from_snapshots(base, [doc]).to_bytes() == rec.to_bytes()
+
+
 def test_an_unreadable_delta_ends_the_chain_and_an_unreadable_full_one_falls_back(tmp_path):
     rec = WRAPPERS["recommender"]()
     store = FileCheckpointStore(tmp_path)

@@ -46,6 +46,7 @@ except ImportError:  # pragma: no cover - other interpreters
             mapping[elem] = mapping.get(elem, 0) + 1
 
 
+from streamrec.streams.itemdelta import DenseBase, apply_rows, rows_of
 from streamrec.streams.snapshot import chunked, pack_ids, pack_rows, unpack_ids, unpack_rows
 from streamrec.streams.model import Checkpointable, ItemIndex, RatingPolicy, _policy, _top, grow
 
@@ -72,6 +73,9 @@ class Cooccurrence(Checkpointable):
 
     KIND = "Cooccurrence"
 
+    #: events kept for the next delta checkpoint at most (tens of MB as Python lists)
+    LOG_MAX = 200_000
+
     def __init__(self, config: CooccurConfig | None = None, index: ItemIndex | None = None):
         self.config = config or CooccurConfig()
         self.index = index if index is not None else ItemIndex()
@@ -80,6 +84,9 @@ class Cooccurrence(Checkpointable):
         self._pop = np.zeros(16)  # times each row entered some user's history
         self._out: list[tuple[int, list[int]]] | None = None  # pairs not yet sent (partitioned)
         self._touched: set[int] = set()  # rows whose neighbour maps grew since the last sweep
+        # delta checkpoints: every (item row, window) counted since the last one, in order (from
+        # the base before them, replaying these gives the state: counts, popularity, sweeps)
+        self._log: list[tuple[int, list[int]]] | None = None
         self._since_sweep = 0
 
     def learn_click(self, user: Hashable, item: Hashable, ts: float | None = None) -> None:
@@ -125,6 +132,8 @@ class Cooccurrence(Checkpointable):
         touched = self._touched
         touched.update(window)
         touched.add(j)
+        if self._log is not None:
+            self._log.append((j, window))
         self._since_sweep += 1
         if self._since_sweep >= self.config.sweep_every:
             self.sweep()
@@ -164,6 +173,12 @@ class Cooccurrence(Checkpointable):
                 self._prune(row)
         self._touched = set()
         self._since_sweep = 0
+        if self._log is not None and len(self._log) > self.LOG_MAX:
+            self._log = None  # no checkpoint for long: the next delta holds every row instead
+
+    def checkpointed(self) -> None:
+        """The state as it is now is durable: a delta holds what is counted from here on."""
+        self._log = []
 
     def _prune(self, row: int) -> None:
         d = self._nbrs[row]
@@ -289,7 +304,15 @@ class Cooccurrence(Checkpointable):
         for user, rows in zip(unpack_ids(state["ids"]), unpack_rows(state["hist"])):
             self._hist[user] = dict.fromkeys(rows)
 
-    def items_state(self) -> dict:
+    def items_state(self, changed_only: bool = False) -> dict:
+        """The neighbour rows and counts; with ``changed_only`` (after :meth:`checkpointed`) what
+        was counted since, as ``add_delta`` arrays, a few bytes per pair instead of every touched
+        row whole (an event touches ``pair_window + 1`` rows)."""
+        if changed_only and self._log is not None:
+            log = self._log
+            lens = np.fromiter((len(w) for _, w in log), np.int64, len(log))
+            return {"config": asdict(self.config), "log_rows": np.fromiter((j for j, _ in log), np.int32, len(log)),
+                    "log_lens": lens.astype(np.int32), "log_windows": chunked(np.int32, [w for _, w in log], lens)}  # fmt: skip
         nbrs = self._nbrs
         rows = np.fromiter(nbrs, np.int64, len(nbrs))
         lens = np.fromiter(map(len, nbrs.values()), np.int64, len(nbrs))
@@ -302,6 +325,9 @@ class Cooccurrence(Checkpointable):
         }  # fmt: skip
 
     def load_items(self, state: dict) -> None:
+        if "log_rows" in state:  # a delta: count it again on top of the state it followed
+            self.add_delta(state["log_rows"].tolist(), state["log_lens"].tolist(), state["log_windows"].tolist())
+            return
         keys, vals = state["keys"].tolist(), state["vals"].tolist()
         self._nbrs = {}
         start = 0
@@ -349,6 +375,7 @@ class Popularity(Checkpointable):
         self._t0: float | None = None
         self.now: float | None = None  # latest event time seen
         self._out: list[tuple[int, float | None]] | None = None  # not yet sent (partitioned)
+        self._ck = DenseBase()  # the counts as of the last checkpoint (delta checkpoints)
 
     def learn_click(self, user: Hashable, item: Hashable, ts: float | None = None) -> None:
         self._add(self.index.add(item), ts)
@@ -417,6 +444,24 @@ class Popularity(Checkpointable):
             "items": list(self.index.items) if with_index else None,
             "counts": self._counts[: len(self.index)], "t0": self._t0, "now": self.now,
         }
+
+    def items_state(self, changed_only: bool = False) -> dict:
+        """:meth:`to_state` without the index; ``changed_only``: the counts changed since
+        :meth:`checkpointed` (all of them after a rescale)."""
+        state = self.to_state(with_index=False)
+        if changed_only:
+            n = len(state["counts"])
+            state["counts"] = rows_of(state["counts"], self._ck.changed(n, counts=state["counts"]), n)
+        return state
+
+    def checkpointed(self) -> None:
+        self._ck.reset(counts=self._counts[: len(self.index)])
+
+    def load_items(self, state: dict) -> None:
+        """A state of :meth:`items_state` (a partial one on top of this model's)."""
+        counts = state["counts"]
+        self._counts = grow(apply_rows(self._counts, counts) if isinstance(counts, dict) else counts.copy(), 16)
+        self._t0, self.now = state["t0"], state["now"]
 
     @classmethod
     def from_state(cls, state: dict, index: ItemIndex | None = None) -> Popularity:

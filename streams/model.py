@@ -43,6 +43,7 @@ from typing import Any, Hashable, Iterable
 
 import numpy as np
 
+from streamrec.streams.itemdelta import DenseBase, apply_rows, rows_of
 from streamrec.streams.snapshot import pack_ids, unpack_ids
 from streamrec.streams.state import (  # noqa: F401  (re-exported: older imports name model)
     FORMAT,
@@ -123,6 +124,7 @@ class OnlineMF(Checkpointable):
         self._pool: list[int] = []
         self._pool_pos = 0
         self._Qb: np.ndarray | None = None  # item factors as of the last delta (partitioned state)
+        self._ck = DenseBase()  # item rows as of the last checkpoint (delta checkpoints)
 
     # -- learning -------------------------------------------------------------------------------
 
@@ -431,17 +433,32 @@ class OnlineMF(Checkpointable):
         self._P[rows] = state["P"].reshape(-1, self.config.n_factors)
         self._bu[rows] = state["bu"]
 
-    def items_state(self) -> dict:
-        """Everything but the user rows: item factors, the initialiser and sampler states, config."""
+    def items_state(self, changed_only: bool = False) -> dict:
+        """Everything but the user rows: item factors, the initialiser and sampler states, config;
+        with ``changed_only`` only the item rows changed since :meth:`checkpointed`."""
         state = self.to_state(with_index=False)
         for key in ("users", "P", "bu"):
             del state[key]
         state["rng"] = [state["rng"][0], np.asarray(state["rng"][1], np.int64), state["rng"][2]]
+        if changed_only:
+            n = len(state["has"])
+            rows = self._ck.changed(n, Q=state["Q"], bi=state["bi"], has=state["has"])
+            for key in ("Q", "bi", "has"):
+                state[key] = rows_of(state[key], rows, n)
         return state
+
+    def checkpointed(self) -> None:
+        """The item rows as they are now are durable: :meth:`items_state` diffs against them."""
+        n = min(len(self.index), len(self._has))
+        self._ck.reset(Q=self._Q[:n], bi=self._bi[:n], has=self._has[:n])
 
     def load_items(self, state: dict) -> None:
         f = self.config.n_factors
-        self._Q, self._has, self._bi = state["Q"].reshape(-1, f), state["has"], state["bi"]
+        if isinstance(state["Q"], dict):  # a delta: the rows changed since the snapshot before
+            self._Q = apply_rows(self._Q, state["Q"])
+            self._has, self._bi = apply_rows(self._has, state["has"]), apply_rows(self._bi, state["bi"])
+        else:
+            self._Q, self._has, self._bi = state["Q"].reshape(-1, f), state["has"], state["bi"]
         self._Q, self._has, self._bi = grow(self._Q, 16), grow(self._has, 16), grow(self._bi, 16)
         self._mean_n, self._mean = state["mean"]
         key, pos, has_gauss, gauss = state["init"]

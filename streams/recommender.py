@@ -142,6 +142,7 @@ class Recommender:
         self._learned: dict[Hashable, int] = {}
         self._dirty: set[Hashable] = set()  # users learned from since the last snapshot
         self._need_full = False  # a change no delta describes (embeddings reset)
+        self._ck_items = 0  # items in the index at the last checkpoint
         self.sources: dict[str, Source] = {}
 
     # -- events ---------------------------------------------------------------------------------
@@ -552,10 +553,10 @@ class Recommender:
     # -- snapshots: checkpoint format 2 (see streams/snapshot.py), whole or by changed users ------
 
     def snapshot(self, delta: bool = False, with_users: bool = True) -> dict:
-        """The state as a snapshot document: the item side whole (small next to the users), the
-        user side whole or, with ``delta``, only the users learned from since :meth:`checkpointed`
-        (a delta is applied on top of the snapshots before it; :attr:`needs_full` says when one
-        cannot describe the change)."""
+        """The state as a snapshot document: whole, or with ``delta`` only what changed since
+        :meth:`checkpointed`: the users learned from, the items added, and the item rows whose
+        neighbours, transitions, factors, counts or embeddings changed (a delta is applied on top
+        of the snapshots before it; :attr:`needs_full` says when one cannot describe the change)."""
         if delta and self._need_full:
             raise ValueError("a full snapshot is needed (embeddings were reset)")
         users = sorted(self._dirty, key=self.mf.users.__getitem__) if delta else None
@@ -563,12 +564,14 @@ class Recommender:
             users = []
         ids = list(self._seen) if users is None else [u for u in users if u in self._seen]
         learned = self._learned
+        first = min(self._ck_items, len(self.index)) if delta else 0  # ids of the items added since
         return {
             "kind": self.KIND, "format": SNAPSHOT_FORMAT, "delta": delta,
-            "config": asdict(self.config), "items": pack_ids(self.index.items), "available": self.allowed(),
-            "mf": self.mf.items_state(), "cooccur": self.cooccur.items_state(),
-            "popularity": self.popularity.to_state(with_index=False),
-            "transitions": self.transitions.items_state(),
+            "config": asdict(self.config), "items": pack_ids(self.index.items[first:]), "items_from": first,
+            "available": self.allowed(),
+            "mf": self.mf.items_state(changed_only=delta), "cooccur": self.cooccur.items_state(changed_only=delta),
+            "popularity": self.popularity.items_state(changed_only=delta),
+            "transitions": self.transitions.items_state(changed_only=delta),
             "content": self.content.items_state(changed_only=delta),
             "blend": self.blend.to_state() if self.blend is not None else None,
             "users": {"ids": pack_ids(ids), "seen": pack_rows([self._seen[u] for u in ids]),
@@ -592,6 +595,9 @@ class Recommender:
         self._dirty = set()
         self._need_full = False
         self.content.checkpointed()
+        for part in (self.mf, self.cooccur, self.popularity, self.transitions):
+            part.checkpointed()
+        self._ck_items = len(self.index)
 
     @classmethod
     def from_checkpoint(cls, model) -> Recommender:
@@ -609,6 +615,7 @@ class Recommender:
         self = cls(RecommenderConfig.from_dict(base["config"]))
         for doc in (base, *deltas):
             self._load(doc)
+        self.checkpointed()  # the model is what the checkpoint holds: later deltas count from it
         return self
 
     def load_snapshot(self, doc: dict) -> None:
@@ -619,12 +626,18 @@ class Recommender:
         if doc.get("kind") != self.KIND or doc.get("format") != SNAPSHOT_FORMAT:
             raise ValueError(f"not a {self.KIND} snapshot (format {SNAPSHOT_FORMAT})")
         self.config = cfg = RecommenderConfig.from_dict(doc["config"])
-        for item in unpack_ids(doc["items"])[len(self.index) :]:
+        first = doc.get("items_from", 0)  # a delta names the items added since the snapshot before
+        if first > len(self.index):
+            raise ValueError(f"a snapshot starting at item {first} on a model of {len(self.index)} items")
+        for item in unpack_ids(doc["items"])[len(self.index) - first :]:
             self.index.add(item)
         self._available = grow(doc["available"], 16, fill=True)
         self.mf.load_items(doc["mf"])
         self.cooccur.load_items(doc["cooccur"])
-        self.popularity = Popularity.from_state(doc["popularity"], self.index)
+        if isinstance(doc["popularity"]["counts"], dict):  # a delta's changed counts
+            self.popularity.load_items(doc["popularity"])
+        else:
+            self.popularity = Popularity.from_state(doc["popularity"], self.index)
         if "transitions" in doc:  # snapshots from before transitions have none
             self.transitions.load_items(doc["transitions"])
         self.content.load_items(doc["content"])

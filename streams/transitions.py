@@ -20,9 +20,12 @@ worker, in any order, give the same decayed counts: the item side is learned by 
 :meth:`Transitions.add_pairs`, on plain rows and the event time, apart from the per-user windows
 (:meth:`Transitions.learn` keeps the window and computes the pairs).
 
-Memory is bounded as for co-occurrence: a successor map that outgrows twice ``max_successors`` is
-cut back to its ``max_successors`` largest counts in a sweep every ``sweep_every`` learned pairs
-batches. State is checkpointed like :class:`~streamrec.streams.cooccur.Cooccurrence`: the users'
+The counts live in :class:`~streamrec.streams.paircounts.PairCounts` (compact sorted arrays): the
+per-event path appends the pairs to a buffer, folded in with numpy before any read, sweep or
+checkpoint, with the same result as adding them one by one. Memory is bounded as for
+co-occurrence: a successor row that outgrows twice ``max_successors`` is cut back to its
+``max_successors`` largest counts in a sweep every ``sweep_every`` learned pairs batches.
+State is checkpointed like :class:`~streamrec.streams.cooccur.Cooccurrence`: the users'
 windows (``users_state``/``load_users``, for incremental checkpoints) apart from the item side
 (``items_state``/``load_items``), both as compact arrays.
 
@@ -47,6 +50,7 @@ from typing import Hashable, Sequence
 import numpy as np
 
 from streamrec.streams.model import Checkpointable, ItemIndex, RatingPolicy, _policy, _top
+from streamrec.streams.paircounts import PairCounts
 from streamrec.streams.snapshot import chunked, pack_ids, pack_rows, unpack_ids, unpack_rows
 
 
@@ -81,26 +85,22 @@ class Transitions(Checkpointable):
 
     KIND = "Transitions"
     #: fold the scale back in before exp() nears float64's range (e**709); a fold touches every
-    #: count in Python, so it must be rare: at 500 it comes every 721 half-lives (59 years of
-    #: stream at the default), where at 30 it cost 8 µs/event on MovieLens (22 years, 30-day half-life)
+    #: count, so it is kept rare: at 500 it comes every 721 half-lives (59 years of stream at the
+    #: default)
     _RESCALE = 500.0
 
     def __init__(self, config: TransitionConfig | None = None, index: ItemIndex | None = None):
         self.config = cfg = config or TransitionConfig()
         self.index = index if index is not None else ItemIndex()
         self._rate = math.log(2.0) / cfg.half_life_s
-        self._succ: dict[int, dict[int, float]] = {}  # a -> {b: scaled count}
-        # scaled totals of the transitions leaving / entering each row: Python lists, since the
-        # per-event path adds to ten of them (4x cheaper than numpy scalars); arrays for reading
-        self._out: list[float] = []
-        self._in: list[float] = []
-        self._in_arr: np.ndarray | None = None  # np.asarray(self._in), rebuilt after learning
+        # a -> b scaled counts, with the scaled totals leaving (out) and entering (inn) each row
+        self._pairs = PairCounts()
         self._ref: float | None = None  # counts are scaled by exp(rate * (ts - ref))
         self.now: float | None = None  # latest event time learned
         self._win: dict[Hashable, tuple[list[int], list[float]]] = {}  # user -> (rows, times), oldest first
-        self._touched: set[int] = set()
         self._since_sweep = 0
         self._sent: list | None = None  # pairs for the other workers (partitioned state)
+        self._log: list | None = None  # pairs counted since the last checkpoint, for a delta
 
     # -- learning -------------------------------------------------------------------------------
 
@@ -116,10 +116,11 @@ class Transitions(Checkpointable):
         strictly earlier; then it joins the window (an item already there moves to the end)."""
         if ts is None:
             ts = self.now if self.now is not None else 0.0
+        if self.now is None or ts > self.now:
+            self.now = ts
         win = self._win.get(user)
         if win is None:
             self._win[user] = ([row], [ts])
-            self._clock(ts)
             return
         rows, times = win
         if row in rows:
@@ -132,11 +133,9 @@ class Transitions(Checkpointable):
         else:
             before = [r for r, t in zip(rows, times) if t < ts]
         if before:
-            self.add_pairs(before, row, ts)
+            self._add_one(before, row, ts)
             if self._sent is not None:  # partitioned state: the other workers count it too
                 self._sent.append((list(before), row, ts))
-        else:
-            self._clock(ts)
         rows.append(row)
         times.append(ts)
         if len(rows) > self.config.window:
@@ -188,83 +187,64 @@ class Transitions(Checkpointable):
         """
         if isinstance(a_rows, np.ndarray):
             a_rows = a_rows.tolist()
-        one = isinstance(b_rows, (int, np.integer))
-        if one:
-            b_rows = int(b_rows)
-        else:
-            if isinstance(b_rows, np.ndarray):
-                b_rows = b_rows.tolist()
-            if len(a_rows) != len(b_rows):
-                raise ValueError(f"add_pairs: {len(a_rows)} a_rows but {len(b_rows)} b_rows")
         self._clock(ts)
-        if not a_rows:
+        if isinstance(b_rows, (int, np.integer)):
+            if a_rows:
+                self._add_one(a_rows, int(b_rows), ts)
             return
+        if isinstance(b_rows, np.ndarray):
+            b_rows = b_rows.tolist()
+        if len(a_rows) != len(b_rows):
+            raise ValueError(f"add_pairs: {len(a_rows)} a_rows but {len(b_rows)} b_rows")
+        if a_rows:
+            self._pairs.add_pairs(list(a_rows), list(b_rows), self._weight(ts))
+            self._counted()
+            if self._log is not None:
+                self._log.append((list(a_rows), list(b_rows), ts))
+
+    def _add_one(self, a_rows: list[int], b: int, ts: float) -> None:
+        """Every ``a_rows -> b`` at ``ts`` (the per-event path: one weight, one buffered group)."""
+        ref = self._ref
+        if ref is None:
+            ref = self._ref = ts
+        x = self._rate * (ts - ref)
+        if x > self._RESCALE:
+            self._rescale(ts)
+            x = 0.0
+        self._pairs.add(a_rows, b, math.exp(x))
+        if self._log is not None:  # delta checkpoints (a_rows may be the window itself: a copy)
+            self._log.append((list(a_rows), b, ts))
+        self._since_sweep += 1
+        if self._since_sweep >= self.config.sweep_every:
+            self.sweep()
+
+    def _weight(self, ts: float) -> float:
         if self._ref is None:
             self._ref = ts
         x = self._rate * (ts - self._ref)
         if x > self._RESCALE:
             self._rescale(ts)
             x = 0.0
-        w = math.exp(x)
-        out, inn = self._out, self._in
-        top = max(max(a_rows), b_rows if one else max(b_rows))
-        if top >= len(out):
-            pad = [0.0] * (max(top + 1, len(self.index)) - len(out))
-            out.extend(pad)
-            inn.extend(pad)
-        self._in_arr = None
-        succ = self._succ
-        self._touched.update(a_rows)  # the sweep checks their sizes (one C call here)
-        get = succ.get
-        if one:  # the per-event path: one b, so one total to add to, and no pairs to zip
-            b = b_rows
-            for a in a_rows:
-                d = get(a)
-                if d is None:
-                    succ[a] = {b: w}
-                elif b in d:
-                    d[b] += w
-                else:
-                    d[b] = w
-                out[a] += w
-            inn[b] += w * len(a_rows)
-        else:
-            for a, b in zip(a_rows, b_rows):
-                d = get(a)
-                if d is None:
-                    succ[a] = {b: w}
-                elif b in d:
-                    d[b] += w
-                else:
-                    d[b] = w
-                out[a] += w
-                inn[b] += w
+        return math.exp(x)
+
+    def _counted(self) -> None:
         self._since_sweep += 1
         if self._since_sweep >= self.config.sweep_every:
             self.sweep()
 
     def _rescale(self, ts: float) -> None:
-        f = math.exp(-self._rate * (ts - self._ref))
-        for d in self._succ.values():
-            for b in d:
-                d[b] *= f
-        self._out = [v * f for v in self._out]
-        self._in = [v * f for v in self._in]
-        self._in_arr = None
+        self._pairs.scale(math.exp(-self._rate * (ts - self._ref)))
         self._ref = ts
+
+    #: learned pairs batches kept for the next delta checkpoint at most (tens of MB as lists)
+    LOG_MAX = 200_000
 
     def sweep(self) -> None:
         """Cut every successor map that outgrew twice the cap since the last sweep."""
-        limit, cap = 2 * self.config.max_successors, self.config.max_successors
-        for a in sorted(self._touched):
-            d = self._succ.get(a)
-            if d is not None and len(d) > limit:
-                keys = np.fromiter(d, np.int64, len(d))
-                vals = np.fromiter(d.values(), np.float64, len(d))
-                keep = np.sort(np.argsort(-vals, kind="stable")[:cap])
-                self._succ[a] = dict(zip(keys[keep].tolist(), vals[keep].tolist()))
-        self._touched = set()
+        self._pairs.cut(2 * self.config.max_successors, self.config.max_successors)
         self._since_sweep = 0
+        if self._log is not None and len(self._log) > self.LOG_MAX:
+            self._log = None  # no checkpoint for long: the next delta holds every row instead
 
     # -- reading --------------------------------------------------------------------------------
 
@@ -274,7 +254,7 @@ class Transitions(Checkpointable):
         if ra is None or rb is None or self._ref is None:
             return 0.0
         now = self.now if now is None else now
-        return self._succ.get(ra, {}).get(rb, 0.0) * math.exp(-self._rate * (now - self._ref))
+        return self._pairs.get(ra, rb) * math.exp(-self._rate * (now - self._ref))
 
     def window(self, user: Hashable) -> list[Hashable]:
         """The user's recent items, oldest first."""
@@ -287,22 +267,25 @@ class Transitions(Checkpointable):
         win = self._win.get(user)
         if not win:
             return None
-        cfg, succ, out = self.config, self._succ, self._out
-        keys, vals = [], []
-        w, a1 = 1.0, 1.0 - cfg.alpha
-        for h in reversed(win[0]):
-            d = succ.get(h)
-            if d and out[h] > 0.0:  # 0: decayed past float64's range
-                keys.append(np.fromiter(d, np.int64, len(d)))
-                vals.append(np.fromiter(d.values(), np.float64, len(d)) * (w / out[h] ** a1))
-            w *= cfg.decay
-        if not keys:
+        cfg, pairs = self.config, self._pairs
+        hist = win[0][::-1]  # most recent first
+        tag, keys, vals = pairs.rows(hist)
+        if not len(keys):
             return np.zeros(0, np.int64), np.zeros(0)
-        rows, inv = np.unique(np.concatenate(keys), return_inverse=True)
-        s = np.bincount(inv, weights=np.concatenate(vals), minlength=len(rows))
-        if self._in_arr is None:
-            self._in_arr = np.asarray(self._in)
-        inn = self._in_arr[rows]
+        out, n, f = pairs.out, len(pairs.out), []
+        w, a1 = 1.0, 1.0 - cfg.alpha
+        for h in hist:
+            o = float(out[h]) if h < n else 0.0
+            f.append(w / o**a1 if o > 0.0 else -1.0)  # 0: decayed past float64's range, left out
+            w *= cfg.decay
+        f = np.asarray(f)[tag]
+        if f.min() < 0.0:
+            keep = f >= 0.0
+            keys, vals, f = keys[keep], vals[keep], f[keep]
+        vals = vals * f
+        rows, inv = np.unique(keys, return_inverse=True)
+        s = np.bincount(inv, weights=vals, minlength=len(rows))
+        inn = pairs.inn[rows]
         ok = inn > 0.0
         s[ok] /= np.sqrt(inn[ok]) if cfg.alpha == 0.5 else inn[ok] ** cfg.alpha
         s[~ok] = 0.0
@@ -328,18 +311,14 @@ class Transitions(Checkpointable):
 
     # -- state ----------------------------------------------------------------------------------
 
-    def _succ_arrays(self) -> tuple[np.ndarray, np.ndarray, list]:
-        succ = self._succ
-        rows = np.fromiter(succ, np.int64, len(succ))
-        lens = np.fromiter(map(len, succ.values()), np.int64, len(succ))
-        return rows, lens, list(succ.values())
-
     def _clock_state(self) -> dict:
-        n = len(self.index)
+        n, pairs = len(self.index), self._pairs
+        pairs.fold()
         out, inn = np.zeros(n), np.zeros(n)
-        out[: len(self._out)], inn[: len(self._in)] = self._out[:n], self._in[:n]
+        o, i = pairs.out[:n], pairs.inn[:n]
+        out[: len(o)], inn[: len(i)] = o, i
         return {"config": asdict(self.config), "out": out, "in": inn,
-                "ref": self._ref, "now": self.now, "touched": np.asarray(sorted(self._touched), np.int64),
+                "ref": self._ref, "now": self.now, "touched": np.flatnonzero(pairs.touched).astype(np.int64),
                 "since_sweep": self._since_sweep}  # fmt: skip
 
     def users_state(self, users: list[Hashable] | None = None) -> dict:
@@ -357,32 +336,47 @@ class Transitions(Checkpointable):
             self._win[user] = (rows, times[start : start + len(rows)])
             start += len(rows)
 
-    def items_state(self) -> dict:
-        rows, lens, maps = self._succ_arrays()
-        return {**self._clock_state(), "rows": rows, "lens": lens,
-                "keys": chunked(np.int32, maps, lens), "vals": chunked(np.float64, maps, lens, values=True)}  # fmt: skip
+    def items_state(self, changed_only: bool = False) -> dict:
+        """The item side; with ``changed_only`` (after :meth:`checkpointed`) the pairs counted
+        since, in order: an event adds pairs to ``window`` rows, so rows written whole would hold
+        most of the catalogue after a few thousand events where the pairs take a few bytes each."""
+        if changed_only and self._log is not None:
+            log = self._log
+            one = np.fromiter((type(b) is int for _, b, _ in log), bool, len(log))
+            lens = np.fromiter((len(a) for a, _, _ in log), np.int64, len(log))
+            blens = np.where(one, 1, lens)
+            return {"config": asdict(self.config), "now": self.now, "log_one": one, "log_lens": lens,
+                    "log_a": chunked(np.int32, [a for a, _, _ in log], lens),
+                    "log_b": chunked(np.int32, [[b] if o else b for (_, b, _), o in zip(log, one.tolist())], blens),
+                    "log_ts": np.fromiter((t for _, _, t in log), np.float64, len(log))}  # fmt: skip
+        rows, lens, keys, vals = self._pairs.entries()
+        return {**self._clock_state(), "rows": rows, "lens": lens, "keys": keys.astype(np.int32), "vals": vals}
+
+    def checkpointed(self) -> None:
+        self._log = []
 
     def load_items(self, state: dict) -> None:
-        keys, vals = state["keys"].tolist(), state["vals"].tolist()
-        self._succ = {}
-        start = 0
-        for r, n in zip(state["rows"].tolist(), state["lens"].tolist()):
-            self._succ[r] = dict(zip(keys[start : start + n], vals[start : start + n]))
-            start += n
-        self._out, self._in = state["out"].tolist(), state["in"].tolist()
-        self._in_arr = None
+        """The item side of :meth:`items_state` (each row's entries in insertion order); a delta's
+        pairs are counted again on top of the state they followed."""
+        if "log_a" in state:
+            a, b = state["log_a"].tolist(), state["log_b"].tolist()
+            i = j = 0
+            for one, n, ts in zip(state["log_one"].tolist(), state["log_lens"].tolist(), state["log_ts"].tolist()):
+                self.add_pairs(a[i : i + n], b[j] if one else b[j : j + n], ts)
+                i, j = i + n, j + (1 if one else n)
+            self.now = state["now"]
+            return
+        self._pairs.load(state["rows"], state["lens"], state["keys"], state["vals"], state["out"], state["in"],
+                         state["touched"])  # fmt: skip
         self._ref, self.now = state["ref"], state["now"]
-        self._touched, self._since_sweep = set(state["touched"].tolist()), int(state["since_sweep"])
+        self._since_sweep = int(state["since_sweep"])
 
     def to_state(self, with_index: bool = True) -> dict:
-        rows, lens, maps = self._succ_arrays()
-        total = int(lens.sum())
+        rows, lens, keys, vals = self._pairs.entries()
         wins = list(self._win.items())
         wl = np.fromiter((len(w[0]) for _, w in wins), np.int64, len(wins))
         return {**self._clock_state(), "items": list(self.index.items) if with_index else None,
-                "rows": rows, "lens": lens,
-                "keys": np.fromiter((k for m in maps for k in m), np.int64, total),
-                "vals": np.fromiter((v for m in maps for v in m.values()), np.float64, total),
+                "rows": rows, "lens": lens, "keys": keys, "vals": vals,
                 "users": [u for u, _ in wins], "win_lens": wl,
                 "win_rows": np.fromiter((r for _, w in wins for r in w[0]), np.int64, int(wl.sum())),
                 "win_times": np.fromiter((t for _, w in wins for t in w[1]), np.float64, int(wl.sum()))}  # fmt: skip

@@ -1,0 +1,415 @@
+"""Sparse ``(a, b)`` counts in compact arrays, learned through an append buffer.
+
+Why: ordered transitions add about ten pairs per event. As a dict of dicts each pair cost a Python
+dict update (and a float object), most of the transitions' learning cost and tens of bytes per
+entry. Here the per-event path only appends to four lists (:meth:`PairCounts.add`); :meth:`fold`
+applies the buffer with a few numpy passes, before any read and whenever the owner needs the
+state (its sweeps, checkpoints). The result is bit for bit the dict's: every addition is applied
+in the order it was made (``np.add.at`` is unbuffered and sequential), and each entry keeps the
+sequence number of its first insertion, so a row's entries can be replayed in the dict's
+insertion order (what a cut's ties are broken by, and what a checkpoint writes).
+
+Layout: entries live in two sorted arrays of keys ``a << 32 | b`` with values, sequence numbers
+and a live flag: the main part and a small side part that new keys are inserted into (a copy of
+the side, not of everything); the side is merged into the main part once it outgrows a quarter
+of it, so an insertion costs amortised O(1) copies. :meth:`cut` marks entries dead rather than
+moving arrays (a dead key added again is a new entry, as in a dict); merges drop them. Beside
+the entries: the totals leaving each ``a`` (``out``) and entering each ``b`` (``inn``) of all
+that was added (cut entries included), and the live entries per row.
+
+>>> pc = PairCounts()
+>>> pc.add([0, 2], 1, 1.0); pc.add([0], 1, 0.5); pc.add([1], 0, 2.0)
+>>> pc.rows([0])[1].tolist(), pc.rows([0])[2].tolist(), pc.get(1, 0), pc.get(2, 0)
+([1], [1.5], 2.0, 0.0)
+>>> pc.out[:3].tolist(), pc.inn[:3].tolist(), pc.row_len(0)
+([1.5, 2.0, 1.0], [2.0, 2.5, 0.0], 1)
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+_SHIFT = np.int64(32)
+_LOW = np.int64((1 << 32) - 1)
+
+
+def _grow(a: np.ndarray, n: int) -> np.ndarray:
+    """``a`` (1-d) zero-padded to at least ``n``, geometrically (amortised O(1) per row)."""
+    if n <= len(a):
+        return a
+    out = np.zeros(max(n, 2 * len(a), 16), a.dtype)
+    out[: len(a)] = a
+    return out
+
+
+def _unique(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``np.unique(a << 32 | b, return_index=True, return_inverse=True)``, several times faster:
+    when rows, columns and positions fit in 63 bits together, one sort of the packed values (a
+    plain sort, not an argsort: positions ride along in the low bits, which also makes it stable).
+
+    >>> [x.tolist() for x in _unique(np.array([0, 0, 0, 1, 0]), np.array([7, 3, 7, 1, 3]))]
+    [[3, 7, 4294967297], [1, 0, 3], [1, 0, 1, 2, 0]]
+    """
+    n = len(a)
+    pb = max(int(n - 1).bit_length(), 1)
+    cb = max(int(b.max()).bit_length(), 1) if n else 1
+    rb = max(int(a.max()).bit_length(), 1) if n else 1
+    if rb + cb + pb > 63:
+        uk, first, inv = np.unique((a << _SHIFT) | b, return_index=True, return_inverse=True)
+        return uk, first, inv
+    packed = np.sort((((a << np.int64(cb)) | b) << np.int64(pb)) | np.arange(n, dtype=np.int64))
+    pos = packed & np.int64((1 << pb) - 1)
+    ks = packed >> np.int64(pb)
+    new = np.empty(n, bool)
+    new[:1] = True
+    np.not_equal(ks[1:], ks[:-1], out=new[1:])
+    inv = np.empty(n, np.int64)
+    inv[pos] = np.cumsum(new) - 1
+    uk = ks[new]
+    return ((uk >> np.int64(cb)) << _SHIFT) | (uk & np.int64((1 << cb) - 1)), pos[new], inv
+
+
+def _find(keys: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of ``q`` in sorted ``keys`` and whether each is there.
+
+    >>> p, ok = _find(np.array([2, 5, 9]), np.array([5, 1, 9, 10])); p.tolist(), ok.tolist()
+    ([1, 0, 2, 3], [True, False, True, False])
+    """
+    pos = np.searchsorted(keys, q)
+    if not len(keys):
+        return pos, np.zeros(len(q), bool)
+    return pos, keys[np.minimum(pos, len(keys) - 1)] == q
+
+
+def _merged(keys: np.ndarray, new: np.ndarray, *cols):
+    """Sorted ``keys`` with the sorted ``new`` keys merged in, and each ``(old values, new values)``
+    column alike: one destination mask for every column (``np.insert`` builds one per call).
+
+    >>> [c.tolist() for c in _merged(np.array([1, 5]), np.array([3, 9]), (np.array([.1, .5]), 0.0))]
+    [[1, 3, 5, 9], [0.1, 0.0, 0.5, 0.0]]
+    """
+    dest = np.searchsorted(keys, new) + np.arange(len(new))
+    old = np.ones(len(keys) + len(new), bool)
+    old[dest] = False
+    out = []
+    for was, add in ((keys, new), *cols):
+        col = np.empty(len(old), was.dtype)
+        col[old], col[dest] = was, add
+        out.append(col)
+    return out
+
+
+class _Part:
+    """One sorted run of entries: keys, values, first-insertion sequence numbers, live flags."""
+
+    __slots__ = ("k", "v", "s", "live", "_ptr")
+
+    def __init__(self, k=None, v=None, s=None, live=None):
+        self.k = np.zeros(0, np.int64) if k is None else k
+        self.v = np.zeros(0) if v is None else v
+        self.s = np.zeros(0, np.int64) if s is None else s
+        self.live = np.ones(len(self.k), bool) if live is None else live
+        self._ptr: np.ndarray | None = None
+
+    def insert(self, k: np.ndarray, s: np.ndarray) -> None:
+        """New keys (sorted, none present) with value 0."""
+        if len(k):
+            self.k, self.v, self.s, self.live = _merged(self.k, k, (self.v, 0.0), (self.s, s), (self.live, True))
+            self._ptr = None
+
+    def ptr(self) -> np.ndarray:
+        """Where each row's entries start, up to one past the last row with entries."""
+        if self._ptr is None:
+            n = int(self.k[-1] >> _SHIFT) + 2 if len(self.k) else 1
+            self._ptr = np.searchsorted(self.k, np.arange(n, dtype=np.int64) << _SHIFT)
+        return self._ptr
+
+    def gather(self, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The positions of the live entries of rows ``a``, row after row, and for each the index
+        into ``a`` it belongs to."""
+        ptr = self.ptr()
+        inside = a + 1 < len(ptr)
+        a = np.where(inside, a, 0)
+        lo, hi = ptr[a], ptr[np.minimum(a + 1, len(ptr) - 1)]
+        lens = np.where(inside, hi - lo, 0)
+        total = int(lens.sum())
+        if not total:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        ends = np.cumsum(lens)
+        pos = np.arange(total) + np.repeat(lo - (ends - lens), lens)
+        tag = np.repeat(np.arange(len(a)), lens)
+        live = self.live[pos]
+        return pos[live], tag[live]
+
+
+class PairCounts:
+    """Sparse non-negative counts ``C[a, b]`` with row and column totals (see the module doc)."""
+
+    #: the side part is merged into the main one once it outgrows sqrt(2 * main * new keys per
+    #: insertion): what balances copying the side at each insertion against copying the main
+    #: part at each merge (an insertion of a few keys per read keeps a small side)
+    _SIDE_MIN = 1024
+    #: fold the queue at a cut once it holds more pairs than this or than the entries
+    _QUEUE_MIN = 1 << 18
+
+    def __init__(self) -> None:
+        self._main, self._side = _Part(), _Part()
+        self._seq = 0  # sequence number of the next new entry
+        self._new_avg = 0.0  # keys inserted per insertion, a moving average
+        self.out = np.zeros(0)  # total added per a
+        self.inn = np.zeros(0)  # total added per b
+        self._len = np.zeros(0, np.int64)  # live entries per a (pairs still queued not counted)
+        self.touched = np.zeros(0, bool)  # rows given a pair since the last cut()
+        # the per-event buffer: flat a rows; per group one b, its size and its weight
+        self._pa: list[int] = []
+        self._pb: list[int] = []
+        self._pn: list[int] = []
+        self._pw: list[float] = []
+        # sealed pairs not yet in the entries, in the order added (the totals have them): the
+        # first _qn of growable arrays; ``done``: applied already (the queue of a row folded early)
+        self._qa, self._qb, self._qw = np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        self._qdone, self._qn = np.zeros(0, bool), 0
+        self._queued = np.zeros(0, np.int64)  # queued pairs not yet applied, per a row
+
+    # -- adding ---------------------------------------------------------------------------------
+
+    def add(self, a_rows: list[int], b: int, w: float) -> None:
+        """Add ``w`` to ``C[a, b]`` for each ``a`` of ``a_rows`` (distinct, non-empty): the per-event
+        path, four list appends; the arrays change at the next :meth:`fold`."""
+        self._pa.extend(a_rows)
+        self._pb.append(b)
+        self._pn.append(len(a_rows))
+        self._pw.append(w)
+
+    def add_pairs(self, a_rows: list[int], b_rows: list[int], w: float) -> None:
+        """Add ``w`` to ``C[a_rows[i], b_rows[i]]`` for each ``i``."""
+        self._pa.extend(a_rows)
+        self._pb.extend(b_rows)
+        self._pn.extend([1] * len(b_rows))
+        self._pw.extend([w] * len(b_rows))
+
+    def _seal(self) -> None:
+        """The per-event buffer into the queue, as arrays; the totals take it at once."""
+        if not self._pb:
+            return
+        a = np.array(self._pa, np.int64)
+        bg, ng, wg = np.array(self._pb, np.int64), np.array(self._pn, np.int64), np.array(self._pw)
+        self._pa, self._pb, self._pn, self._pw = [], [], [], []
+        self._rows(int(max(a.max(), bg.max())) + 1)
+        w = np.repeat(wg, ng)
+        np.add.at(self.out, a, w)
+        np.add.at(self.inn, bg, wg * ng)
+        np.add.at(self._queued, a, 1)
+        self.touched[a] = True
+        q, m = self._qn, len(a)
+        if q + m > len(self._qa):
+            cap = max(2 * len(self._qa), q + m, 1024)
+            self._qa, self._qb = _grow(self._qa, cap), _grow(self._qb, cap)
+            self._qw, self._qdone = _grow(self._qw, cap), _grow(self._qdone, cap)
+        self._qa[q : q + m], self._qb[q : q + m], self._qw[q : q + m] = a, np.repeat(bg, ng), w
+        self._qdone[q : q + m] = False
+        self._qn = q + m
+
+    def _rows(self, n: int) -> None:
+        """Room for rows below ``n`` in the per-row arrays (all of one length)."""
+        if n > len(self.out):
+            n = max(n, 2 * len(self.out), 16)
+            self.out, self.inn, self._len = _grow(self.out, n), _grow(self.inn, n), _grow(self._len, n)
+            self.touched, self._queued = _grow(self.touched, n), _grow(self._queued, n)
+
+    def fold(self) -> None:
+        """Apply everything added, in the order it was added."""
+        self._seal()
+        q = self._qn
+        if q:
+            todo = ~self._qdone[:q]
+            self._apply(self._qa[:q][todo], self._qb[:q][todo], self._qw[:q][todo])
+            self._qn = 0
+            self._queued[:] = 0
+
+    def _fold_rows(self, rows: np.ndarray) -> None:
+        """Apply the queued pairs of ``rows`` only (a row's entries depend on its own pairs alone)."""
+        q = self._qn
+        mark = np.zeros(len(self._queued), bool)
+        mark[rows] = True
+        sel = np.flatnonzero(mark[self._qa[:q]] & ~self._qdone[:q])
+        if len(sel):
+            self._apply(self._qa[sel], self._qb[sel], self._qw[sel])
+            self._qdone[sel] = True
+        self._queued[rows] = 0
+
+    def _apply(self, a: np.ndarray, b: np.ndarray, w: np.ndarray) -> None:
+        """Add ``w[i]`` to entry ``(a[i], b[i])`` for each ``i`` in order (the totals have them)."""
+        # look the distinct keys up, sorted (sorted needles keep the binary searches in cache)
+        uk, first, inv = _unique(a, b)
+        main, side = self._main, self._side
+        pm, in_main = _find(main.k, uk)
+        ps, in_side = _find(side.k, uk)
+        in_side &= ~in_main
+        fresh = ~(in_main | in_side)  # new keys, and dead ones added again: new entries
+        fresh[in_main] = ~main.live[pm[in_main]]
+        fresh[in_side] = ~side.live[ps[in_side]]
+        if fresh.any():
+            fk, ff = uk[fresh], first[fresh]
+            seq = np.empty(len(fk), np.int64)
+            seq[np.argsort(ff)] = np.arange(self._seq, self._seq + len(fk))  # in order of first addition
+            self._seq += len(fk)
+            np.add.at(self._len, fk >> _SHIFT, 1)
+            for part, pos, there in ((main, pm, in_main), (side, ps, in_side)):
+                p = pos[fresh & there]
+                part.live[p], part.v[p], part.s[p] = True, 0.0, seq[there[fresh]]
+            absent = ~(in_main | in_side)
+            side.insert(uk[absent], seq[absent[fresh]])
+            self._new_avg += 0.1 * (int(absent.sum()) - self._new_avg)
+            ps, in_side = _find(side.k, uk)
+            in_side &= ~in_main
+        pm, ps = pm[inv], ps[inv]  # per pair, in the order added
+        sel = in_main[inv]
+        np.add.at(main.v, pm[sel], w[sel])
+        sel = in_side[inv]
+        np.add.at(side.v, ps[sel], w[sel])
+        if len(side.k) > max(self._SIDE_MIN, math.sqrt(2.0 * len(main.k) * self._new_avg)):
+            self._merge()
+
+    def _merge(self) -> None:
+        """The side part into the main one, dead entries dropped."""
+        m, s = self._main, self._side
+        ml, sl = m.live, s.live
+        self._main = _Part(*_merged(m.k[ml], s.k[sl], (m.v[ml], s.v[sl]), (m.s[ml], s.s[sl])))
+        self._side = _Part()
+
+    def scale(self, f: float) -> None:
+        """Multiply every count and total by ``f`` (a fold of the owner's decay scale)."""
+        self.fold()
+        for part in (self._main, self._side):
+            part.v *= f
+        self.out *= f
+        self.inn *= f
+
+    # -- reading (each folds the buffer first) ---------------------------------------------------
+
+    def rows(self, a_rows) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The live entries of the rows ``a_rows``, row after row (within a row in no particular
+        order): ``(index into a_rows, b rows, counts)``.
+
+        >>> pc = PairCounts(); pc.add([0, 1], 2, 1.0); pc.add([1], 0, 0.5)
+        >>> [x.tolist() for x in pc.rows([1, 5, 0])]
+        [[0, 0, 2], [0, 2, 2], [0.5, 1.0, 1.0]]
+        """
+        self.fold()
+        a = np.asarray(a_rows, np.int64)
+        got = []
+        for part in (self._main, self._side):
+            pos, tag = part.gather(a)
+            if len(pos):
+                got.append((tag, part.k[pos] & _LOW, part.v[pos]))
+        if not got:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0)
+        if len(got) == 1:
+            return got[0]
+        tag, b, v = (np.concatenate(x) for x in zip(*got))
+        order = np.argsort(tag, kind="stable")
+        return tag[order], b[order], v[order]
+
+    def get(self, a: int, b: int) -> float:
+        self.fold()
+        key = np.int64(a) << _SHIFT | np.int64(b)
+        for part in (self._main, self._side):
+            pos = int(np.searchsorted(part.k, key))
+            if pos < len(part.k) and part.k[pos] == key and part.live[pos]:
+                return float(part.v[pos])
+        return 0.0
+
+    def row_len(self, a: int) -> int:
+        self.fold()
+        return int(self._len[a]) if a < len(self._len) else 0
+
+    def __len__(self) -> int:
+        """Live entries."""
+        self.fold()
+        return int(self._len.sum())
+
+    # -- keeping rows bounded ---------------------------------------------------------------------
+
+    def cut(self, limit: int, cap: int) -> int:
+        """Cut every touched row with more than ``limit`` entries back to its ``cap`` largest
+        (ties: the earlier inserted first, as a stable sort over a dict would); clear the touched
+        rows; return how many rows were cut.
+
+        >>> pc = PairCounts()
+        >>> for b, w in [(1, 1.0), (2, 3.0), (3, 1.0), (4, 2.0)]: pc.add([0], b, w)
+        >>> pc.cut(limit=3, cap=2), sorted(pc.rows([0])[1].tolist()), pc.row_len(0)
+        (1, [2, 4], 2)
+        """
+        self._seal()
+        # a row whose entries plus queued pairs stay within the limit cannot need a cut: only
+        # the others are folded now (the rest waits for a read, or for the queue to grow)
+        maybe = np.flatnonzero(self.touched & (self._len + self._queued > limit))
+        if len(maybe):
+            self._fold_rows(maybe)
+        rows = maybe[self._len[maybe] > limit]
+        for a in rows.tolist():
+            where, vals, seqs = [], [], []
+            for part in (self._main, self._side):
+                pos = part.gather(np.array([a]))[0]
+                where.append((part, pos))
+                vals.append(part.v[pos])
+                seqs.append(part.s[pos])
+            v, s = np.concatenate(vals), np.concatenate(seqs)
+            order = np.argsort(s)
+            drop = np.zeros(len(v), bool)
+            drop[order[np.argsort(-v[order], kind="stable")[cap:]]] = True
+            start = 0
+            for part, pos in where:
+                gone = pos[drop[start : start + len(pos)]]
+                part.live[gone], part.v[gone] = False, 0.0
+                start += len(pos)
+            self._len[a] = len(v) - int(drop.sum())
+        self.touched[:] = False
+        if self._qn > max(self._QUEUE_MIN, len(self._main.k)):
+            self.fold()
+        return len(rows)
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def entries(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The live entries as ``(rows, lens, b rows, counts)``: rows ascending (only those of
+        ``rows`` when given), each row's entries in insertion order.
+
+        >>> pc = PairCounts(); pc.add([3], 9, 1.0); pc.add([3], 2, 1.0); pc.add([1], 5, 2.0)
+        >>> [x.tolist() for x in pc.entries()]
+        [[1, 3], [1, 2], [5, 9, 2], [2.0, 1.0, 1.0]]
+        """
+        self.fold()
+        ks, vs, ss = [], [], []
+        for part in (self._main, self._side):
+            live = part.live
+            if rows is not None:
+                live = live & np.isin(part.k >> _SHIFT, rows)
+            ks.append(part.k[live])
+            vs.append(part.v[live])
+            ss.append(part.s[live])
+        k, v, s = np.concatenate(ks), np.concatenate(vs), np.concatenate(ss)
+        a = k >> _SHIFT
+        order = np.lexsort((s, a))
+        a, k, v = a[order], k[order], v[order]
+        urows, lens = np.unique(a, return_counts=True)
+        return urows, lens, k & _LOW, v
+
+    def load(self, rows, lens, bs, vals, out, inn, touched=()) -> None:
+        """Replace everything by ``entries()``-shaped arrays and the totals."""
+        rows, lens = np.asarray(rows, np.int64), np.asarray(lens, np.int64)
+        touched = np.asarray(touched, np.int64)
+        k = (np.repeat(rows, lens) << _SHIFT) | np.asarray(bs, np.int64)
+        order = np.argsort(k, kind="stable")
+        seq = np.arange(len(k), dtype=np.int64)  # a row's entries come in insertion order
+        self.__init__()
+        self._main = _Part(k[order], np.asarray(vals, np.float64)[order], seq[order])
+        self._seq = len(k)
+        self._rows(max(len(out), len(inn), int(rows.max()) + 1 if len(rows) else 0,
+                       int(touched.max()) + 1 if len(touched) else 0))  # fmt: skip
+        self.out[: len(out)], self.inn[: len(inn)] = out, inn
+        self._len[rows] = lens
+        self.touched[touched] = True

@@ -1,0 +1,90 @@
+"""PairCounts against the dict of dicts it replaced: the same counts bit for bit, the same cuts
+(ties to the earlier inserted), whatever the interleaving of additions, reads, cuts and loads."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+from streamrec.streams.paircounts import PairCounts
+
+
+class DictCounts:
+    """The reference: a dict per row in insertion order, totals as Python floats."""
+
+    def __init__(self):
+        self.succ, self.out, self.inn, self.touched = {}, {}, {}, set()
+
+    def add(self, a_rows, b, w):
+        for a in a_rows:
+            d = self.succ.setdefault(a, {})
+            d[b] = d.get(b, 0.0) + w if b in d else w
+            self.out[a] = self.out.get(a, 0.0) + w
+        self.inn[b] = self.inn.get(b, 0.0) + w * len(a_rows)
+        self.touched.update(a_rows)
+
+    def cut(self, limit, cap):
+        for a in sorted(self.touched):
+            d = self.succ.get(a)
+            if d is not None and len(d) > limit:
+                keys, vals = list(d), np.array(list(d.values()))
+                keep = np.sort(np.argsort(-vals, kind="stable")[:cap])
+                self.succ[a] = {keys[i]: d[keys[i]] for i in keep.tolist()}
+        self.touched = set()
+
+
+def same(pc: PairCounts, ref: DictCounts, n: int) -> None:
+    rows, lens, bs, vals = pc.entries()
+    got, start = {}, 0
+    for r, k in zip(rows.tolist(), lens.tolist()):
+        got[r] = list(zip(bs[start : start + k].tolist(), vals[start : start + k].tolist()))
+        start += k
+    assert got == {a: list(d.items()) for a, d in ref.succ.items() if d}  # order and bits
+    assert pc.out[:n].tolist() == [ref.out.get(a, 0.0) for a in range(n)]
+    assert pc.inn[:n].tolist() == [ref.inn.get(b, 0.0) for b in range(n)]
+    for a in range(n):
+        _, b, v = pc.rows([a])
+        assert dict(zip(b.tolist(), v.tolist())) == ref.succ.get(a, {}) and pc.row_len(a) == len(ref.succ.get(a, {}))
+
+
+def test_random_interleavings_match_the_dicts():
+    rnd = random.Random(7)
+    n = 40
+    for trial in range(6):
+        pc, ref = PairCounts(), DictCounts()
+        pc._SIDE_MIN, pc._QUEUE_MIN = 8, 16  # merges and queue folds happen often
+        for step in range(3000):
+            b = int(rnd.paretovariate(1.2)) % n
+            a_rows = rnd.sample(range(n), rnd.randrange(1, 8))
+            w = rnd.choice([1.0, 0.5, rnd.random()])  # equal weights: ties at the cuts
+            pc.add(a_rows, b, w)
+            ref.add(a_rows, b, w)
+            if step % 50 == 49:
+                assert pc.cut(limit=6, cap=3) >= 0
+                ref.cut(limit=6, cap=3)
+            if step % 333 == 0:  # a read folds everything
+                a = rnd.randrange(n)
+                assert pc.get(a, b) == ref.succ.get(a, {}).get(b, 0.0)
+            if trial % 2 and step % 700 == 699:  # a checkpoint and a restore in between
+                back = PairCounts()
+                back.load(*pc.entries(), pc.out, pc.inn, np.flatnonzero(pc.touched))
+                pc = back
+        same(pc, ref, n)
+
+
+def test_dead_entries_come_back_as_new_ones():
+    pc = PairCounts()
+    for b, w in [(1, 1.0), (2, 3.0), (3, 2.0)]:
+        pc.add([0], b, w)
+    assert pc.cut(limit=2, cap=2) == 1 and pc.get(0, 1) == 0.0
+    pc.add([0], 1, 5.0)  # cut, then added again: a fresh count at the end of the insertion order
+    rows, lens, bs, vals = pc.entries()
+    assert bs.tolist() == [2, 3, 1] and vals.tolist() == [3.0, 2.0, 5.0] and pc.row_len(0) == 3
+
+
+def test_scale_multiplies_counts_and_totals():
+    pc = PairCounts()
+    pc.add([0, 1], 2, 4.0)
+    pc.scale(0.25)
+    assert pc.get(0, 2) == pc.get(1, 2) == 1.0 and pc.out[:2].tolist() == [1.0, 1.0] and pc.inn[2] == 2.0

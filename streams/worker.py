@@ -37,6 +37,10 @@ sees each event before it is learned, so it can read the list a user had at that
 Which users are owed a list and when it is written (refresh interval, early refresh, logical
 clock, owed users across a rebalance, Redis backoff) is decided by pure bookkeeping in
 :mod:`streamrec.streams.schedule`; this module does the I/O around it.
+
+The worker is three stages, one module each: the per-event path (:mod:`streamrec.streams.intake`),
+the refresh passes and checkpoints (:mod:`streamrec.streams.passes`), and here the set-up, the
+Kafka plumbing, health and the loop.
 """
 
 from __future__ import annotations
@@ -47,17 +51,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from streamrec.connect import check_kafka, kafka_config, redis_client, redis_errors
-from streamrec.schemas.codec import encode
-from streamrec.schemas.deadletters import dead_letter
-from streamrec.schemas.events import Click, DeadLetter, Item, ItemEmbedding, ItemTags, Rating
+from streamrec.connect import check_kafka, kafka_config, redis_client
 from streamrec.schemas.keys import RedisKeys
 from streamrec.schemas.topics import Topics
 from streamrec.metrics import WorkerMetrics, serve, write_heartbeat
 from streamrec.settings import Settings
 from streamrec.streams import positions
 from streamrec.streams.catalog import Catalog
-from streamrec.streams.checkpoint import Checkpoint, FileCheckpointStore, Snapshots
+from streamrec.streams.checkpoint import FileCheckpointStore, Snapshots
 from streamrec.streams.ingest import Boundary
 from streamrec.streams.listindex import ListIndex
 from streamrec.streams.membership import Membership
@@ -65,19 +66,17 @@ from streamrec.streams.outputs import SideOutputs, committed_offsets, outputs_gr
 from streamrec.streams.partitioned import DELTA_MAX_BYTES, Ownership, PartitionedState, ensure_state_topics
 from streamrec.streams.partitioned import snapshot_topic, state_topics
 from streamrec.streams.partitiontasks import PartitionTasks
+from streamrec.streams.intake import EventPath
+from streamrec.streams.passes import MODEL_NAME, RefreshPasses
 from streamrec.streams.recommender import Recommender
-from streamrec.streams.refresh import config_digest, write_lists
-from streamrec.streams.schedule import PassSlices, RefreshSchedule, active_from_meta, active_to_meta
+from streamrec.streams.schedule import PassSlices, RefreshSchedule, active_from_meta
 from streamrec.streams.serving import ServingState
 from streamrec.streams.served import Served
 
 log = logging.getLogger("streamrec.worker")
-MODEL_NAME = "streamrec-blend"
 BATCH = 1000
 HEARTBEAT_S = 2.0
 LOGICAL_CHECKPOINT_S = 30.0  # wall-clock checkpoint period of a logical-clock (replay) worker
-PASS_SLICE_S = 0.05  # an interleaved refresh pass ranks this long, then the loop consumes a batch
-PASS_REUSE_S = 1.0  # early refreshes within this long share one ranking pass
 
 
 @dataclass
@@ -114,7 +113,7 @@ def build_recommender(settings: Settings) -> Recommender:
     return Recommender(cfg, seed=settings.seed)
 
 
-class StreamWorker:
+class StreamWorker(EventPath, RefreshPasses):
     """One stream worker process. ``run()`` until stopped; ``run(burst=True)`` until caught up.
 
     ``logical=True`` drives refreshes by event time instead of wall time (replays); ``observer``,
@@ -259,111 +258,6 @@ class StreamWorker:
             return position is None or position[1] in self.ownership.owned
         return self.membership is None or position is None or position in self.membership.owned
 
-    # ------------------------------------------------------------ the per-event path
-
-    def handle(self, topic: str, partition: int, offset: int, key, value, now: float,
-               headers=None) -> None:  # fmt: skip
-        """Learn one message (or dead-letter it) and advance the partition's position.
-
-        No single message can stop the worker: one whose handling raises is dead-lettered with the
-        error (and logged with its traceback), and one named by ``STREAMREC_SKIP_MESSAGES`` is
-        passed over (an operator's last resort when even its dead letter cannot be produced).
-        """
-        position = (topic, partition)
-        if offset < self.offsets.get(position, 0):
-            return  # already inside the restored state: never learn an event twice
-        if self.settings.skip_messages and (topic, partition, offset) in self.settings.skip_messages:
-            self.stats.skipped += 1
-            log.warning("skipped %s[%d]@%d as STREAMREC_SKIP_MESSAGES says", topic, partition, offset)
-        else:
-            try:
-                record = self._learn(topic, partition, offset, key, value, now, headers)
-            except Exception as exc:  # a defect, not bad input: keep the stream going, say why
-                log.exception("handling %s[%d]@%d failed", topic, partition, offset)
-                self.stats.errors += 1
-                record = dead_letter(topic, key, value, f"worker error: {type(exc).__name__}: {exc}",
-                                     now, partition, offset)  # fmt: skip
-            if type(record) is DeadLetter:
-                produced = self.outputs.produce(self.topics.deadletter, key or b"", encode(record),
-                                                (topic, partition, offset))  # fmt: skip
-                if produced:
-                    self.stats.dead_letters += 1
-                    log.warning("dead-lettered %s[%d]@%d: %s", topic, partition, offset, record.reason)
-        self.offsets[position] = offset + 1
-
-    def _learn(self, topic: str, partition: int, offset: int, key, value, now: float, headers=None):
-        """Decode and learn one message; returns the record, a :class:`DeadLetter` if refused."""
-        position = (topic, partition)
-        if self.state is not None and topic == self.state.items_topic:
-            self.state.read_delta(offset, value)  # another worker's (this one's are in already)
-            return None
-        record = self.boundary.decode(topic, key, value, now, partition, offset, headers)
-        kind = type(record)
-        if kind is Click or kind is Rating:
-            if self.logical:
-                now = record.ts
-                if self.schedule.boundary_reached(now):
-                    self.write_active(now)  # the lists as of every earlier event
-                    self.schedule.advance_boundary(now)
-            if self.observer is not None:
-                self.observer(record, self)
-            self.served.event(record.user, record.item, self.serves(position))
-            if kind is Click:
-                self.model.learn_click(record.user, record.item, record.ts)
-            else:
-                self.model.learn_rating(record.user, record.item, record.rating, record.ts)
-            self.stats.learned += 1
-            if self.state is not None:
-                self.state.learned(record.user, partition)
-                self.outputs.mark()
-                if self.state.delta_due():
-                    self.state.emit_delta(self.outputs)
-            self.schedule.touch(record.user, position, now)
-            self.serving.touched(record.item)
-            self._only_catalogued(record.item)
-        elif kind is Item:
-            self._item(record, now, (topic, partition, offset))
-        elif kind is ItemEmbedding:
-            if self.catalog_state.is_current(record.item, record.content_hash):
-                try:
-                    self.model.set_embedding(record.item, record.vector, record.ts)
-                    self.stats.enrichments += 1
-                    self.serving.touched(record.item)
-                    self._only_catalogued(record.item)
-                    # zero-shot cold start: the users it suits get a list with it at the next
-                    # refresh, not at their next event (which partition they are on is unknown
-                    # here, so every serving worker writes them; writes are idempotent)
-                    for user in self.model.users_near(record.item, self.settings.cold_start_users):
-                        self.schedule.owe(user)
-                except ValueError as exc:  # e.g. another model's dimension: refuse, keep going
-                    return dead_letter(topic, key, value, str(exc), now, partition, offset)
-        elif kind is ItemTags:
-            if self.catalog_state.is_current(record.item, record.content_hash):
-                self.model.set_tags(record.item, record.tags, record.ts)
-                self.stats.enrichments += 1
-                self._only_catalogued(record.item)
-        return record
-
-    def _item(self, item: Item, now: float, origin: tuple[str, int, int]) -> None:
-        self.serving.item(item)
-        if item.deleted:
-            self.model.delete_item(item.item)
-            self.catalog_state.delete(item.item)
-            for user in self.lists.holders(item.item):  # active or not: their lists show it
-                self.schedule.owe(user)
-            return
-        self.model.upsert_item(item.item, item.ts)
-        request = self.catalog_state.upsert(item, now)
-        if request is not None:  # new or changed content: queue it for the LLM workers
-            if self.outputs.produce(self.topics.enrich, item.item.encode(), encode(request), origin):
-                self.stats.enrich_requests += 1
-
-    def _only_catalogued(self, item: str) -> None:
-        """With STREAMREC_RECOMMEND_UNCATALOGUED=false, an item the catalogue never announced (or
-        deleted) is learned from but never recommended, until an upsert makes it available."""
-        if not self.settings.recommend_uncatalogued and not self.catalog_state.known(item):
-            self.model.delete_item(item)
-
     def poll(self, timeout: float = 0.1) -> int:
         """Consume and learn one batch from the catalogue and the event topics."""
         if self.membership is not None:
@@ -398,167 +292,6 @@ class StreamWorker:
         self.stats.output_failures = self.outputs.failures
         self.stats.suppressed_outputs = self.outputs.suppressed
         return ok
-
-    # ------------------------------------------------------------ refresh and checkpoint
-
-    def model_version(self) -> str:
-        """The name of the state the lists come from: the checkpoint that will hold it."""
-        return f"{MODEL_NAME}.{self.seq + 1}"
-
-    def _write(self, users: list[str], with_fallback: bool, now: float, lists: dict | None = None) -> bool:
-        """Write ``users``' lists (ranked here in one batched pass unless ``lists`` has them)."""
-        if not self.schedule.redis_ready(now):
-            return False
-        k = self.settings.top_k
-        fallback = self.model.fallback(k) if with_fallback else None
-        if lists is None:
-            lists = dict(zip(users, self._ranking(now).lists(users, k)))
-        try:
-            written = write_lists(
-                self.redis, self.keys, users, lists.__getitem__, fallback,
-                self.model_version(), now, self.served.digest,
-            )  # fmt: skip
-            if not self.logical:  # a replay reads lists only
-                self.serving.write(self.redis, self.keys, self.model, users, now, self.model_version(),
-                                   self.served.digest)  # fmt: skip
-        except redis_errors() as exc:
-            self.stats.redis_failures += 1
-            delay = self.schedule.redis_failed(now)
-            log.warning("Redis unavailable (%s); retrying in %.0fs, still learning", exc, delay)
-            return False
-        self.schedule.redis_ok()
-        if fallback is not None:
-            self.served.published(fallback)
-        self.stats.lists_written += written
-        for user, items in lists.items():  # what each user's list in Redis now holds
-            self.served.noted(user, items)
-            if items:
-                self.lists.record(user, [i for i, _ in items])
-            else:
-                self.lists.forget(user)
-        return True
-
-    def _ranking(self, now: float):
-        """A ranking pass for a write; early refreshes reuse one for up to ``PASS_REUSE_S`` (its
-        per-pass work is tens of ms at 100k items; deletions still apply at once), replays never."""
-        cached = self._cached_pass
-        if self.logical or cached is None or not 0 <= now - cached[1] < PASS_REUSE_S:
-            cached = self._cached_pass = (self.model.ranking_pass(ranker=self.served.ranker), now)
-        return cached[0]
-
-    def write_active(self, now: float) -> bool:
-        """Write the lists of the active users we serve, and the global list; keep them on failure."""
-        if not self._write(self.schedule.owed(self.serves), with_fallback=True, now=now):
-            return False
-        self.schedule.written(self.serves, now)
-        self.stats.refreshes += 1
-        return True
-
-    def refresh(self) -> None:
-        """The minute pass: lists of every active user, then checkpoint, then commit."""
-        started = time.perf_counter()
-        now = self.clock()
-        if not self.logical and self.write_active(now):
-            self._write_stats(now)
-        self.checkpoint()
-        self.stats.last_refresh_s = time.perf_counter() - started
-        self.metrics.refresh_seconds.observe(self.stats.last_refresh_s)
-        self.metrics.lag.set(self.lag())
-
-    def begin_pass(self, now: float) -> None:
-        """Start an interleaved refresh pass: its lists are ranked and written a slice at a time
-        between consumed batches (:meth:`pass_step`), so learning never waits a whole pass; when
-        every list is written: the stats, the checkpoint, then the offsets, as in :meth:`refresh`."""
-        self._pass_started = time.perf_counter()
-        if not self.schedule.redis_ready(now):  # Redis backing off: checkpoint, lists stay owed
-            self._end_pass()
-            return
-        k, ranking = self.settings.top_k, self.model.ranking_pass(ranker=self.served.ranker)
-        users = self.schedule.begin_pass(self.serves)
-        self._pass = PassSlices(users, lambda us: ranking.lists(us, k))
-
-    def pass_step(self, now: float) -> None:
-        job = self._pass
-        users, lists = job.next_slice(time.perf_counter, PASS_SLICE_S)
-        if not self._write(users, with_fallback=job.first, now=now, lists=lists):
-            self.schedule.abandon_pass()  # its users stay owed (and in the checkpoint)
-            self._pass = None
-            self._end_pass()
-            return
-        if job.done:
-            self._pass = None
-            self.schedule.finish_pass(self.serves, now)
-            self.stats.refreshes += 1
-            self._write_stats(now)
-            self._end_pass()
-
-    def _end_pass(self) -> None:
-        self.checkpoint()
-        self.stats.last_refresh_s = time.perf_counter() - self._pass_started
-        self.metrics.refresh_seconds.observe(self.stats.last_refresh_s)
-        self.metrics.lag.set(self.lag())
-
-    def early_refresh(self) -> None:
-        """Lists of users whose debounce delay has passed, within the per-second budget."""
-        if not self.schedule.early:
-            return
-        now = self.clock()
-        due = self.schedule.early_due(now, self.serves)
-        if due and self._write(due, with_fallback=False, now=now):
-            self.schedule.early_written(due)
-            self.stats.early_refreshes += len(due)
-
-    def checkpoint(self) -> None:
-        """Make state durable, then commit the offsets it covers."""
-        if not self._commit_outputs():  # never checkpoint past an input whose outputs may be lost
-            log.warning("%d side outputs not yet committed; checkpoint postponed", self.outputs.pending)
-            return
-        self.seq += 1
-        full = (not self._have_full or self.model.needs_full
-                or self._deltas + 1 >= self.settings.checkpoint_full_every)  # fmt: skip
-        offsets = dict(self.offsets)
-        if self.partitioned:  # event positions live in the group, with the changelog
-            events = set(positions.event_topics(self.topics))
-            offsets = {tp: o for tp, o in offsets.items() if tp[0] not in events}
-        self.store.save(
-            Checkpoint(
-                seq=self.seq, created=self.clock(), offsets=offsets,
-                model=self.model.snapshot(delta=not full), pending=tuple(sorted(self.schedule.active)),
-                meta={"learned": self.stats.learned, "model_version": self.model_version(),
-                      "content_hashes": self.catalog_state.hashes, "serving": self.serving.to_meta(),
-                      "active": active_to_meta(self.schedule.active), "lists": self.lists.to_meta(),
-                      "own_deltas": self.state.own_to_meta(self.offsets.get((self.state.items_topic, 0), 0))
-                      if self.state is not None else [],
-                      **self.served.to_meta()},
-            )
-        )  # fmt: skip
-        self.model.checkpointed()
-        self._have_full, self._deltas = True, 0 if full else self._deltas + 1
-        self.stats.extra["checkpoint_bytes"] = self.store.last_bytes
-        if self.membership is not None:
-            self.membership.commit(self.offsets)
-        if self.state is not None:
-            self.tasks.publish_snapshot(self.outputs, self.seq, self.clock(), self.ownership.owned)
-
-    def outputs_pending(self) -> bool:
-        """Anything learned or produced since the last commit?"""
-        return bool(self.outputs.pending or (self.state is not None and self.state.changed))
-
-    def _write_stats(self, now: float) -> None:
-        """The group's stats hash (what `streamrec status` shows). Best effort: Redis can go away
-        between the lists and this write, and that must cost a stale status, not the worker."""
-        key = self.keys.stats(self.settings.group_id)
-        try:
-            with self.redis.pipeline(transaction=False) as pipe:
-                pipe.hset(key, mapping={"learned": self.stats.learned, "refreshed_at": now,
-                                        "dead_letters": self.stats.dead_letters,
-                                        "model_version": self.model_version(),
-                                        **self.served.stats_fields(self.catalog_state.hashes)})  # fmt: skip
-                pipe.expire(key, self.keys.recs_ttl_s)
-                pipe.execute()
-        except redis_errors() as exc:
-            self.stats.redis_failures += 1
-            log.warning("could not write the stats to Redis (%s); lists and learning go on", exc)
 
     # ------------------------------------------------------------ health and the loop
 

@@ -75,7 +75,9 @@ class TunerConfig:
     learned: bool = True
     learned_patience: float = 4.0
     #: where the climb starts: the model's weights with these signals off, so the CRM is served
-    #: until the stream shows that the content signals help; ``fresh`` keeps its weight, because
+    #: until the stream shows that the content signals help, and ordered transitions until it
+    #: shows an order (on the synthetic set, whose users click their topics in no order, they cost
+    #: the fixed-weight CRM 2.5%; on MovieLens the tuner switches them on within its first steps); ``fresh`` keeps its weight, because
     #: only it can show a new item that nobody has interacted with yet (the zero-shot cold start;
     #: at 0.25 instead of 1.0 a new item reached none of its matching users' lists in the cold-start
     #: scenario), and the tuner turns it down or off where the stream says so
@@ -98,6 +100,10 @@ class TunerConfig:
         >>> TunerConfig.from_settings(Settings.from_env({"STREAMREC_BLEND_WEIGHTS": "embedding=0.5",
         ...                                              "STREAMREC_TUNE_BLEND": "auto"})).enabled
         False
+        >>> TunerConfig.from_settings(Settings()).start_off     # the default climb's start
+        ('embedding', 'recent', 'tags', 'transitions')
+        >>> TunerConfig.from_settings(Settings.from_env({"STREAMREC_TUNE_SIGNALS": "transitions"})).signals
+        ('transitions',)
         """
         mode = settings.tune_blend
         enabled = mode == "on" or (mode == "auto" and not settings.blend_weights)

@@ -34,10 +34,14 @@ Configurations (same model and ranking code, :class:`~streamrec.streams.recommen
 - ``popularity``: the decayed trending counts alone (no co-occurrence, MF or content signals in
   the ranking), minus the items the user has seen;
 - ``crm``: the MF + co-occurrence + ordered transitions + popularity blend with the default
-  weights, no content (``--set transitions.enabled=false``: without transitions);
+  weights, no content, except that the transitions' weight is the self-tuning blend's to set,
+  from off, as in ``crm+llm`` (``STREAMREC_TUNE_SIGNALS=transitions``): a fixed weight chosen on
+  MovieLens cost 2.5% on a stream without order;
+- ``crm-hand``: the same with every weight fixed (transitions at 0.5; ``--set
+  transitions.enabled=false``: without transitions, in every configuration);
 - ``crm+llm``: the same plus the content signals (``embedding``, ``fresh``, ``recent``, ``tags``),
   blended by the self-tuning blend the worker runs by default (:mod:`streamrec.streams.tuner`:
-  it starts from the CRM weights with ``embedding``, ``recent`` and ``tags`` off and promotes
+  it starts from the CRM weights with ``embedding``, ``recent``, ``tags`` and ``transitions`` off and promotes
   weightings that win on the stream so far; nothing of it is tuned by hand), from item embeddings computed with
   the shipped sentence encoder (all-MiniLM-L6-v2) on each item's text (what the embedding worker
   embeds) and tags from the tag worker's own functions (keyphrases + zero-shot vocabulary, same

@@ -34,10 +34,14 @@ Configurations (same model and ranking code, :class:`~streamrec.streams.recommen
 - ``popularity``: the decayed trending counts alone (no co-occurrence, MF or content signals in
   the ranking), minus the items the user has seen;
 - ``crm``: the MF + co-occurrence + ordered transitions + popularity blend with the default
-  weights, no content (``--set transitions.enabled=false``: without transitions);
+  weights, no content, except that the transitions' weight is the self-tuning blend's to set,
+  from off, as in ``crm+llm`` (``STREAMREC_TUNE_SIGNALS=transitions``): a fixed weight chosen on
+  MovieLens cost 2.5% on a stream without order;
+- ``crm-hand``: the same with every weight fixed (transitions at 0.5; ``--set
+  transitions.enabled=false``: without transitions, in every configuration);
 - ``crm+llm``: the same plus the content signals (``embedding``, ``fresh``, ``recent``, ``tags``),
   blended by the self-tuning blend the worker runs by default (:mod:`streamrec.streams.tuner`:
-  it starts from the CRM weights with ``embedding``, ``recent`` and ``tags`` off and promotes
+  it starts from the CRM weights with ``embedding``, ``recent``, ``tags`` and ``transitions`` off and promotes
   weightings that win on the stream so far; nothing of it is tuned by hand), from item embeddings computed with
   the shipped sentence encoder (all-MiniLM-L6-v2) on each item's text (what the embedding worker
   embeds) and tags from the tag worker's own functions (keyphrases + zero-shot vocabulary, same
@@ -124,7 +128,7 @@ __all__ = [
     "replay_in_process", "replay_kafka", "run_settings", "table", "uses_content", "worker_tags",
 ]  # fmt: skip
 
-CONFIGS = ("popularity", "crm", "crm+llm", "crm+llm-hand")
+CONFIGS = ("popularity", "crm", "crm-hand", "crm+llm", "crm+llm-hand")
 DEFAULT_CONFIGS = "popularity,crm,crm+llm"
 DEFAULT_REFRESH = (60.0, 5.0)
 REQUIRED_KEYS = ("hr@10", "ndcg@10", "cold_hr@10", "coverage", "gini", "events_per_s",
@@ -150,7 +154,7 @@ def model_config(name: str, settings: Settings):
         return replace(base, weights=BlendWeights(cooccur=0.0, mf=0.0, popularity=1.0),
                        n_cooccur=0, n_mf=0, content=ContentConfig(enabled=False),
                        transitions=replace(base.transitions, enabled=False))  # fmt: skip
-    if name == "crm":
+    if name in ("crm", "crm-hand"):
         return replace(base, content=ContentConfig(enabled=False))
     if name in ("crm+llm", "crm+llm-hand"):
         return base
@@ -206,16 +210,30 @@ def uses_content(name: str) -> bool:
 
 def tuner_config(name: str, settings: Settings):
     """The self-tuning blend of a configuration: ``crm+llm`` is the worker's default (tuned on the
-    stream, from the CRM weights with the content signals off; see :mod:`streamrec.streams.tuner`),
-    ``crm+llm-hand`` the hand-set weights it replaces, ``crm`` and ``popularity`` fixed baselines.
+    stream, from the CRM weights with the content signals and transitions off; see
+    :mod:`streamrec.streams.tuner`), ``crm`` the fixed CRM weights with only ``transitions`` tuned
+    (off until the stream shows an order, as in ``crm+llm``), ``crm+llm-hand`` and ``crm-hand``
+    the hand-set weights they replace, ``popularity`` a fixed baseline.
 
-    >>> tuner_config("crm", Settings()) is None, tuner_config("crm+llm", Settings()).start_off
-    (True, ('embedding', 'recent', 'tags'))
+    >>> tuner_config("crm-hand", Settings()) is None, tuner_config("crm+llm", Settings()).start_off
+    (True, ('embedding', 'recent', 'tags', 'transitions'))
+    >>> tuner_config("crm", Settings()).signals, tuner_config("crm+llm", Settings()).signals
+    (('transitions',), ())
     """
     from streamrec.streams.tuner import TunerConfig
 
-    config = TunerConfig.from_settings(settings)
-    return config if name == "crm+llm" and config.enabled else None
+    config = TunerConfig.from_settings(crm_settings(settings) if name == "crm" else settings)
+    return config if name in ("crm", "crm+llm") and config.enabled else None
+
+
+def crm_settings(settings: Settings) -> Settings:
+    """The ``crm`` baseline's tuner: only ``transitions`` moves (off at the start, as in
+    ``crm+llm``); the other CRM weights stay the fixed ones.
+
+    >>> crm_settings(Settings()).tune_signals
+    ('transitions',)
+    """
+    return settings.replace(tune_signals=("transitions",))
 
 
 # ---------------------------------------------------------------- one run of a configuration
@@ -258,6 +276,7 @@ def replay_kafka(dataset: Dataset, name: str, interval: float, settings: Setting
     """
     # the worker decides from its settings whether the blend tunes itself, as in a deployment
     settings = settings.replace(tune_blend="on" if tuner_config(name, settings) is not None else "off")
+    settings = crm_settings(settings) if name == "crm" else settings
     return run_kafka(dataset, name, interval, settings, build=_builder(name, config),
                      content=enrichment if uses_content(name) else None, progress=progress,
                      keep=keep)  # fmt: skip

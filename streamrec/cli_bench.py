@@ -184,8 +184,9 @@ def add_benches(bench: argparse.ArgumentParser) -> None:
                     help="replay this deployment's own catalogue and event topics from their earliest "
                     "retained offsets (STREAMREC_TOPIC_PREFIX names them)")
     br.add_argument("--configs", default="popularity,crm,crm+llm",
-                    help="comma-separated: popularity, crm, crm+llm (self-tuned blend), crm+llm-hand "
-                    "(the hand-set weights); default the first three")
+                    help="comma-separated: popularity, crm (transitions' weight self-tuned), crm-hand "
+                    "(every weight fixed), crm+llm (self-tuned blend), crm+llm-hand (the hand-set "
+                    "weights); default popularity,crm,crm+llm")
     br.add_argument("--refresh", default="60,5", metavar="S,S",
                     help="comma-separated refresh intervals in stream seconds (default 60,5)")
     br.add_argument("--in-process", action="store_true",

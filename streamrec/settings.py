@@ -155,6 +155,22 @@ def _weights(raw: str) -> tuple[tuple[str, float], ...]:
     return tuple(out.items())
 
 
+def _signal_names(raw: str) -> tuple[str, ...]:
+    """Blend signal names, comma-separated.
+
+    >>> _signal_names("transitions, mf")
+    ('transitions', 'mf')
+    >>> _signal_names("transition")
+    Traceback (most recent call last):
+    ValueError: 'transition' is not a signal (signals: cooccur, mf, popularity, embedding, fresh, recent, tags, transitions)
+    """
+    out = tuple(dict.fromkeys(filter(None, (p.strip() for p in raw.split(",")))))
+    for name in out:
+        if name not in SIGNALS:
+            raise ValueError(f"{name!r} is not a signal (signals: {', '.join(SIGNALS)})")
+    return out
+
+
 def _check_cluster_url(url: str) -> None:
     """A Redis Cluster has no Unix sockets and only database 0: say so at start-up, not at the first
     write (which a worker would only log and retry). The URL itself is not echoed: it may hold a
@@ -311,6 +327,11 @@ class Settings:
     tune_min_events: int = _setting(
         300, _int(10, 10_000_000), "paired events the tuner needs before a promotion"
     )
+    tune_signals: tuple = _setting(
+        (), _signal_names,
+        "the signals the tuner may move, e.g. transitions (empty: every signal the model computes); "
+        "the others keep their configured weights",
+    )  # fmt: skip
     tune_margin: float = _setting(
         0.01, _float(0.0, 1.0), "relative margin a challenger weighting must beat the served one by"
     )

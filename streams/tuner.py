@@ -47,7 +47,7 @@ from streamrec.streams.ranking import (BlendLearner, BlendWeights, LearnedBlendC
 
 log = logging.getLogger("streamrec.tuner")
 CONTENT = ("embedding", "fresh", "recent", "tags")
-START_OFF = ("embedding", "recent", "tags")
+START_OFF = ("embedding", "recent", "tags", "transitions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,12 +75,16 @@ class TunerConfig:
     learned: bool = True
     learned_patience: float = 4.0
     #: where the climb starts: the model's weights with these signals off, so the CRM is served
-    #: until the stream shows that the content signals help; ``fresh`` keeps its weight, because
+    #: until the stream shows that the content signals help, and ordered transitions until it
+    #: shows an order (on the synthetic set, whose users click their topics in no order, they cost
+    #: the fixed-weight CRM 2.5%; on MovieLens the tuner switches them on within its first steps); ``fresh`` keeps its weight, because
     #: only it can show a new item that nobody has interacted with yet (the zero-shot cold start;
     #: at 0.25 instead of 1.0 a new item reached none of its matching users' lists in the cold-start
     #: scenario), and the tuner turns it down or off where the stream says so
     start_off: tuple[str, ...] = START_OFF
-
+    #: the signals the tuner may move (empty: every signal the model computes); the others keep
+    #: their weights, and the River-learned weighting, which moves every weight, is left out
+    signals: tuple[str, ...] = ()
 
     @classmethod
     def from_settings(cls, settings) -> TunerConfig:
@@ -96,11 +100,35 @@ class TunerConfig:
         >>> TunerConfig.from_settings(Settings.from_env({"STREAMREC_BLEND_WEIGHTS": "embedding=0.5",
         ...                                              "STREAMREC_TUNE_BLEND": "auto"})).enabled
         False
+        >>> TunerConfig.from_settings(Settings()).start_off     # the default climb's start
+        ('embedding', 'recent', 'tags', 'transitions')
+        >>> TunerConfig.from_settings(Settings.from_env({"STREAMREC_TUNE_SIGNALS": "transitions"})).signals
+        ('transitions',)
         """
         mode = settings.tune_blend
         enabled = mode == "on" or (mode == "auto" and not settings.blend_weights)
         return cls(enabled=enabled, min_events=settings.tune_min_events, margin=settings.tune_margin,
-                   start_off=() if settings.blend_weights else START_OFF)  # fmt: skip
+                   start_off=() if settings.blend_weights else START_OFF,
+                   signals=tuple(settings.tune_signals))  # fmt: skip
+
+
+def tunable(config) -> tuple[str, ...]:
+    """The blend signals a recommender of ``config`` computes: the content signals only with
+    content on, ``transitions`` only with transitions on.
+
+    >>> from dataclasses import replace
+    >>> from streamrec.streams.recommender import RecommenderConfig
+    >>> from streamrec.streams.content import ContentConfig
+    >>> tunable(replace(RecommenderConfig(), content=ContentConfig(enabled=False)))
+    ('cooccur', 'mf', 'popularity', 'transitions')
+    >>> len(tunable(RecommenderConfig())) == len(SIGNALS)
+    True
+    """
+    def on(part: str) -> bool:  # a config without the part (a stand-in) computes its signals
+        return getattr(getattr(config, part, None), "enabled", True)
+
+    off = set(() if on("content") else CONTENT) | set(() if on("transitions") else ("transitions",))
+    return tuple(n for n in SIGNALS if n not in off)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,14 +137,17 @@ class Arm:
     weights: tuple[tuple[str, float], ...]
 
 
-def challengers(weights: dict[str, float], on_weight: float) -> list[Arm]:
+def challengers(weights: dict[str, float], on_weight: float, signals: tuple[str, ...] = ()) -> list[Arm]:
     """The served weighting, its one-signal neighbours, and the content signals moved together
-    (halved, doubled, switched off), so that a climb can also leave the LLM side in one step.
+    (halved, doubled, switched off), so that a climb can also leave the LLM side in one step;
+    with ``signals``, only the neighbours that move those.
 
     >>> [a.name for a in challengers({"cooccur": 1.0, "tags": 0.0}, 0.25)]
     ['served', 'cooccur*0.5', 'cooccur*2', 'cooccur=0', 'tags=0.25']
     >>> [a.name for a in challengers({"embedding": 0.5, "tags": 0.5}, 0.25)][-3:]
     ['content*0.5', 'content*2', 'content=0']
+    >>> [a.name for a in challengers({"cooccur": 1.0, "transitions": 0.0}, 0.25, ("transitions",))]
+    ['served', 'transitions=0.25']
     """
     base = dict(weights)
     arms = [Arm("served", tuple(sorted(base.items())))]
@@ -129,6 +160,8 @@ def challengers(weights: dict[str, float], on_weight: float) -> list[Arm]:
             arms.append(Arm(label, w))
 
     for name, w in base.items():
+        if signals and name not in signals:
+            continue
         if w > 0:
             add(f"{name}*0.5", {name: w * 0.5})
             add(f"{name}*2", {name: w * 2.0})
@@ -136,7 +169,7 @@ def challengers(weights: dict[str, float], on_weight: float) -> list[Arm]:
         else:
             add(f"{name}={on_weight:g}", {name: on_weight})
     content = {n: base[n] for n in CONTENT if base.get(n, 0) > 0}
-    if len(content) > 1:
+    if len(content) > 1 and (not signals or set(content) <= set(signals)):
         add("content*0.5", {n: w * 0.5 for n, w in content.items()})
         add("content*2", {n: w * 2.0 for n, w in content.items()})
         add("content=0", {n: 0.0 for n in content})
@@ -149,7 +182,8 @@ class Tuner:
     def __init__(self, config: TunerConfig | None = None, start: dict[str, float] | None = None):
         self.config = cfg = config or TunerConfig()
         self.weights: dict[str, float] = {n: float(w) for n, w in (start or {}).items()}
-        self.learner = BlendLearner(LearnedBlendConfig(enabled=True, warmup=200)) if cfg.learned else None
+        learned = cfg.learned and not cfg.signals  # the learned weighting moves every weight
+        self.learner = BlendLearner(LearnedBlendConfig(enabled=True, warmup=200)) if learned else None
         self.generation = 0
         self.promotions: list[dict] = []
         self.paired = 0  # paired events since the last promotion
@@ -159,15 +193,17 @@ class Tuner:
 
     @classmethod
     def for_model(cls, model, config: TunerConfig | None = None) -> Tuner:
-        """A tuner starting from ``model``'s weights, ``config.start_off`` switched off."""
+        """A tuner starting from ``model``'s weights, ``config.start_off`` switched off. It tunes
+        only the signals ``model`` can produce (:func:`tunable`): an arm that moves a signal the
+        model never computes ranks exactly as the served one and only costs a shadow list."""
         cfg = config or TunerConfig()
         w = model.config.weights
-        start = {n: float(w.of(n)) for n in SIGNALS}
-        start.update({n: 0.0 for n in cfg.start_off})
+        start = {n: float(w.of(n)) for n in tunable(model.config)}
+        start.update({n: 0.0 for n in cfg.start_off if n in start})
         return cls(cfg, start)
 
     def _rebuild(self) -> None:
-        self.arms = challengers(self.weights, self.config.on_weight)
+        self.arms = challengers(self.weights, self.config.on_weight, self.config.signals)
         if self.learner is not None:
             self.arms.append(Arm("learned", ()))
         n = len(self.arms)
@@ -301,7 +337,7 @@ class Tuner:
         self._rebuild()
 
     def _learned_weights(self, model) -> dict[str, float]:
-        names = list(SIGNALS)
+        names = [n for n in SIGNALS if n in self.weights]
         w = self.learner.weights(names, [False] * len(names), self._prior())
         return {n: round(float(v), 6) for n, v in zip(names, w)}
 

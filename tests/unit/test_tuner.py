@@ -101,3 +101,19 @@ def test_state_round_trip_with_the_river_learner():
     assert back.weights == tuner.weights and back.promotions == tuner.promotions
     assert back.learner.coef == tuner.learner.coef and back.learner.n == tuner.learner.n
     assert back.learner.bias == tuner.learner.bias
+
+
+def test_a_crm_without_content_tunes_only_its_own_signals():
+    from streamrec.streams.content import ContentConfig
+    from streamrec.streams.recommender import Recommender, RecommenderConfig
+
+    crm = Recommender(replace(RecommenderConfig(), content=ContentConfig(enabled=False)))
+    tuner = Tuner.for_model(crm, TunerConfig(learned=False))
+    assert set(tuner.weights) == {"cooccur", "mf", "popularity", "transitions"}
+    assert tuner.weights["transitions"] == 0.0  # off until the stream shows an order
+    names = {a.name for a in tuner.arms}
+    assert "transitions=0.25" in names and not any(n.split("*")[0].split("=")[0] in
+                                                    ("embedding", "fresh", "recent", "tags") for n in names)
+    full = Tuner.for_model(Recommender(RecommenderConfig()), TunerConfig(learned=False))
+    assert {"embedding=0.25", "transitions=0.25", "fresh*0.5"} <= {a.name for a in full.arms}
+

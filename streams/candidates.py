@@ -305,7 +305,7 @@ class RankPass:
             todo = [r for r in rec_rows if r not in self._near]
             if todo:
                 V = cm.vectors(np.asarray(todo, dtype=np.int64))
-                self._near.update(zip(todo, self.index.search(V, cc.n_recent + SEARCH_SLACK + 64)))
+                self._near.update(zip(todo, self.index.neighbours(V, cc.n_recent + SEARCH_SLACK + 64)))
             pre["near_nom"] = self._near
         return pre
 

@@ -98,6 +98,8 @@ class ContentConfig:
     index_min_items: int = 20_000
     #: inverted lists scanned per query (recall against speed) and lists in all (0: ~sqrt(items))
     index_nprobe: int = 16
+    #: ... and for the neighbours of the user's recent items (an item's neighbourhood is tight)
+    index_recent_nprobe: int = 4
     index_nlist: int = 0
     #: build the index in a thread (the worker: learning goes on meanwhile) or in place
     index_background: bool = False
@@ -151,7 +153,7 @@ class ContentModel(ContentSignals, ContentState):
         self._decay = np.float32(0.5 ** (1.0 / cfg.profile_half_life))
         self.tags = TagModel(cfg.tag_half_life, cfg.max_user_tags)
         self.ann = ContentIndex(cfg.index_min_items, cfg.index_nprobe, cfg.index_nlist,
-                                background=cfg.index_background)
+                                background=cfg.index_background, neighbours_nprobe=cfg.index_recent_nprobe)
 
     # -- enrichment -----------------------------------------------------------------------------
 
@@ -214,8 +216,9 @@ class ContentModel(ContentSignals, ContentState):
         self._user_ids = []
         self._P = np.zeros((16, 0), dtype=np.float32)
         self._pn = np.zeros(16, dtype=np.int64)
-        self.ann = ContentIndex(self.config.index_min_items, self.config.index_nprobe, self.config.index_nlist,
-                                background=self.config.index_background)
+        cfg = self.config
+        self.ann = ContentIndex(cfg.index_min_items, cfg.index_nprobe, cfg.index_nlist,
+                                background=cfg.index_background, neighbours_nprobe=cfg.index_recent_nprobe)
 
     def embedding(self, row: int | None) -> np.ndarray | None:
         if row is None or row >= len(self._has) or not self._has[row]:

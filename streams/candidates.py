@@ -123,7 +123,7 @@ def top_superset(values: np.ndarray, t: int) -> np.ndarray:
     if t <= 0:
         return rows_none
     if m >= 32 * t:
-        stride = m // (16 * t)
+        stride = max(1, min(t, m // (16 * t)))  # about 3 t + stride values pass
         sample = values[::stride]
         q = min(len(sample), 3 * t // stride + 1)
         thr = np.partition(sample, len(sample) - q)[len(sample) - q]
@@ -209,6 +209,7 @@ class RankPass:
         # float32 for the nominating product and top-k (half the bytes); exact scores are float64
         self.mf_Q = rec.mf.item_factors(self.mf_rows).astype(np.float32)
         self.mf_bi = rec.mf.item_biases(self.mf_rows)
+        self._S: np.ndarray | None = None  # the chunk's MF scores (reused buffer)
         cm = rec.content
         self.content_on = cm.live and cm.config.enabled
         self.emb = self.content_on and cm.has_embeddings
@@ -225,7 +226,7 @@ class RankPass:
             self.cold_rows = np.flatnonzero(cold)
             self.cold_E = cm.vectors(self.cold_rows)
         self._fallback: dict[int, list] = {}
-        self._near: dict[int, np.ndarray] = {}  # recent row -> its nominated neighbours (per pass)
+        self._near: dict[int, np.ndarray] = {}  # recent row -> its neighbours, sorted (per pass)
 
     def fallback(self, k: int) -> list[tuple[Hashable, float]]:
         if k not in self._fallback:
@@ -249,7 +250,10 @@ class RankPass:
         known = [j for j, r in enumerate(urows) if r is not None]
         mf_scores = {}
         if known and len(self.mf_rows):
-            S = mf.user_factors(np.array([urows[j] for j in known])).astype(np.float32) @ self.mf_Q.T
+            if self._S is None:  # one buffer per pass: a fresh 64 x items array per chunk page-faults
+                self._S = np.empty((CHUNK, len(self.mf_rows)), dtype=np.float32)
+            Pu = mf.user_factors(np.array([urows[j] for j in known])).astype(np.float32)
+            S = np.matmul(Pu, self.mf_Q.T, out=self._S[: len(known)])
             mf_scores = {j: S[i] for i, j in enumerate(known)}
         hists = [rec.cooccur.history_rows(u) for u in users]
         n = self.n  # rows that arrived after the pass began are left to the next pass
@@ -305,7 +309,8 @@ class RankPass:
             todo = [r for r in rec_rows if r not in self._near]
             if todo:
                 V = cm.vectors(np.asarray(todo, dtype=np.int64))
-                self._near.update(zip(todo, self.index.neighbours(V, cc.n_recent + SEARCH_SLACK + 64)))
+                found = self.index.neighbours(V, cc.n_recent + SEARCH_SLACK + 64)
+                self._near.update(zip(todo, (np.unique(_rows_of(h)) for h in found)))  # sorted rows
             pre["near_nom"] = self._near
         return pre
 
@@ -424,7 +429,8 @@ class RankPass:
                 dense[:m] = np.where(self.has_emb[:m], acc, -np.inf)
                 noms = top_n(dense, cc.n_recent, allowed, positive=True)
             else:
-                hits = np.unique(np.concatenate([_rows_of(pre["near_nom"][r]) for r in recent]))
+                near = pre["near_nom"]
+                hits = near[recent[0]] if len(recent) == 1 else np.unique(np.concatenate([near[r] for r in recent]))
                 hits = hits[allowed[hits]]
                 noms = nominate(hits, near_at(hits), cc.n_recent, allowed, True)
             out.append(Nominated("recent", noms, near_at, "max", "mean"))

@@ -135,3 +135,28 @@ def test_a_background_index_build_keeps_passes_exact_until_it_is_installed():
     second = rec.recommend_many(USERS, 50)
     assert rec.content.ann.built
     assert_same(second, first)
+
+
+@pytest.mark.parametrize("kind", ["normal", "float32", "sorted", "reversed", "ties", "nan"])
+def test_top_superset_holds_every_one_of_the_t_largest(kind):
+    from streamrec.streams.candidates import top_superset
+
+    rng = np.random.default_rng(7)
+    v = rng.normal(size=50_000)
+    if kind == "float32":
+        v = v.astype(np.float32)
+    elif kind == "sorted":
+        v = np.sort(v)  # a strided sample sees only a trend
+    elif kind == "reversed":
+        v = np.sort(v)[::-1].copy()
+    elif kind == "ties":
+        v = np.round(v, 1)
+    elif kind == "nan":
+        v[rng.choice(len(v), 40_000, replace=False)] = np.nan  # falls back to the full selection
+    for t in (1, 37, 250, 1_500):
+        got = top_superset(v, t)
+        assert np.all(np.diff(got) > 0) and len(got) >= t
+        finite = np.where(np.isnan(v), -np.inf, v)
+        kth = np.sort(finite)[-t]
+        assert np.all(np.isin(np.flatnonzero(finite > kth), got))  # every strictly better value
+        assert len(got) < 20 * t or kind in ("ties", "nan")

@@ -8,9 +8,12 @@ with embeddings that was 21-38 ms a list, bound by memory bandwidth. Here each s
 of the nominees, so a list differs from the dense one only where a nomination did:
 
 - **co-occurrence** and **tags**: sparse already (the neighbour and postings lists of the history);
-- **MF**: one batched product of a chunk of users with the item factors (16 wide, cheap);
+- **MF**: one batched product of a chunk of users with the item factors (16 wide, cheap), each
+  user's nominees from a superset found by a sampled threshold (:func:`top_superset`), not a
+  selection over the whole catalogue (that selection cost more than the product);
 - **embedding** and **recent**: the faiss IVF index of :mod:`streamrec.streams.contentindex` once
   the catalogue is large (exact products below ``ContentConfig.index_min_items``), batched per chunk;
+  a recent item's neighbours are searched once per pass and in fewer lists than a profile's;
 - **fresh**: the cold rows are found once per pass and scored exactly (one small product per
   chunk); the lift's reference (the user's mean and best cosine over every allowed embedded item) is
   exact for the mean (the sum of the embeddings, minus the seen ones) and the best nominee's for the
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Callable, Hashable
 
 import numpy as np
 
+from streamrec.streams.nominate import below, hit_rows, lift_scalar, lookup, nominate, top_superset
 from streamrec.streams.ranking import BlendWeights, best_k, features, top_n
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,85 +89,6 @@ def rank_nominated(signals: list[Nominated], weights: BlendWeights, k: int) -> t
     return cand[best], total[best]
 
 
-def nominate(rows: np.ndarray, values: np.ndarray, n: int, allowed: np.ndarray, positive: bool) -> np.ndarray:
-    """The ``n`` best allowed ``rows`` by ``values`` (finite, and > 0 with ``positive``).
-
-    >>> nominate(np.array([2, 5, 7]), np.array([1.0, 3.0, 2.0]), 2, np.array([True] * 6 + [False] * 2), True).tolist()
-    [5, 2]
-    """
-    if n <= 0 or not len(rows):
-        return rows[:0]
-    ok = allowed[rows] & np.isfinite(values)
-    if positive:
-        ok &= values > 0
-    idx = np.flatnonzero(ok)
-    return rows[idx[best_k(values[idx], n)]]
-
-
-def top_superset(values: np.ndarray, t: int) -> np.ndarray:
-    """Sorted positions that include those of the ``t`` largest ``values`` (and maybe a few more).
-
-    Why: selecting a user's best few hundred MF rows out of a whole catalogue with
-    ``argpartition`` cost more than the product that scored them. A threshold read from a strided
-    sample (``3 t`` of the values expected above it) and one comparison pass find a superset;
-    when fewer than ``t`` values pass (unlucky sample, NaN) it falls back to the full selection.
-    The caller picks its best among the superset, so its choice is the same as over the exact top
-    ``t``.
-
-    >>> v = np.random.default_rng(0).normal(size=100_000)
-    >>> got = top_superset(v, 200)
-    >>> set(np.argsort(-v)[:200].tolist()) <= set(got.tolist()), 200 <= len(got) < 2_000
-    (True, True)
-    >>> top_superset(np.array([3.0, 1.0, 2.0]), 2).tolist()
-    [0, 2]
-    """
-    m = len(values)
-    if t >= m:
-        return np.arange(m)
-    if t <= 0:
-        return rows_none
-    if m >= 32 * t:
-        stride = max(1, min(t, m // (16 * t)))  # about 3 t + stride values pass
-        sample = values[::stride]
-        q = min(len(sample), 3 * t // stride + 1)
-        thr = np.partition(sample, len(sample) - q)[len(sample) - q]
-        pos = np.flatnonzero(values >= thr)
-        if len(pos) >= t:
-            return pos
-    pos = np.argpartition(-values, t - 1)[:t]
-    pos.sort()
-    return pos
-
-
-def lookup(rows: np.ndarray, values: np.ndarray, default: float) -> Callable[[np.ndarray], np.ndarray]:
-    """``values`` at sorted ``rows``, ``default`` elsewhere, as a function of candidate rows.
-
-    >>> lookup(np.array([2, 5]), np.array([1.0, 3.0]), -np.inf)(np.array([1, 5, 9])).tolist()
-    [-inf, 3.0, -inf]
-    """
-
-    def at(cand: np.ndarray) -> np.ndarray:
-        out = np.full(len(cand), default)
-        if len(rows):
-            pos = np.minimum(np.searchsorted(rows, cand), len(rows) - 1)
-            hit = rows[pos] == cand
-            out[hit] = values[pos[hit]]
-        return out
-
-    return at
-
-
-def lift_scalar(cos: np.ndarray, mu: float, top: float) -> np.ndarray:
-    """:func:`~streamrec.streams.content.lift` from the reference's mean and maximum.
-
-    >>> lift_scalar(np.array([0.9, 0.5, 0.1]), 0.4, 0.9).round(3).tolist()
-    [1.0, 0.2, 0.0]
-    """
-    if top <= mu:
-        return np.where(cos >= top, 1.0, 0.0)
-    return np.clip((cos - mu) / (top - mu), 0.0, 1.0)
-
-
 class _Probe:
     """One user's content query vectors (columns) read at candidate rows, one gather per rows."""
 
@@ -176,18 +101,6 @@ class _Probe:
             self._rows = rows
             self._out = (self.content.vectors(rows) @ self.W, self.content.has_embedding(rows))
         return self._out
-
-
-def _within(rows: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted ``rows`` (and their values) below ``n``."""
-    if len(rows) and rows[-1] >= n:
-        m = int(np.searchsorted(rows, n))
-        return rows[:m], vals[:m]
-    return rows, vals
-
-
-def _rows_of(hits: np.ndarray) -> np.ndarray:
-    return hits[hits >= 0].astype(np.int64)
 
 
 class RankPass:
@@ -310,7 +223,7 @@ class RankPass:
             if todo:
                 V = cm.vectors(np.asarray(todo, dtype=np.int64))
                 found = self.index.neighbours(V, cc.n_recent + SEARCH_SLACK + 64)
-                self._near.update(zip(todo, (np.unique(_rows_of(h)) for h in found)))  # sorted rows
+                self._near.update(zip(todo, (np.unique(hit_rows(h)) for h in found)))  # sorted rows
             pre["near_nom"] = self._near
         return pre
 
@@ -322,12 +235,12 @@ class RankPass:
         sigs: list[Nominated] = []
         co = rec.cooccur.sparse_scores(user)
         if co is not None:
-            rows, vals = _within(*co, self.n)
+            rows, vals = below(*co, self.n)
             sigs.append(Nominated("cooccur", nominate(rows, vals, cfg.n_cooccur, allowed, True),
                                   lookup(rows, vals, 0.0)))  # fmt: skip
         tr = rec.transitions.sparse_scores(user) if cfg.transitions.enabled else None
         if tr is not None:
-            rows, vals = _within(*tr, self.n)
+            rows, vals = below(*tr, self.n)
             sigs.append(Nominated("transitions", nominate(rows, vals, cfg.n_transitions, allowed, True),
                                   lookup(rows, vals, 0.0)))  # fmt: skip
         if urow is not None:
@@ -443,7 +356,7 @@ class RankPass:
         sp = tags.sparse_scores(user)
         if sp is None:
             return []
-        rows, vals = _within(*sp, self.n)
+        rows, vals = below(*sp, self.n)
         base = lookup(rows, vals, 0.0)
 
         def at(c: np.ndarray) -> np.ndarray:

@@ -139,7 +139,7 @@ def test_a_background_index_build_keeps_passes_exact_until_it_is_installed():
 
 @pytest.mark.parametrize("kind", ["normal", "float32", "sorted", "reversed", "ties", "nan"])
 def test_top_superset_holds_every_one_of_the_t_largest(kind):
-    from streamrec.streams.candidates import top_superset
+    from streamrec.streams.nominate import top_superset
 
     rng = np.random.default_rng(7)
     v = rng.normal(size=50_000)

@@ -8,9 +8,12 @@ with embeddings that was 21-38 ms a list, bound by memory bandwidth. Here each s
 of the nominees, so a list differs from the dense one only where a nomination did:
 
 - **co-occurrence** and **tags**: sparse already (the neighbour and postings lists of the history);
-- **MF**: one batched product of a chunk of users with the item factors (16 wide, cheap);
+- **MF**: one batched product of a chunk of users with the item factors (16 wide, cheap), each
+  user's nominees from a superset found by a sampled threshold (:func:`top_superset`), not a
+  selection over the whole catalogue (that selection cost more than the product);
 - **embedding** and **recent**: the faiss IVF index of :mod:`streamrec.streams.contentindex` once
   the catalogue is large (exact products below ``ContentConfig.index_min_items``), batched per chunk;
+  a recent item's neighbours are searched once per pass and in fewer lists than a profile's;
 - **fresh**: the cold rows are found once per pass and scored exactly (one small product per
   chunk); the lift's reference (the user's mean and best cosine over every allowed embedded item) is
   exact for the mean (the sum of the embeddings, minus the seen ones) and the best nominee's for the
@@ -30,6 +33,7 @@ from typing import TYPE_CHECKING, Callable, Hashable
 
 import numpy as np
 
+from streamrec.streams.nominate import below, hit_rows, lift_scalar, lookup, nominate, top_superset
 from streamrec.streams.ranking import BlendWeights, best_k, features, top_n
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -85,50 +89,6 @@ def rank_nominated(signals: list[Nominated], weights: BlendWeights, k: int) -> t
     return cand[best], total[best]
 
 
-def nominate(rows: np.ndarray, values: np.ndarray, n: int, allowed: np.ndarray, positive: bool) -> np.ndarray:
-    """The ``n`` best allowed ``rows`` by ``values`` (finite, and > 0 with ``positive``).
-
-    >>> nominate(np.array([2, 5, 7]), np.array([1.0, 3.0, 2.0]), 2, np.array([True] * 6 + [False] * 2), True).tolist()
-    [5, 2]
-    """
-    if n <= 0 or not len(rows):
-        return rows[:0]
-    ok = allowed[rows] & np.isfinite(values)
-    if positive:
-        ok &= values > 0
-    idx = np.flatnonzero(ok)
-    return rows[idx[best_k(values[idx], n)]]
-
-
-def lookup(rows: np.ndarray, values: np.ndarray, default: float) -> Callable[[np.ndarray], np.ndarray]:
-    """``values`` at sorted ``rows``, ``default`` elsewhere, as a function of candidate rows.
-
-    >>> lookup(np.array([2, 5]), np.array([1.0, 3.0]), -np.inf)(np.array([1, 5, 9])).tolist()
-    [-inf, 3.0, -inf]
-    """
-
-    def at(cand: np.ndarray) -> np.ndarray:
-        out = np.full(len(cand), default)
-        if len(rows):
-            pos = np.minimum(np.searchsorted(rows, cand), len(rows) - 1)
-            hit = rows[pos] == cand
-            out[hit] = values[pos[hit]]
-        return out
-
-    return at
-
-
-def lift_scalar(cos: np.ndarray, mu: float, top: float) -> np.ndarray:
-    """:func:`~streamrec.streams.content.lift` from the reference's mean and maximum.
-
-    >>> lift_scalar(np.array([0.9, 0.5, 0.1]), 0.4, 0.9).round(3).tolist()
-    [1.0, 0.2, 0.0]
-    """
-    if top <= mu:
-        return np.where(cos >= top, 1.0, 0.0)
-    return np.clip((cos - mu) / (top - mu), 0.0, 1.0)
-
-
 class _Probe:
     """One user's content query vectors (columns) read at candidate rows, one gather per rows."""
 
@@ -141,18 +101,6 @@ class _Probe:
             self._rows = rows
             self._out = (self.content.vectors(rows) @ self.W, self.content.has_embedding(rows))
         return self._out
-
-
-def _within(rows: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sorted ``rows`` (and their values) below ``n``."""
-    if len(rows) and rows[-1] >= n:
-        m = int(np.searchsorted(rows, n))
-        return rows[:m], vals[:m]
-    return rows, vals
-
-
-def _rows_of(hits: np.ndarray) -> np.ndarray:
-    return hits[hits >= 0].astype(np.int64)
 
 
 class RankPass:
@@ -173,6 +121,8 @@ class RankPass:
         self.mf_rows = mf_rows[self.available[mf_rows]]
         # float32 for the nominating product and top-k (half the bytes); exact scores are float64
         self.mf_Q = rec.mf.item_factors(self.mf_rows).astype(np.float32)
+        self.mf_bi = rec.mf.item_biases(self.mf_rows)
+        self._S: np.ndarray | None = None  # the chunk's MF scores (reused buffer)
         cm = rec.content
         self.content_on = cm.live and cm.config.enabled
         self.emb = self.content_on and cm.has_embeddings
@@ -189,7 +139,7 @@ class RankPass:
             self.cold_rows = np.flatnonzero(cold)
             self.cold_E = cm.vectors(self.cold_rows)
         self._fallback: dict[int, list] = {}
-        self._near: dict[int, np.ndarray] = {}  # recent row -> its nominated neighbours (per pass)
+        self._near: dict[int, np.ndarray] = {}  # recent row -> its neighbours, sorted (per pass)
 
     def fallback(self, k: int) -> list[tuple[Hashable, float]]:
         if k not in self._fallback:
@@ -213,7 +163,10 @@ class RankPass:
         known = [j for j, r in enumerate(urows) if r is not None]
         mf_scores = {}
         if known and len(self.mf_rows):
-            S = mf.user_factors(np.array([urows[j] for j in known])).astype(np.float32) @ self.mf_Q.T
+            if self._S is None:  # one buffer per pass: a fresh 64 x items array per chunk page-faults
+                self._S = np.empty((CHUNK, len(self.mf_rows)), dtype=np.float32)
+            Pu = mf.user_factors(np.array([urows[j] for j in known])).astype(np.float32)
+            S = np.matmul(Pu, self.mf_Q.T, out=self._S[: len(known)])
             mf_scores = {j: S[i] for i, j in enumerate(known)}
         hists = [rec.cooccur.history_rows(u) for u in users]
         n = self.n  # rows that arrived after the pass began are left to the next pass
@@ -269,7 +222,8 @@ class RankPass:
             todo = [r for r in rec_rows if r not in self._near]
             if todo:
                 V = cm.vectors(np.asarray(todo, dtype=np.int64))
-                self._near.update(zip(todo, self.index.search(V, cc.n_recent + SEARCH_SLACK + 64)))
+                found = self.index.neighbours(V, cc.n_recent + SEARCH_SLACK + 64)
+                self._near.update(zip(todo, (np.unique(hit_rows(h)) for h in found)))  # sorted rows
             pre["near_nom"] = self._near
         return pre
 
@@ -281,21 +235,19 @@ class RankPass:
         sigs: list[Nominated] = []
         co = rec.cooccur.sparse_scores(user)
         if co is not None:
-            rows, vals = _within(*co, self.n)
+            rows, vals = below(*co, self.n)
             sigs.append(Nominated("cooccur", nominate(rows, vals, cfg.n_cooccur, allowed, True),
                                   lookup(rows, vals, 0.0)))  # fmt: skip
         tr = rec.transitions.sparse_scores(user) if cfg.transitions.enabled else None
         if tr is not None:
-            rows, vals = _within(*tr, self.n)
+            rows, vals = below(*tr, self.n)
             sigs.append(Nominated("transitions", nominate(rows, vals, cfg.n_transitions, allowed, True),
                                   lookup(rows, vals, 0.0)))  # fmt: skip
         if urow is not None:
             mf = rec.mf
             if mf_row is not None and cfg.n_mf > 0:
-                s = mf_row + mf.biases(urow, self.mf_rows) if mf.config.biased else mf_row
-                t = min(len(s), cfg.n_mf + len(seen))
-                pos = np.argpartition(-s, t - 1)[:t] if t < len(s) else np.arange(len(s))
-                pos.sort()
+                s = mf_row if self.mf_bi is None else mf_row + (self.mf_bi + mf.user_bias(urow))
+                pos = top_superset(s, cfg.n_mf + len(seen))  # every allowed best one is in there
                 noms = nominate(self.mf_rows[pos], s[pos], cfg.n_mf, allowed, False)
             else:
                 noms = np.zeros(0, dtype=np.int64)
@@ -390,7 +342,8 @@ class RankPass:
                 dense[:m] = np.where(self.has_emb[:m], acc, -np.inf)
                 noms = top_n(dense, cc.n_recent, allowed, positive=True)
             else:
-                hits = np.unique(np.concatenate([_rows_of(pre["near_nom"][r]) for r in recent]))
+                near = pre["near_nom"]
+                hits = near[recent[0]] if len(recent) == 1 else np.unique(np.concatenate([near[r] for r in recent]))
                 hits = hits[allowed[hits]]
                 noms = nominate(hits, near_at(hits), cc.n_recent, allowed, True)
             out.append(Nominated("recent", noms, near_at, "max", "mean"))
@@ -403,7 +356,7 @@ class RankPass:
         sp = tags.sparse_scores(user)
         if sp is None:
             return []
-        rows, vals = _within(*sp, self.n)
+        rows, vals = below(*sp, self.n)
         base = lookup(rows, vals, 0.0)
 
         def at(c: np.ndarray) -> np.ndarray:

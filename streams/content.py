@@ -3,42 +3,21 @@
 The LLM workers are precomputed feature encoders: they publish one ``ItemEmbedding`` (a sentence
 embedding of the item's text) and one ``ItemTags`` record per item, asynchronously. The cheap
 online model learned on every event (the CRM: MF, co-occurrence, popularity) stays the backbone;
-this module turns the enrichment into four more :class:`~streamrec.streams.ranking.Signal` s that
+this model turns the enrichment into four more :class:`~streamrec.streams.ranking.Signal` s that
 the ranker blends by name (filter-then-rerank: every signal nominates candidates, all of them are
-read at every candidate):
-
-``embedding``
-    cosine of the user's content profile to every item with an embedding: one float32 mat-vec.
-    The profile is the decayed mean of the (unit) embeddings of the items the user interacted with,
-    ``profile_half_life`` embedded events long. Under a ``threshold``/``explicit`` rating policy a
-    rating below the threshold adds its item with ``negative_weight`` (default 0: not counted, so a
-    disliked item never pulls the profile towards itself; a negative value pushes the profile away,
-    which also pushes away from the good items that resemble it, hence not the default).
-``fresh``
-    the cold items (fewer than ``fresh_max_interactions`` interactions, first seen at most
-    ``fresh_horizon_s`` ago) ranked by the same cosine, *lifted* against the user's own cosine
-    distribution (:func:`lift`): 0 at the mean over all embedded items, 1 at the user's best match.
-    This is ZESRec-style zero-shot cold start: a just-published item with no interaction at all
-    reaches the users whose history reads like its text, and nobody else (a lift, not a max
-    normalisation, so the best of a badly matching lot does not become 1).
-``recent``
-    what the user is doing right now: each item's similarity to the user's last ``recent_items``
-    (default 2) embedded items, cosines clipped at 0 and sharpened (``** recent_power``), the
-    older one weighing ``recent_decay``. The profile above is a mean over several items and
-    blurs a session's thread (a sequel, the same director, the same decade); this keeps it. Cost:
-    one more mat-vec per recent item at refresh time, nothing per event.
-``tags``
-    the user's decayed tag profile (sum of the tag scores of the items interacted with, half life
-    ``tag_half_life`` tagged events, at most ``max_user_tags`` kept) against each item's tags,
-    weighted by idf and divided by the item's tag norm; a few candidates, mostly a reranking score.
-    Kept by :class:`~streamrec.streams.tagprofile.TagModel`.
+read at every candidate): ``embedding`` (the user's profile against every item), ``fresh`` (cold items lifted against the
+user's own cosine distribution: zero-shot cold start), ``recent`` (the user's last few embedded
+items) and ``tags`` (the user's tag profile against each item's tags); what each means, its
+settings and the quality measured are in :mod:`streamrec.streams.contentsignals`, which computes
+them as dense reference vectors. This module keeps the embeddings and the profiles and what a
+ranking pass reads; the checkpointed state is cut in :mod:`streamrec.streams.contentstate`.
 
 Items without an embedding (or without tags) get the candidates' mean value for that signal
 (``missing="mean"``), so enrichment that has not arrived yet neither helps nor hurts an item. With
 no embeddings and no tags at all there are no content signals, and the recommender's lists are
 exactly the CRM's: LLM workers being down never breaks or degrades the online model.
 
-The dense score vectors below (:meth:`ContentModel.signals`) are the reference ranking; the worker
+The dense score vectors (:meth:`ContentModel.signals`) are the reference ranking; the worker
 ranks through :mod:`streamrec.streams.candidates`, which reads the same signals at candidates only
 (nominated by :class:`~streamrec.streams.contentindex.ContentIndex` on a large catalogue) and gives
 the same lists when nothing is left out of the nomination.
@@ -52,15 +31,6 @@ tags per item (``ContentModel.learn`` alone: 2.4 us, 3.5 with tags); ``recommend
 user for the CRM alone, 1.24 ms with embeddings, 1.76 ms with embeddings and tags (the mat-vec
 itself: 0.35 ms). With BLAS threads fighting other processes for two cores the mat-vec took up to
 10 ms: pin ``OPENBLAS_NUM_THREADS=1`` in the stream worker.
-
-Quality, prequential HR@10 on synthetic data (300 users, 2000 items in 10 topics, 30k events; 20% of
-the items published halfway through with all-MiniLM-L6-v2 embeddings of their texts, fresh horizon
-30 minutes of a 17-hour stream; measured before the MovieLens tuning of the weights): overall 0.095
-for the CRM alone and 0.095 with the then default weights (synthetic clicks follow popularity
-*within* a topic, which the CRM already finds, so content cannot add much there), but on clicks of
-the newly published items while still cold 0.004 -> 0.047, with 99.7% of the cold items shown on the
-user's own topics. Without a horizon the never-popular long tail counts as cold forever and takes
-list slots (HR 0.042 at fresh weight 1).
 
 >>> cm = ContentModel(ContentConfig(profile_half_life=1.0))
 >>> for item, vec in [("a", [1.0, 0.0]), ("b", [0.0, 2.0]), ("c", [1.0, 0.1])]:
@@ -82,8 +52,9 @@ from typing import Hashable, Sequence
 import numpy as np
 
 from streamrec.streams.contentindex import ContentIndex
-from streamrec.streams.ranking import Signal, best_k
-from streamrec.streams.snapshot import pack_ids, unpack_ids
+from streamrec.streams.contentsignals import ContentSignals, lift  # noqa: F401 (lift: imported from here)
+from streamrec.streams.contentstate import ContentState
+from streamrec.streams.ranking import best_k
 from streamrec.streams.state import ItemIndex, grow
 from streamrec.streams.tagprofile import TagModel
 
@@ -127,6 +98,8 @@ class ContentConfig:
     index_min_items: int = 20_000
     #: inverted lists scanned per query (recall against speed) and lists in all (0: ~sqrt(items))
     index_nprobe: int = 16
+    #: ... and for the neighbours of the user's recent items (an item's neighbourhood is tight)
+    index_recent_nprobe: int = 4
     index_nlist: int = 0
     #: build the index in a thread (the worker: learning goes on meanwhile) or in place
     index_background: bool = False
@@ -135,19 +108,6 @@ class ContentConfig:
     def from_dict(cls, d: dict | None) -> ContentConfig:
         return cls(**(d or {}))
 
-
-def lift(cos: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """``cos`` on the scale of ``reference``: 0 at its mean, 1 at its maximum (clipped to [0, 1]).
-
-    >>> lift(np.array([0.9, 0.5, 0.1]), np.array([0.9, 0.5, 0.1, 0.1])).round(3).tolist()
-    [1.0, 0.2, 0.0]
-    """
-    if not len(reference):
-        return np.zeros(len(cos))
-    mu, top = float(reference.mean()), float(reference.max())
-    if top <= mu:
-        return np.where(cos >= top, 1.0, 0.0)
-    return np.clip((cos - mu) / (top - mu), 0.0, 1.0)
 
 
 def unit(vector, dim: int | None = None) -> np.ndarray:
@@ -172,7 +132,7 @@ def unit(vector, dim: int | None = None) -> np.ndarray:
     return (v / norm).astype(np.float32)
 
 
-class ContentModel:
+class ContentModel(ContentSignals, ContentState):
     """Embedding matrix and tags aligned with the shared :class:`ItemIndex`, plus user profiles."""
 
     def __init__(self, config: ContentConfig | None = None, index: ItemIndex | None = None):
@@ -193,7 +153,7 @@ class ContentModel:
         self._decay = np.float32(0.5 ** (1.0 / cfg.profile_half_life))
         self.tags = TagModel(cfg.tag_half_life, cfg.max_user_tags)
         self.ann = ContentIndex(cfg.index_min_items, cfg.index_nprobe, cfg.index_nlist,
-                                background=cfg.index_background)
+                                background=cfg.index_background, neighbours_nprobe=cfg.index_recent_nprobe)
 
     # -- enrichment -----------------------------------------------------------------------------
 
@@ -256,8 +216,9 @@ class ContentModel:
         self._user_ids = []
         self._P = np.zeros((16, 0), dtype=np.float32)
         self._pn = np.zeros(16, dtype=np.int64)
-        self.ann = ContentIndex(self.config.index_min_items, self.config.index_nprobe, self.config.index_nlist,
-                                background=self.config.index_background)
+        cfg = self.config
+        self.ann = ContentIndex(cfg.index_min_items, cfg.index_nprobe, cfg.index_nlist,
+                                background=cfg.index_background, neighbours_nprobe=cfg.index_recent_nprobe)
 
     def embedding(self, row: int | None) -> np.ndarray | None:
         if row is None or row >= len(self._has) or not self._has[row]:
@@ -379,30 +340,9 @@ class ContentModel:
         """Inner products of ``queries`` (``q x dim``) with every row's embedding: ``q x rows``."""
         return np.atleast_2d(queries) @ self._E[: self._m()].T
 
-    def item_scores(self, row: int) -> np.ndarray | None:
-        """Cosine of item ``row``'s embedding to every item row (``-inf``: no embedding), for the
-        similar-item lists; ``None`` when ``row`` has no embedding."""
-        e = self.embedding(row)
-        return None if e is None else self._over_rows(self._E[: self._m()] @ e)
-
-    def scores(self, user: Hashable, history: Sequence[int] = ()) -> np.ndarray | None:
-        """Cosine of ``user``'s profile to every item row (``-inf``: no embedding).
-
-        ``None`` when the user has no profile."""
-        q = self.profile(user, history)
-        return None if q is None else self._over_rows(self._E[: self._m()] @ q)
-
     def _m(self) -> int:
         """Rows that have per-item arrays (the index may already know newer items)."""
         return min(len(self.index), len(self._has))
-
-    def _over_rows(self, values: np.ndarray) -> np.ndarray:
-        """``values`` of the first ``_m()`` rows as a vector over every row, ``-inf`` wherever
-        there is no embedding."""
-        m = len(values)
-        out = np.full(len(self.index), -np.inf)
-        out[:m] = np.where(self._has[:m], values, -np.inf)
-        return out
 
     def recent_rows(self, history: Sequence[int]) -> list[int]:
         """The last ``recent_items`` embedded rows of ``history`` (oldest first), most recent first."""
@@ -414,26 +354,6 @@ class ContentModel:
             if r < len(self._has) and self._has[r]:
                 out.append(r)
         return out
-
-    def _similarities(self, user: Hashable, history: Sequence[int]):
-        """``(profile cosine, recent-item similarity)`` over every row (``-inf``: no embedding),
-        each ``None`` when there is nothing to compare with. One mat-vec per query vector: for
-        a handful of queries OpenBLAS runs separate mat-vecs faster than one skinny product."""
-        q = self.profile(user, history)
-        recent = self.recent_rows(history)
-        if q is None and not recent:
-            return None, None
-        cfg = self.config
-        E = self._E[: self._m()]
-        cos = None if q is None else self._over_rows(E @ q)
-        near = None
-        if recent:
-            acc = np.zeros(len(E), dtype=np.float32)
-            for r, row in enumerate(recent):
-                sim = np.maximum(E @ self._E[row], np.float32(0.0))
-                acc += np.float32(cfg.recent_decay**r) * sim**cfg.recent_power
-            near = self._over_rows(acc)
-        return cos, near
 
     def cold(self, interactions: np.ndarray, now: float | None = None) -> np.ndarray:
         """Mask of embedded rows that are cold: fewer than ``fresh_max_interactions``
@@ -452,180 +372,3 @@ class ContentModel:
             born = self._born[:m]
             mask[:m] &= ~(born < now - horizon)  # unknown birth (nan) counts as recent
         return mask
-
-    def tag_scores(self, user: Hashable) -> np.ndarray | None:
-        """The user's tag affinity to every item row (see :class:`TagModel`)."""
-        return self.tags.scores(user, len(self.index))
-
-    def signals(
-        self,
-        user: Hashable,
-        allowed: np.ndarray,
-        interactions: np.ndarray,
-        history: Sequence[int] = (),
-        now: float | None = None,
-    ) -> list[Signal]:
-        """The content signals for ``user`` (none without a profile or when disabled).
-
-        ``allowed``: rows that may be recommended; ``interactions``: per-row interaction counts
-        (what makes an item cold); ``history``: the user's recent rows, oldest first, for the
-        ``recent`` signal (and a profile when none was learned yet); ``now``: the stream's time,
-        for the fresh horizon.
-        """
-        cfg = self.config
-        if not cfg.enabled:
-            return []
-        out = []
-        cos, near = self._similarities(user, history) if self.n_embedded else (None, None)
-        if cos is not None:
-            out.append(Signal("embedding", cos, cfg.n_embedding, "minmax", missing="mean"))
-            ref = cos[np.isfinite(cos) & allowed]
-            cold = self.cold(interactions, now) & allowed
-            if cold.any() and len(ref):
-                fresh = np.full(len(cos), -np.inf)
-                fresh[cold] = lift(cos[cold], ref)
-                out.append(Signal("fresh", fresh, cfg.n_fresh, "raw"))
-        if near is not None:
-            out.append(Signal("recent", near, cfg.n_recent, "max", missing="mean"))
-        if self.tags:
-            tags = self.tag_scores(user)
-            if tags is not None:
-                out.append(Signal("tags", tags, cfg.n_tags, "max", missing="mean"))
-        return out
-
-    # -- state ----------------------------------------------------------------------------------
-
-    # -- snapshots: profile rows apart from the item side; embeddings by changed row --------------
-
-    # -- partitioned state: one user's profile at a time ---------------------------------------------
-
-    def user_state(self, user: Hashable) -> dict | None:
-        u = self.users.get(user)
-        tags = self.tags.user_state(user)
-        if u is None and tags is None:
-            return None
-        P = self._P[u].copy() if u is not None and self.dim else None
-        return {"P": P, "n": int(self._pn[u]) if u is not None else 0, "tags": tags}
-
-    def set_user_state(self, user: Hashable, state: dict) -> None:
-        if state["P"] is not None and self.dim:
-            u = self._profile_row(user)
-            self._P[u] = state["P"]
-            self._pn[u] = state["n"]
-            self.ann.user_changed(u)
-        if state["tags"] is not None:
-            self.tags.set_user_state(user, *state["tags"])
-
-    def retain_users(self, keep) -> None:
-        """Drop the profiles of users for whom ``keep(user)`` is false (rows compacted)."""
-        kept = [(user, u) for user, u in self.users.items() if keep(user)]
-        rows = np.asarray([u for _, u in kept], dtype=np.int64)
-        self._P, self._pn = grow(self._P[rows], 16), grow(self._pn[rows], 16)
-        self.users = {user: k for k, (user, _) in enumerate(kept)}
-        self._user_ids = [user for user, _ in kept]
-        self.ann.users_moved()
-        self.tags.retain_users(keep)
-
-    def users_state(self, users: list[Hashable] | None = None) -> dict:
-        if users is None:
-            nu = len(self.users)
-            ids, r = list(self._user_ids), slice(0, nu)
-        else:
-            rows = sorted(u for u in map(self.users.get, users) if u is not None)
-            ids, r = [self._user_ids[u] for u in rows], np.asarray(rows, dtype=np.int64)
-        return {"ids": pack_ids(ids), "P": self._P[r] if self.dim else None, "pn": self._pn[r],
-                "tags": self.tags.users_state(users)}  # fmt: skip
-
-    def load_users(self, state: dict) -> None:
-        ids = unpack_ids(state["ids"])
-        rows = np.empty(len(ids), dtype=np.int64)
-        for k, user in enumerate(ids):
-            u = self.users.get(user)
-            if u is None:
-                u = self.users[user] = len(self.users)
-                self._user_ids.append(user)
-            rows[k] = u
-        n = len(self.users)
-        if self.dim:
-            if self._P.shape[1] != self.dim:
-                self._P = np.zeros((max(16, n), self.dim), dtype=np.float32)
-            self._P = grow(self._P, n)
-            self._P[rows] = state["P"].reshape(-1, self.dim)
-        self._pn = grow(self._pn, n)
-        self._pn[rows] = state["pn"]
-        self.tags.load_users(state["tags"])
-
-    def items_state(self, changed_only: bool = False) -> dict:
-        """The item side; with ``changed_only`` only the embeddings set since :meth:`checkpointed`."""
-        n = len(self.index)
-        self._rows(n)
-        E: dict | None = None
-        if self.dim:
-            if changed_only:
-                rows = np.asarray(sorted(self._E_changed), dtype=np.int64)
-                E = {"rows": rows, "vals": self._E[rows]}
-            else:
-                E = {"all": self._E[:n]}
-        return {"dim": self.dim, "E": E, "has": self._has[:n], "born": self._born[:n], "now": self.now,
-                "tags": self.tags.items_state()}  # fmt: skip
-
-    def load_items(self, state: dict) -> None:
-        self.dim = dim = state["dim"]
-        n = len(state["has"])
-        self._has = grow(state["has"], 16)
-        self._born = grow(state["born"], 16, fill=np.nan)
-        self.now = state["now"]
-        self.n_embedded = int(self._has.sum())
-        if dim:
-            E = state["E"]
-            if "all" in E:
-                self._E = grow(E["all"].reshape(-1, dim), len(self._has))
-            else:
-                if self._E.shape[1] != dim:
-                    self._E = np.zeros((len(self._has), dim), dtype=np.float32)
-                self._E = grow(self._E, max(n, len(self._has)))
-                self._E[E["rows"]] = E["vals"].reshape(-1, dim)
-            if self._P.shape[1] != dim:
-                self._P = np.zeros((max(16, len(self._pn)), dim), dtype=np.float32)
-        else:
-            self._E = np.zeros((len(self._has), 0), dtype=np.float32)
-        self.tags.load_items(state["tags"], len(self._has))
-
-    def checkpointed(self) -> None:
-        """A snapshot was made durable: changes are counted from here."""
-        self._E_changed = set()
-
-    def to_state(self) -> dict:
-        n = len(self.index)
-        self._rows(n)
-        nu = len(self.users)
-        return {
-            "dim": self.dim,
-            "E": self._E[:n] if self.dim else None,
-            "has": self._has[:n], "born": self._born[:n], "now": self.now,
-            "users": list(self.users),
-            "P": self._P[:nu] if self.dim else None, "pn": self._pn[:nu],
-            **self.tags.to_state(),
-        }  # fmt: skip
-
-    @classmethod
-    def from_state(cls, state: dict | None, config: ContentConfig, index: ItemIndex) -> ContentModel:
-        self = cls(config, index)
-        if not state:  # a checkpoint from before content existed
-            return self
-        self.dim = dim = state["dim"]
-        self._has = grow(state["has"].copy(), 16)
-        self._born = grow(state["born"].copy(), 16, fill=np.nan)
-        self.now = state["now"]
-        self.n_embedded = int(self._has.sum())
-        if dim:
-            self._E = grow(state["E"].reshape(-1, dim).copy(), len(self._has))
-            self._P = grow(state["P"].reshape(-1, dim).copy(), 16)
-        else:
-            self._E = np.zeros((len(self._has), 0), dtype=np.float32)
-        for u in state["users"]:
-            self.users[u] = len(self.users)
-        self._user_ids = list(state["users"])
-        self._pn = grow(state["pn"].copy(), len(self._P))
-        self.tags.load_state(state, len(self._has))
-        return self

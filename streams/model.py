@@ -371,6 +371,15 @@ class OnlineMF(Checkpointable):
             return 0.0
         return self._bi[rows] + (self._mean + self._bu[u])
 
+    def item_biases(self, rows: np.ndarray) -> np.ndarray | None:
+        """The item part of :meth:`biases` at ``rows`` (``None`` for FunkMF): gathered once per
+        ranking pass, so that a user's scores need no gather over the catalogue."""
+        return self._bi[rows] if self.config.biased else None
+
+    def user_bias(self, u: int) -> float:
+        """The user part of :meth:`biases` (the global mean plus the user's bias; 0 for FunkMF)."""
+        return float(self._mean + self._bu[u]) if self.config.biased else 0.0
+
     def predict_one(self, user: Hashable, item: Hashable) -> float | None:
         """River's ``predict_one`` for known ids; ``None`` (not a random guess) otherwise."""
         u, i = self.users.get(user), self.index.get(item)

@@ -180,7 +180,21 @@ def normalise(values: np.ndarray, how: str) -> np.ndarray:
     >>> normalise(np.array([0.25, 1.5, -1.0, -np.inf]), "raw").tolist()
     [0.25, 1.0, 0.0, 0.0]
     """
+    if not len(values):
+        return np.zeros(0)
     ok = np.isfinite(values)
+    if ok.all():  # the common case at candidates: no masking (same values as below)
+        if how == "raw":
+            return np.clip(values, 0.0, 1.0).astype(np.float64, copy=False)
+        if how == "max":
+            top = values.max()
+            if top > 0:
+                return (np.maximum(values, 0.0) / top).astype(np.float64, copy=False)
+            return np.zeros(len(values))
+        lo, hi = values.min(), values.max()
+        if hi > lo:
+            return ((values - lo) / (hi - lo)).astype(np.float64, copy=False)
+        return np.ones(len(values))
     out = np.zeros(len(values))
     if not ok.any():
         return out

@@ -92,10 +92,15 @@ class VectorIndex:
     def remove(self, rows: np.ndarray) -> None:
         self.index.remove_ids(np.ascontiguousarray(rows, dtype=np.int64))
 
-    def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(rows, scores)``, each ``len(queries) x k``, best first; missing hits are row ``-1``."""
+    def search(self, queries: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, scores)``, each ``len(queries) x k``, best first; missing hits are row ``-1``.
+        ``nprobe``: inverted lists scanned for these queries (default: the index's)."""
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
-        scores, rows = self.index.search(q, k)
+        if nprobe is None:
+            scores, rows = self.index.search(q, k)
+        else:
+            params = faiss.SearchParametersIVF(nprobe=max(1, min(nprobe, self.index.nlist)))
+            scores, rows = self.index.search(q, k, params=params)
         return rows, scores
 
     @property

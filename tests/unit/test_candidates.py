@@ -85,21 +85,22 @@ def test_pass_without_content_and_with_a_runtime_source_gives_the_dense_lists():
 
 
 def test_index_scanning_every_list_gives_the_exact_lists_and_a_partial_scan_high_recall():
-    full = dataclasses.replace(CONTENT, index_min_items=50, index_nlist=8, index_nprobe=8)
+    full = dataclasses.replace(CONTENT, index_min_items=50, index_nlist=8, index_nprobe=8, index_recent_nprobe=8)
     rec = build(full)
     exact = rec.recommend_many(USERS, 50, exact=True)
     got = rec.recommend_many(USERS, 50)
     assert rec.content.ann.built
     assert_same(got, exact)
     assert_same(exact, [rec.recommend_dense(u, 50) for u in USERS])
-    partial = build(dataclasses.replace(full, index_nprobe=2))
-    got = partial.recommend_many(USERS, 50)
-    recall = np.mean([len(set(items(g)) & set(items(w))) / max(1, len(w)) for g, w in zip(got, exact)])
-    assert 0.8 <= recall < 1.0 + 1e-9
+    for scan in ({"index_nprobe": 2, "index_recent_nprobe": 2}, {"index_recent_nprobe": 1}):
+        partial = build(dataclasses.replace(full, **scan))
+        got = partial.recommend_many(USERS, 50)
+        recall = np.mean([len(set(items(g)) & set(items(w))) / max(1, len(w)) for g, w in zip(got, exact)])
+        assert 0.8 <= recall < 1.0 + 1e-9, scan
 
 
 def test_index_follows_new_changed_and_deleted_embeddings():
-    rec = build(dataclasses.replace(CONTENT, index_min_items=50, index_nlist=8, index_nprobe=8))
+    rec = build(dataclasses.replace(CONTENT, index_min_items=50, index_nlist=8, index_nprobe=8, index_recent_nprobe=8))
     user = USERS[0]
     rec.recommend(user)  # builds the index
     rec.set_embedding("new-one", rec.content.profile(user, rec.cooccur.history_rows(user)), ts=None)
@@ -124,7 +125,8 @@ def test_users_near_from_buckets_matches_the_exhaustive_scan():
 
 
 def test_a_background_index_build_keeps_passes_exact_until_it_is_installed():
-    cfg = dataclasses.replace(CONTENT, index_min_items=50, index_nlist=8, index_nprobe=8, index_background=True)
+    cfg = dataclasses.replace(CONTENT, index_min_items=50, index_nlist=8, index_nprobe=8, index_recent_nprobe=8,
+                              index_background=True)
     rec = build(cfg)
     first = rec.recommend_many(USERS, 50)  # starts the build; this pass nominates exhaustively
     assert_same(first, [rec.recommend_dense(u, 50) for u in USERS])
@@ -133,3 +135,28 @@ def test_a_background_index_build_keeps_passes_exact_until_it_is_installed():
     second = rec.recommend_many(USERS, 50)
     assert rec.content.ann.built
     assert_same(second, first)
+
+
+@pytest.mark.parametrize("kind", ["normal", "float32", "sorted", "reversed", "ties", "nan"])
+def test_top_superset_holds_every_one_of_the_t_largest(kind):
+    from streamrec.streams.nominate import top_superset
+
+    rng = np.random.default_rng(7)
+    v = rng.normal(size=50_000)
+    if kind == "float32":
+        v = v.astype(np.float32)
+    elif kind == "sorted":
+        v = np.sort(v)  # a strided sample sees only a trend
+    elif kind == "reversed":
+        v = np.sort(v)[::-1].copy()
+    elif kind == "ties":
+        v = np.round(v, 1)
+    elif kind == "nan":
+        v[rng.choice(len(v), 40_000, replace=False)] = np.nan  # falls back to the full selection
+    for t in (1, 37, 250, 1_500):
+        got = top_superset(v, t)
+        assert np.all(np.diff(got) > 0) and len(got) >= t
+        finite = np.where(np.isnan(v), -np.inf, v)
+        kth = np.sort(finite)[-t]
+        assert np.all(np.isin(np.flatnonzero(finite > kth), got))  # every strictly better value
+        assert len(got) < 20 * t or kind in ("ties", "nan")

@@ -163,3 +163,15 @@ def test_threshold_policy_keeps_low_ratings_out_of_counts():
     assert [i for i, _ in rec.fallback()] == ["good"]
     assert rec.cooccur.history("u") == ["good"]
     assert rec.mf.config.ratings == rec.config.ratings == rec.cooccur.config.ratings
+
+
+@pytest.mark.parametrize("how", ["max", "minmax", "raw"])
+def test_normalise_without_missing_values_equals_the_masked_path(how):
+    rng = np.random.default_rng(3)
+    for v in (rng.normal(size=300), np.abs(rng.normal(size=300)), np.zeros(5), np.full(4, 2.0),
+              rng.normal(size=50).astype(np.float32)):  # fmt: skip
+        masked = normalise(np.append(v, np.array([-np.inf], v.dtype)), how)  # the general path
+        got = normalise(v, how)
+        assert got.dtype == np.float64
+        assert np.array_equal(got, masked[:-1])
+    assert normalise(np.zeros(0), how).tolist() == []

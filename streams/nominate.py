@@ -1,0 +1,117 @@
+"""Pure helpers of a ranking pass (:mod:`streamrec.streams.candidates`): choosing a signal's
+nominees and reading its values at candidate rows, without a score vector over the catalogue.
+
+Why apart: they are the per-user inner loop of every pass, pure functions of arrays (doctested
+here), while the pass itself is bookkeeping over the recommender's state.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from streamrec.streams.ranking import best_k
+
+rows_none = np.zeros(0, dtype=np.int64)
+
+
+def nominate(rows: np.ndarray, values: np.ndarray, n: int, allowed: np.ndarray, positive: bool) -> np.ndarray:
+    """The ``n`` best allowed ``rows`` by ``values`` (finite, and > 0 with ``positive``).
+
+    >>> nominate(np.array([2, 5, 7]), np.array([1.0, 3.0, 2.0]), 2, np.array([True] * 6 + [False] * 2), True).tolist()
+    [5, 2]
+    """
+    if n <= 0 or not len(rows):
+        return rows[:0]
+    ok = allowed[rows] & np.isfinite(values)
+    if positive:
+        ok &= values > 0
+    idx = np.flatnonzero(ok)
+    return rows[idx[best_k(values[idx], n)]]
+
+
+def top_superset(values: np.ndarray, t: int) -> np.ndarray:
+    """Sorted positions that include those of the ``t`` largest ``values`` (and maybe a few more).
+
+    Why: selecting a user's best few hundred MF rows out of a whole catalogue with
+    ``argpartition`` cost more than the product that scored them. A threshold read from a strided
+    sample (``3 t`` of the values expected above it) and one comparison pass find a superset;
+    when fewer than ``t`` values pass (unlucky sample, NaN) it falls back to the full selection.
+    The caller picks its best among the superset, so its choice is the same as over the exact top
+    ``t``.
+
+    >>> v = np.random.default_rng(0).normal(size=100_000)
+    >>> got = top_superset(v, 200)
+    >>> set(np.argsort(-v)[:200].tolist()) <= set(got.tolist()), 200 <= len(got) < 2_000
+    (True, True)
+    >>> top_superset(np.array([3.0, 1.0, 2.0]), 2).tolist()
+    [0, 2]
+    """
+    m = len(values)
+    if t >= m:
+        return np.arange(m)
+    if t <= 0:
+        return rows_none
+    if m >= 32 * t:
+        stride = max(1, min(t, m // (16 * t)))  # about 3 t + stride values pass
+        sample = values[::stride]
+        q = min(len(sample), 3 * t // stride + 1)
+        thr = np.partition(sample, len(sample) - q)[len(sample) - q]
+        pos = np.flatnonzero(values >= thr)
+        if len(pos) >= t:
+            return pos
+    pos = np.argpartition(-values, t - 1)[:t]
+    pos.sort()
+    return pos
+
+
+def lookup(rows: np.ndarray, values: np.ndarray, default: float) -> Callable[[np.ndarray], np.ndarray]:
+    """``values`` at sorted ``rows``, ``default`` elsewhere, as a function of candidate rows.
+
+    >>> lookup(np.array([2, 5]), np.array([1.0, 3.0]), -np.inf)(np.array([1, 5, 9])).tolist()
+    [-inf, 3.0, -inf]
+    """
+
+    def at(cand: np.ndarray) -> np.ndarray:
+        out = np.full(len(cand), default)
+        if len(rows):
+            pos = np.minimum(np.searchsorted(rows, cand), len(rows) - 1)
+            hit = rows[pos] == cand
+            out[hit] = values[pos[hit]]
+        return out
+
+    return at
+
+
+def lift_scalar(cos: np.ndarray, mu: float, top: float) -> np.ndarray:
+    """:func:`~streamrec.streams.content.lift` from the reference's mean and maximum.
+
+    >>> lift_scalar(np.array([0.9, 0.5, 0.1]), 0.4, 0.9).round(3).tolist()
+    [1.0, 0.2, 0.0]
+    """
+    if top <= mu:
+        return np.where(cos >= top, 1.0, 0.0)
+    return np.clip((cos - mu) / (top - mu), 0.0, 1.0)
+
+
+def below(rows: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted ``rows`` (and their values) below ``n``: rows that arrived after a pass began are
+    left to the next pass.
+
+    >>> [a.tolist() for a in below(np.array([1, 4, 9]), np.array([0.1, 0.4, 0.9]), 5)]
+    [[1, 4], [0.1, 0.4]]
+    """
+    if len(rows) and rows[-1] >= n:
+        m = int(np.searchsorted(rows, n))
+        return rows[:m], vals[:m]
+    return rows, vals
+
+
+def hit_rows(hits: np.ndarray) -> np.ndarray:
+    """An index search's rows without its ``-1`` padding, as int64.
+
+    >>> hit_rows(np.array([7, 3, -1, -1])).tolist()
+    [7, 3]
+    """
+    return hits[hits >= 0].astype(np.int64)

@@ -136,11 +136,26 @@ def ensure_state_topics(config: dict, prefix: str, partitions: int, replication:
             err = exc.args[0] if exc.args else None
             if getattr(err, "code", lambda: None)() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+    # ready = listed with a leader for every partition: a topic just created (here or by a peer
+    # starting at the same moment) is listed before its leaders are elected, and reading it then
+    # fails with NOT_LEADER_FOR_PARTITION
     deadline = time.monotonic() + timeout_s
-    while not all(t in admin.list_topics(timeout=timeout_s).topics for t in (users, items, snapshots)):
+    while not _led(admin.list_topics(timeout=timeout_s).topics, (users, items, snapshots)):
         if time.monotonic() > deadline:
-            raise RuntimeError(f"state topics {users!r}, {items!r} not ready after {timeout_s:g}s")
+            raise RuntimeError(f"state topics {users!r}, {items!r}, {snapshots!r} have no leader "
+                               f"for every partition after {timeout_s:g}s")  # fmt: skip
         time.sleep(0.2)
+
+
+def _led(topics: dict, names) -> bool:
+    """Is every partition of every topic in ``names`` listed in ``topics`` with a leader?"""
+    for name in names:
+        meta = topics.get(name)
+        if meta is None or meta.error is not None or not meta.partitions:
+            return False
+        if any(p.leader < 0 or p.error is not None for p in meta.partitions.values()):
+            return False
+    return True
 
 
 def read_changelog(config: dict, topic: str, partitions: list[int], timeout_s: float):
@@ -155,7 +170,7 @@ def read_changelog(config: dict, topic: str, partitions: list[int], timeout_s: f
     try:
         ends = {}
         for p in partitions:
-            low, high = reader.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout_s)
+            low, high = _watermarks(reader, TopicPartition(topic, p), timeout_s)
             if high > low:
                 ends[p] = high
         if not ends:
@@ -178,6 +193,27 @@ def read_changelog(config: dict, topic: str, partitions: list[int], timeout_s: f
                     ends.pop(tp.partition, None)
     finally:
         reader.close()
+
+
+#: errors of a partition whose leader is moving or not yet elected: asked again, not fatal
+_RETRIABLE = ("NOT_LEADER_FOR_PARTITION", "LEADER_NOT_AVAILABLE", "UNKNOWN_TOPIC_OR_PART")
+
+
+def _watermarks(reader, tp, timeout_s: float) -> tuple[int, int]:
+    """``get_watermark_offsets``, asked again while the partition's leader is moving."""
+    from confluent_kafka import KafkaError, KafkaException
+
+    retriable = {getattr(KafkaError, name) for name in _RETRIABLE}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return reader.get_watermark_offsets(tp, timeout=timeout_s)
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            if getattr(err, "code", lambda: None)() not in retriable or time.monotonic() > deadline:
+                raise
+            log.info("%s[%d] has no leader yet (%s); asking again", tp.topic, tp.partition, err)
+            time.sleep(0.2)
 
 
 class Ownership:

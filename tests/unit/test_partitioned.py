@@ -148,3 +148,18 @@ def test_transitions_reach_the_other_worker_and_move_with_the_user():
     p = states[0].partition_of[user]
     states[1].restore(p, [(k, v) for (q, k), v in log.users.items() if q == p])
     assert b.transitions.window(user) == a.transitions.window(user)
+
+
+def test_state_topics_are_ready_only_when_every_partition_has_a_leader():
+    from types import SimpleNamespace as NS
+
+    from streamrec.streams.partitioned import _led
+
+    def topic(*leaders):
+        return NS(error=None, partitions={i: NS(leader=l, error=None) for i, l in enumerate(leaders)})
+
+    names = ("users", "items")
+    assert _led({"users": topic(1, 1), "items": topic(1)}, names)
+    assert not _led({"users": topic(1, -1), "items": topic(1)}, names)  # just created: no leader yet
+    assert not _led({"users": topic(1, 1)}, names)  # not listed yet
+    assert not _led({"users": topic(), "items": topic(1)}, names)  # listed without partitions

@@ -21,7 +21,7 @@ import zlib
 from streamrec.bench.replay_data import Dataset
 from streamrec.bench.replay_enrich import Enrichment
 from streamrec.bench.replay_metrics import Prequential
-from streamrec.bench.replay_run import LogicalLists, RunResult, _bar, _finish, feed_catalogue
+from streamrec.bench.replay_run import RunResult, _bar, _finish, served_lists
 from streamrec.bench.scaleout import PARTITIONS, _owner
 from streamrec.settings import Settings
 
@@ -41,7 +41,6 @@ def run_partitioned(dataset: Dataset, name: str, interval: float, settings: Sett
                     workers: int, content: Enrichment | None = None, progress: bool = True,
                     tuner=None) -> RunResult:  # fmt: skip
     from streamrec.streams.partitioned import PartitionedState, decode_record
-    from streamrec.streams.tuner import Tuner
 
     class Log:
         def __init__(self, writer: int, items: list):
@@ -55,14 +54,7 @@ def run_partitioned(dataset: Dataset, name: str, interval: float, settings: Sett
     models, states, lists, tuners = [], [], [], []
     for _ in range(workers):
         model = build(settings)
-        owed = feed_catalogue(model, dataset, content, settings)
-        tuned = Tuner.for_model(model, tuner) if tuner is not None and tuner.enabled else None
-        if tuned is not None:
-            model.set_weights(**tuned.weights)
-        rank = None if tuned is None else (
-            lambda users, k, m=model, t=tuned: m.recommend_many(users, k, ranker=t.ranker(m)))
-        ll = LogicalLists(model, interval, settings.top_k, rank_many=rank)
-        ll.active.update(owed)
+        ll, tuned = served_lists(model, dataset, content, settings, interval, tuner)
         models.append(model)
         states.append(PartitionedState(model, "state.users", "state.items"))
         lists.append(ll)

@@ -150,6 +150,24 @@ class LogicalLists:
         self.active.add(user)
 
 
+def served_lists(model, dataset: Dataset, content: Enrichment | None, settings: Settings, interval: float,
+                 tuner=None):  # fmt: skip
+    """A fresh model's catalogue fed, its self-tuning blend (None without ``tuner``) and the
+    :class:`LogicalLists` served through it, owed to the users the catalogue made due: the set-up
+    of every in-process replay, one worker or several."""
+    from streamrec.streams.tuner import Tuner
+
+    owed = feed_catalogue(model, dataset, content, settings)
+    tuned = Tuner.for_model(model, tuner) if tuner is not None and tuner.enabled else None
+    if tuned is not None:
+        model.set_weights(**tuned.weights)
+    rank_many = None if tuned is None else (
+        lambda users, k: model.recommend_many(users, k, ranker=tuned.ranker(model)))
+    lists = LogicalLists(model, interval, settings.top_k, rank_many=rank_many)
+    lists.active.update(owed)
+    return lists, tuned
+
+
 def run_in_process(dataset: Dataset, name: str, interval: float, settings: Settings, *, build,
                    content: Enrichment | None = None, progress: bool = True,
                    tuner=None) -> RunResult:  # fmt: skip
@@ -160,17 +178,8 @@ def run_in_process(dataset: Dataset, name: str, interval: float, settings: Setti
     ``tuner`` (a :class:`~streamrec.streams.tuner.TunerConfig`) serves the lists through the
     self-tuning blend, as the worker does: it sees each event before the model learns it.
     """
-    from streamrec.streams.tuner import Tuner
-
     model = build(settings)
-    owed = feed_catalogue(model, dataset, content, settings)
-    tuned = Tuner.for_model(model, tuner) if tuner is not None and tuner.enabled else None
-    if tuned is not None:
-        model.set_weights(**tuned.weights)
-    rank_many = None if tuned is None else (
-        lambda users, k: model.recommend_many(users, k, ranker=tuned.ranker(model)))
-    lists = LogicalLists(model, interval, settings.top_k, rank_many=rank_many)
-    lists.active.update(owed)
+    lists, tuned = served_lists(model, dataset, content, settings, interval, tuner)
     metrics = Prequential(len(dataset.items))
     kind = dataset.kind
     promoted_at: list[int] = []  # the stream position (1-based) of each promotion

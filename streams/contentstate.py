@@ -21,7 +21,7 @@ from typing import Hashable
 import numpy as np
 
 from streamrec.streams.snapshot import pack_ids, unpack_ids
-from streamrec.streams.state import ItemIndex, grow
+from streamrec.streams.state import ItemIndex, grow, key_rows
 
 
 class ContentState:
@@ -66,14 +66,7 @@ class ContentState:
                 "tags": self.tags.users_state(users)}  # fmt: skip
 
     def load_users(self, state: dict) -> None:
-        ids = unpack_ids(state["ids"])
-        rows = np.empty(len(ids), dtype=np.int64)
-        for k, user in enumerate(ids):
-            u = self.users.get(user)
-            if u is None:
-                u = self.users[user] = len(self.users)
-                self._user_ids.append(user)
-            rows[k] = u
+        rows = key_rows(self.users, unpack_ids(state["ids"]), self._user_ids.append)
         n = len(self.users)
         if self.dim:
             if self._P.shape[1] != self.dim:

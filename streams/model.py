@@ -56,6 +56,7 @@ from streamrec.streams.state import (  # noqa: F401  (re-exported: older imports
     dumps,
     grow,
     loads,
+    key_rows,
 )
 
 
@@ -430,13 +431,7 @@ class OnlineMF(Checkpointable):
 
     def load_users(self, state: dict) -> None:
         """Insert or overwrite the user rows of :meth:`users_state` (new users are appended)."""
-        ids = unpack_ids(state["ids"])
-        rows = np.empty(len(ids), dtype=np.int64)
-        for k, user in enumerate(ids):
-            u = self.users.get(user)
-            if u is None:
-                u = self.users[user] = len(self.users)
-            rows[k] = u
+        rows = key_rows(self.users, unpack_ids(state["ids"]))
         n = len(self.users)
         self._P, self._bu = grow(self._P, n), grow(self._bu, n)
         self._P[rows] = state["P"].reshape(-1, self.config.n_factors)

@@ -90,6 +90,25 @@ def grow(arr: np.ndarray, n: int, fill: Any = 0) -> np.ndarray:
     return out
 
 
+def key_rows(rows: dict, keys: Iterable[Hashable], added=None) -> np.ndarray:
+    """The row of every key in ``rows`` (a key -> row dict), appending a new row for a key not in
+    it (``added(key)`` is called for each): how a moved user's record finds or makes its rows.
+
+    >>> users = {"a": 0}; new = []
+    >>> key_rows(users, ["b", "a", "c"], new.append).tolist(), new
+    ([1, 0, 2], ['b', 'c'])
+    """
+    out = []
+    for key in keys:
+        row = rows.get(key)
+        if row is None:
+            row = rows[key] = len(rows)
+            if added is not None:
+                added(key)
+        out.append(row)
+    return np.asarray(out, dtype=np.int64)
+
+
 class ItemIndex:
     """Item id <-> dense row. Shared by every model so their score vectors line up.
 

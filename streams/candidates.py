@@ -8,10 +8,10 @@ with embeddings that was 21-38 ms a list, bound by memory bandwidth. Here each s
 of the nominees, so a list differs from the dense one only where a nomination did:
 
 - **co-occurrence** and **tags**: sparse already (the neighbour and postings lists of the history);
-- **MF**: one batched product of a chunk of users with the item factors (16 wide, cheap) and one
-  batched add of the item biases (a float32 proxy), each user's nominees from a superset of the
-  proxy found by a sampled threshold (:func:`top_superset`), not a selection over the whole
-  catalogue (that selection cost more than the product), picked by the exact float64 scores;
+- **MF**: one batched product of a chunk of users with the item factors (16 wide, cheap) and, for
+  a biased MF, one batched add of the item biases (a float32 proxy); each user's nominees from a
+  superset of the proxy found by a sampled threshold (:func:`top_superset`), not a selection over
+  the whole catalogue (that selection cost more than the product), picked by the exact scores;
 - **embedding** and **recent**: the faiss IVF index of :mod:`streamrec.streams.contentindex` once
   the catalogue is large (exact products below ``ContentConfig.index_min_items``), batched per chunk;
   a recent item's neighbours are searched once per pass and in fewer lists than a profile's

@@ -57,8 +57,8 @@ def user_buckets(P: np.ndarray, index: VectorIndex, per_bucket: int = 1000, seed
 class ContentIndex:
     """Item IVF index (built at ``min_items`` embeddings, retrained when they double) + user buckets."""
 
-    def __init__(self, min_items: int = 20_000, nprobe: int = 16, nlist: int = 0, users_nprobe: int = 8,
-                 background: bool = False, neighbours_nprobe: int = 4):  # fmt: skip
+    def __init__(self, min_items: int = 20_000, nprobe: int = 8, nlist: int = 0, users_nprobe: int = 8,
+                 background: bool = False, neighbours_nprobe: int = 2):  # fmt: skip
         self.min_items, self.nprobe, self.nlist, self.users_nprobe = min_items, nprobe, nlist, users_nprobe
         #: lists scanned for an item's own neighbours (:meth:`neighbours`)
         self.neighbours_nprobe = neighbours_nprobe
@@ -222,8 +222,8 @@ class ContentIndex:
     def neighbours(self, vectors: np.ndarray, k: int) -> np.ndarray:
         """:meth:`search` for the vectors of items (the ``recent`` signal): an item's neighbourhood
         is tight (the item's own list and the few next to it), unlike a profile's (a mean over a
-        user's items), so fewer lists are scanned (``neighbours_nprobe``; at 100k items 4 of 1024
-        lists kept ``recall_at_50`` at 1.000 against 16, see ``streamrec bench scale``)."""
+        user's items), so fewer lists are scanned (``neighbours_nprobe``; at 100k items 2 of 1024
+        lists kept ``recall_at_50`` at 0.999, as 4 did, see ``streamrec bench scale``)."""
         return self.items.search(vectors, k, nprobe=self.neighbours_nprobe)[0]
 
     def search_scored(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:

@@ -108,6 +108,28 @@ def below(rows: np.ndarray, vals: np.ndarray, n: int) -> tuple[np.ndarray, np.nd
     return rows, vals
 
 
+def union_sorted(parts: list[np.ndarray]) -> np.ndarray:
+    """The sorted distinct rows of ``parts`` (``np.unique`` of their concatenation).
+
+    Why not ``np.unique``: numpy 2.x answers it with a hash table and then sorts, 137 µs for the
+    ~900 rows of a list's nominees against 17 µs for one sort and a comparison; a pass calls it
+    three times a list.
+
+    >>> union_sorted([np.array([5, 1, 3]), np.array([3, 9]), np.array([], dtype=np.int64)]).tolist()
+    [1, 3, 5, 9]
+    >>> union_sorted([]).tolist()
+    []
+    """
+    c = np.concatenate(parts) if len(parts) > 1 else (parts[0].copy() if parts else rows_none)
+    if len(c) < 2:
+        return c
+    c.sort()
+    keep = np.empty(len(c), dtype=bool)
+    keep[0] = True
+    np.not_equal(c[1:], c[:-1], out=keep[1:])
+    return c[keep]
+
+
 def hit_rows(hits: np.ndarray) -> np.ndarray:
     """An index search's rows without its ``-1`` padding, as int64.
 

@@ -160,3 +160,33 @@ def test_top_superset_holds_every_one_of_the_t_largest(kind):
         kth = np.sort(finite)[-t]
         assert np.all(np.isin(np.flatnonzero(finite > kth), got))  # every strictly better value
         assert len(got) < 20 * t or kind in ("ties", "nan")
+
+
+def test_union_sorted_is_np_unique_of_the_concatenation():
+    from streamrec.streams.nominate import union_sorted
+
+    rng = np.random.default_rng(3)
+    for sizes in ([], [0], [1], [5, 0, 3], [200, 200, 100, 10], [1, 1, 1]):
+        parts = [rng.integers(0, 50, n) for n in sizes]
+        want = np.unique(np.concatenate(parts)) if parts else np.zeros(0, dtype=np.int64)
+        got = union_sorted(parts)
+        assert got.tolist() == want.tolist() and got.dtype == np.int64
+    part = np.array([3, 1, 2])
+    union_sorted([part])
+    assert part.tolist() == [3, 1, 2]  # a caller's array is never sorted in place
+
+
+def test_mf_nominees_from_the_float32_proxy_are_those_of_the_exact_scores():
+    """The pass picks MF's superset on products plus item biases in float32 and its nominees by
+    the float64 sums: with MF alone weighed, its lists are the dense ranking's."""
+    from streamrec.streams.model import MFConfig
+
+    cfg = RecommenderConfig(mf=MFConfig(biased=True), content=CONTENT, n_mf=10, n_cooccur=0, n_transitions=0,
+                            n_popular=0)  # fmt: skip
+    rec = Recommender(cfg, seed=3)
+    for e in SYNTH.events:
+        rec.learn_event(e)
+    assert rec.mf.item_biases(rec.mf.factor_rows()) is not None  # the biased model: a proxy is used
+    lists = rec.recommend_many(USERS, 10)  # MF's nominees are the only candidates
+    assert_same(lists, [rec.recommend_dense(u, 10) for u in USERS])
+    assert all(len(x) == 10 for x in lists)

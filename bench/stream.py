@@ -59,7 +59,7 @@ def _fresh(settings: Settings, tmp: Path, tag: str) -> Settings:
 
 
 def measure_throughput(settings: Settings, n_events: int, tmp: Path) -> dict:
-    from streamrec.streams.model import bare_river_learn_rate
+    from streamrec.streams.mf_river import bare_river_learn_rate
     from streamrec.streams.worker import StreamWorker, build_recommender
 
     data = generate(SynthConfig(n_users=max(50, n_events // 100), n_items=2000, n_events=n_events))

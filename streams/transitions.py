@@ -95,6 +95,8 @@ class Transitions(Checkpointable):
         self._rate = math.log(2.0) / cfg.half_life_s
         # a -> b scaled counts, with the scaled totals leaving (out) and entering (inn) each row
         self._pairs = PairCounts()
+        self._add = self._pairs.add  # the per-event path's one call
+        self._window = cfg.window
         self._ref: float | None = None  # counts are scaled by exp(rate * (ts - ref))
         self.now: float | None = None  # latest event time learned
         self._win: dict[Hashable, tuple[list[int], list[float]]] = {}  # user -> (rows, times), oldest first
@@ -113,10 +115,14 @@ class Transitions(Checkpointable):
 
     def learn(self, user: Hashable, row: int, ts: float | None) -> None:
         """``user`` took item ``row`` (a positive) at ``ts``: it follows every window item taken
-        strictly earlier; then it joins the window (an item already there moves to the end)."""
+        strictly earlier; then it joins the window (an item already there moves to the end).
+
+        The per-event path, kept to few Python operations: the pairs' weight is computed here
+        and the pairs go to the counts' buffer in one call."""
+        now = self.now
         if ts is None:
-            ts = self.now if self.now is not None else 0.0
-        if self.now is None or ts > self.now:
+            ts = now if now is not None else 0.0
+        if now is None or ts > now:
             self.now = ts
         win = self._win.get(user)
         if win is None:
@@ -126,19 +132,28 @@ class Transitions(Checkpointable):
         if row in rows:
             i = rows.index(row)
             del rows[i], times[i]
-        if not rows:
-            before = rows
-        elif max(times) < ts:  # the usual case: every window item is strictly earlier
-            before = rows
-        else:
-            before = [r for r, t in zip(rows, times) if t < ts]
-        if before:
-            self._add_one(before, row, ts)
-            if self._sent is not None:  # partitioned state: the other workers count it too
-                self._sent.append((list(before), row, ts))
+        if rows:
+            # the usual case: every window item is strictly earlier
+            before = rows if max(times) < ts else [r for r, t in zip(rows, times) if t < ts]
+            if before:
+                ref = self._ref
+                if ref is None:
+                    ref = self._ref = ts
+                x = self._rate * (ts - ref)
+                if x > self._RESCALE:
+                    self._rescale(ts)
+                    x = 0.0
+                self._add(before, row, math.exp(x))
+                if self._log is not None:  # delta checkpoints (before may be the window: a copy)
+                    self._log.append((list(before), row, ts))
+                if self._sent is not None:  # partitioned state: the other workers count it too
+                    self._sent.append((list(before), row, ts))
+                self._since_sweep += 1
+                if self._since_sweep >= self.config.sweep_every:
+                    self.sweep()
         rows.append(row)
         times.append(ts)
-        if len(rows) > self.config.window:
+        if len(rows) > self._window:
             del rows[0], times[0]
 
     # -- partitioned state: the pairs as additive deltas, a user's window on its own -------------
@@ -190,7 +205,10 @@ class Transitions(Checkpointable):
         self._clock(ts)
         if isinstance(b_rows, (int, np.integer)):
             if a_rows:
-                self._add_one(a_rows, int(b_rows), ts)
+                self._pairs.add(a_rows, int(b_rows), self._weight(ts))
+                if self._log is not None:
+                    self._log.append((list(a_rows), int(b_rows), ts))
+                self._counted()
             return
         if isinstance(b_rows, np.ndarray):
             b_rows = b_rows.tolist()
@@ -201,22 +219,6 @@ class Transitions(Checkpointable):
             self._counted()
             if self._log is not None:
                 self._log.append((list(a_rows), list(b_rows), ts))
-
-    def _add_one(self, a_rows: list[int], b: int, ts: float) -> None:
-        """Every ``a_rows -> b`` at ``ts`` (the per-event path: one weight, one buffered group)."""
-        ref = self._ref
-        if ref is None:
-            ref = self._ref = ts
-        x = self._rate * (ts - ref)
-        if x > self._RESCALE:
-            self._rescale(ts)
-            x = 0.0
-        self._pairs.add(a_rows, b, math.exp(x))
-        if self._log is not None:  # delta checkpoints (a_rows may be the window itself: a copy)
-            self._log.append((list(a_rows), b, ts))
-        self._since_sweep += 1
-        if self._since_sweep >= self.config.sweep_every:
-            self.sweep()
 
     def _weight(self, ts: float) -> float:
         if self._ref is None:

@@ -11,17 +11,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamrec.streams.cooccur import CooccurConfig, Cooccurrence, Popularity, PopularityConfig
+from streamrec.streams.cooccur import CooccurConfig, Cooccurrence
+from streamrec.streams.mf_river import bare_river_learn_rate
 from streamrec.streams.model import (
     ItemIndex,
     MFConfig,
     OnlineMF,
     RatingPolicy,
-    bare_river_learn_rate,
     dumps,
     grow,
     loads,
 )
+from streamrec.streams.popularity import Popularity, PopularityConfig
 
 
 def triples(n: int = 1500, users: int = 20, items: int = 60, seed: int = 0, explicit: bool = False):

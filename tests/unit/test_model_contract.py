@@ -14,8 +14,9 @@ import pickle
 import numpy as np
 import pytest
 
-from streamrec.streams.cooccur import CooccurConfig, Cooccurrence, Popularity
+from streamrec.streams.cooccur import CooccurConfig, Cooccurrence
 from streamrec.streams.model import MFConfig, OnlineMF
+from streamrec.streams.popularity import Popularity
 from streamrec.streams.ranking import LearnedBlendConfig
 from streamrec.streams.recommender import Recommender, RecommenderConfig
 from streamrec.synth import SynthConfig, generate

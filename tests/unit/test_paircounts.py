@@ -88,3 +88,18 @@ def test_scale_multiplies_counts_and_totals():
     pc.add([0, 1], 2, 4.0)
     pc.scale(0.25)
     assert pc.get(0, 2) == pc.get(1, 2) == 1.0 and pc.out[:2].tolist() == [1.0, 1.0] and pc.inn[2] == 2.0
+
+
+def test_key_groups_match_numpy_unique_whether_or_not_the_keys_pack_into_63_bits():
+    from streamrec.streams.pairruns import key_groups
+
+    rng = np.random.default_rng(1)
+    for bits in (8, 31):  # 8: one packed sort; 31: rows, columns and positions need 62+ bits
+        a, b = rng.integers(0, 1 << bits, 5000), rng.integers(0, 1 << bits, 5000)
+        a[1000:2000], b[1000:2000] = a[:1000], b[:1000]  # repeated pairs
+        uk, first, counts, order = key_groups(a, b)
+        ref, ref_first, inv, ref_counts = np.unique((a << 32) | b, return_index=True, return_inverse=True,
+                                                    return_counts=True)  # fmt: skip
+        assert uk.tolist() == ref.tolist() and first.tolist() == ref_first.tolist()
+        assert counts.tolist() == ref_counts.tolist()
+        assert order.tolist() == np.argsort(inv, kind="stable").tolist()

@@ -39,7 +39,6 @@ except ImportError:  # pragma: no cover - other interpreters
 
 from streamrec.streams.snapshot import chunked, pack_ids, pack_rows, unpack_ids, unpack_rows
 from streamrec.streams.model import Checkpointable, ItemIndex, RatingPolicy, _policy, _top, grow
-from streamrec.streams.popularity import Popularity, PopularityConfig  # noqa: F401  (re-exported)
 
 
 @dataclass(frozen=True, slots=True)

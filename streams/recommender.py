@@ -45,7 +45,8 @@ import numpy as np
 
 from streamrec.streams.candidates import RankPass
 from streamrec.streams.content import ContentModel, unit
-from streamrec.streams.cooccur import Cooccurrence, Popularity
+from streamrec.streams.cooccur import Cooccurrence
+from streamrec.streams.popularity import Popularity
 from streamrec.streams.model import OnlineMF
 from streamrec.streams.partitionstate import PartitionState
 from streamrec.streams.ranking import BlendLearner, Signal, rank, rank_learned

@@ -15,7 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from streamrec.streams.content import ContentConfig
-from streamrec.streams.cooccur import CooccurConfig, PopularityConfig
+from streamrec.streams.cooccur import CooccurConfig
+from streamrec.streams.popularity import PopularityConfig
 from streamrec.streams.model import MFConfig
 from streamrec.streams.ranking import CONTENT_WEIGHTS, DEFAULT_WEIGHTS, BlendWeights, LearnedBlendConfig
 from streamrec.streams.state import RatingPolicy

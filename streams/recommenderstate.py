@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Sequence
 import numpy as np
 
 from streamrec.streams.content import ContentModel
-from streamrec.streams.cooccur import Cooccurrence, Popularity
+from streamrec.streams.cooccur import Cooccurrence
+from streamrec.streams.popularity import Popularity
 from streamrec.streams.model import OnlineMF
 from streamrec.streams.ranking import BlendLearner
 from streamrec.streams.recommenderconfig import RecommenderConfig

@@ -4,7 +4,7 @@ The same protocol as :func:`streamrec.bench.replay_run.run_in_process`, with the
 ``STREAMREC_STATE=partitioned`` in place of the one worker: every user's events go to the owner of
 the user's partition (6 partitions, range-assigned to the N workers), which alone learns them,
 holds the user and writes the user's lists (its own logical-clock refresh and its own self-tuning
-blend, as each worker has); every worker reads the whole catalogue and its enrichments. Item-side
+blend, one climb shared through the delta log as in the worker: streams/tunershare.py); every worker reads the whole catalogue and its enrichments. Item-side
 learning reaches the models as in the worker: at once in the learner, as deltas in the others,
 which apply them in log order. The exchange happens every ``EXCHANGE_EVERY`` events of the stream
 (each worker's transaction commits about every half second; at the thousands of events per second
@@ -24,6 +24,7 @@ from streamrec.bench.replay_metrics import Prequential
 from streamrec.bench.replay_run import RunResult, _bar, _finish, served_lists
 from streamrec.bench.scaleout import PARTITIONS, _owner
 from streamrec.settings import Settings
+from streamrec.streams.tunershare import TUNER_KEY
 
 EXCHANGE_EVERY = int(__import__("os").environ.get("REPLAY_EXCHANGE_EVERY", "2000"))
 
@@ -48,7 +49,7 @@ def run_partitioned(dataset: Dataset, name: str, interval: float, settings: Sett
 
         def produce(self, topic, key, value, origin, partition=None):
             if topic == "state.items":
-                self.items.append((self.writer, value))
+                self.items.append((self.writer, key, value))
             return True
 
     models, states, lists, tuners = [], [], [], []
@@ -57,6 +58,7 @@ def run_partitioned(dataset: Dataset, name: str, interval: float, settings: Sett
         ll, tuned = served_lists(model, dataset, content, settings, interval, tuner)
         models.append(model)
         states.append(PartitionedState(model, "state.users", "state.items"))
+        states[-1].share_tuner(tuned)  # one climb for all workers, as in the worker
         lists.append(ll)
         tuners.append(tuned)
     shared: list = []
@@ -91,6 +93,10 @@ def run_partitioned(dataset: Dataset, name: str, interval: float, settings: Sett
              "refreshes": sum(ll.refreshes for ll in lists),
              "lists_written": sum(ll.lists_written for ll in lists),
              "users_per_worker": [m.n_users for m in models]}  # fmt: skip
+    climbs = [t for t in tuners if t is not None]
+    if climbs:
+        extra["tuner"] = {"promotions": climbs[0].promotions, "weights": climbs[0].weights,
+                          "same_weights": all(t.weights == climbs[0].weights for t in climbs)}  # fmt: skip
     return _finish(name, interval, f"in-process, {workers} workers", metrics, dataset, seconds, extra)
 
 
@@ -100,7 +106,9 @@ def _exchange(models, states, logs, applied, decode) -> None:
         state.emit_delta(log)
     shared = logs[0].items
     for w, model in enumerate(models):
-        for writer, value in shared[applied[w]:]:
-            if writer != w:
+        for writer, key, value in shared[applied[w]:]:
+            if key == TUNER_KEY:  # the shared climb: read in log order, own records too
+                states[w].read_climb(value, own=writer == w)
+            elif writer != w:
                 model.add_item_delta(decode(value))
         applied[w] = len(shared)

@@ -56,7 +56,7 @@ class EventPath:
         """Decode and learn one message; returns the record, a :class:`DeadLetter` if refused."""
         position = (topic, partition)
         if self.state is not None and topic == self.state.items_topic:
-            self.state.read_delta(offset, value)  # another worker's (this one's are in already)
+            self.state.read_delta(offset, value, key)  # another worker's (this one's are in already)
             return None
         record = self.boundary.decode(topic, key, value, now, partition, offset, headers)
         kind = type(record)

@@ -40,6 +40,7 @@ import logging
 import time
 
 from streamrec.streams.state import dumps, loads
+from streamrec.streams.tunershare import TUNER_KEY, SharedClimb
 
 log = logging.getLogger("streamrec.partitioned")
 
@@ -313,13 +314,30 @@ class PartitionedState:
         """A transaction committed; ``placed``: where its records went (own deltas among them)."""
         self.own.update(o for t, _, o in placed if t == self.items_topic)
 
-    def read_delta(self, offset: int, value: bytes) -> bool:
-        """A record of the item delta log: applied unless it is this worker's own (already in)."""
-        if offset in self.own:
-            self.own.discard(offset)
+    #: the self-tuning climb shared through the delta log (streams/tunershare.py), if tuned
+    climb = None
+
+    def share_tuner(self, tuner) -> None:
+        """Tune one blend with the other workers: ``tuner``'s evidence and promotions go to the
+        delta log with each item delta, and theirs come back (None: no self-tuning blend)."""
+        self.climb = SharedClimb(tuner) if tuner is not None else None
+
+    def read_delta(self, offset: int, value: bytes, key: bytes | None = b"") -> bool:
+        """A record of the item delta log: applied unless it is this worker's own (already in);
+        the tuner's records (key ``tuner``) are read in log order, own ones too."""
+        own = offset in self.own
+        self.own.discard(offset)
+        if key == TUNER_KEY:
+            self.read_climb(value, own)
+            return not own
+        if own:
             return False
         self.model.add_item_delta(decode_record(value))
         return True
+
+    def read_climb(self, value: bytes, own: bool) -> None:
+        if self.climb is not None:
+            self.climb.read(self.model, decode_record(value), own)
 
     def own_to_meta(self, position: int) -> list[int]:
         """Own deltas at or past the reader's ``position`` (a checkpoint's): skipped after a restore."""
@@ -344,6 +362,9 @@ class PartitionedState:
         delta = self.model.take_item_delta()
         if delta is not None:
             outputs.produce(self.items_topic, b"", encode_record(delta), None, partition=0)
+        tuned = self.climb.record() if self.climb is not None else None
+        if tuned is not None:
+            outputs.produce(self.items_topic, TUNER_KEY, encode_record(tuned), None, partition=0)
 
     def flush(self, outputs) -> None:
         """Everything learned since the last flush into the open transaction: the item delta,

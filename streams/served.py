@@ -45,6 +45,7 @@ class Served:
             self.tuner = Tuner.from_state(state, config) if state else Tuner.for_model(model, config)
             model.set_weights(**self.tuner.weights)
         self.promotions = self._promotions()
+        self.generation = self.tuner.generation if self.tuner is not None else 0
         self.digest = self._digest()
 
     def _promotions(self) -> int:
@@ -81,8 +82,8 @@ class Served:
             self.quality.event(user, item, self.model.n_learned(user) > 0)
         if self.tuner is not None:
             self.tuner.observe(self.model, user, item)
-            if len(self.tuner.promotions) != self.promotions:
-                self.promotions = self._promotions()
+            if self.tuner.generation != self.generation:  # promoted, or took the others' climb
+                self.promotions, self.generation = self._promotions(), self.tuner.generation
                 self.digest = self._digest()
 
     def report(self, catalogue: Container) -> dict:

@@ -177,6 +177,8 @@ class StreamWorker(EventPath, RefreshPasses):
             version["weights"] = [list(p) for p in settings.blend_weights]
         #: the blend served (self-tuning by default) and the live quality metrics (streams/served.py)
         self.served = Served(self.model, settings, version, checkpoint.meta if checkpoint else None)
+        if self.state is not None:  # one self-tuning climb for all workers (streams/tunershare.py)
+            self.state.share_tuner(self.served.tuner)
         #: owed users and when their lists are due (see :mod:`streamrec.streams.schedule`)
         self.schedule = RefreshSchedule.from_settings(settings, logical, self.clock(), active)
         self.redis = redis_client(settings)

@@ -168,8 +168,8 @@ class RankPass:
         return out
 
     def _chunk(self, users: list[Hashable], k: int) -> list:
-        rec, cfg, cc = self.rec, self.cfg, self.cfg.content
-        mf, cm = rec.mf, rec.content
+        rec, cfg = self.rec, self.cfg
+        mf = rec.mf
         urows = [mf.user_row(u) for u in users]
         known = [j for j, r in enumerate(urows) if r is not None]
         mf_scores = {}

@@ -200,6 +200,9 @@ class Tuner:
         self.learner = BlendLearner(LearnedBlendConfig(enabled=True, warmup=200)) if learned else None
         self.generation = 0
         self.promotions: list[dict] = []
+        #: the climb the shared delta log has confirmed, kept apart from ``promotions`` so that a
+        #: restart does not take its own unannounced steps as agreed (None: not shared)
+        self.confirmed: list[dict] | None = None
         self.scored = 0  # paired events in all
         self._tops: OrderedDict[Hashable, tuple[int, np.ndarray]] = OrderedDict()
         self._shared = False  # evidence pooled with other workers' (see share)
@@ -389,7 +392,7 @@ class Tuner:
         """What a restart keeps: the served weighting, the climb's history and the learner (the
         shadow lists and the current count are rebuilt from the next refreshes)."""
         return {"config": asdict(self.config), "weights": self.weights, "promotions": self.promotions,
-                "scored": self.scored,
+                "scored": self.scored, "confirmed": self.confirmed,
                 "learner": self.learner.to_state() if self.learner is not None else None}  # fmt: skip
 
     @classmethod
@@ -403,6 +406,7 @@ class Tuner:
         self = cls(config or TunerConfig(**state["config"]), state["weights"])
         self.promotions = list(state["promotions"])
         self.scored = int(state["scored"])
+        self.confirmed = state.get("confirmed")  # absent in states written before it was kept
         if self.learner is not None and state.get("learner"):
             self.learner = BlendLearner.from_state(state["learner"], self.learner.config)
         return self

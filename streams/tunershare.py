@@ -15,8 +15,10 @@ extend the log's (it promoted something else at the same step, or it is behind) 
 Every worker reads the same log in the same order, so all of them end on the same climb, whoever
 promoted first. Evidence is added only when the writer scored the same arms (same climb step and
 served weighting); what was scored for a superseded weighting is dropped. The choice stays in
-each worker's checkpoint (the tuner's state); after a restart the log read from the checkpoint's
-position confirms it again.
+each worker's checkpoint (the tuner's state), with the climb the log had confirmed by then
+(``Tuner.confirmed``): after a restart the log is read again from the checkpoint's position
+against that confirmed climb, so a step this worker took but had not yet announced is not taken
+as agreed (another worker's step at the same place, logged first, still wins).
 
 >>> from streamrec.streams.tuner import Tuner, TunerConfig
 >>> class Model:
@@ -48,8 +50,11 @@ class SharedClimb:
     def __init__(self, tuner):
         self.tuner = tuner
         tuner.share()
-        #: the climb the log holds (as read so far); a restored tuner's own is taken as confirmed
-        self.log: list[dict] = [dict(p) for p in tuner.promotions]
+        #: the climb the log holds (as read so far): a restored tuner's confirmed one (from a state
+        #: written before that was kept: its own climb)
+        kept = tuner.confirmed if tuner.confirmed is not None else tuner.promotions
+        self.log: list[dict] = [dict(p) for p in kept]
+        tuner.confirmed = self.log
         self._announced: list | None = None  # the climb of this worker's last record
 
     @property
@@ -69,7 +74,7 @@ class SharedClimb:
         climb, log = record.get("climb") or [], [_key(p) for p in self.log]
         keys = [_key(p) for p in climb]
         if len(keys) > len(log) and keys[: len(log)] == log:
-            self.log = [dict(p) for p in climb]
+            self.log = self.tuner.confirmed = [dict(p) for p in climb]
             log = keys
         mine = [_key(p) for p in self.tuner.promotions]
         if log and mine[: len(log)] != log:  # behind the log's climb, or off it

@@ -233,3 +233,28 @@ def test_workers_that_promoted_apart_end_on_the_logs_first_climb():
     b.adopt(model, b.promotions + [{"arm": "cooccur*2", "weights": {"cooccur": 2.0, "embedding": 0.0}}])
     c_a.read(model, c_b.record(), own=False)
     assert a.weights == {"cooccur": 2.0, "embedding": 0.0} and len(a.promotions) == 2
+
+
+def test_a_restarted_worker_does_not_take_its_unannounced_step_as_agreed():
+    """A step taken after the last record and kept by the checkpoint: after a restart the log's
+    records past the checkpoint decide, as they do for the other worker (one climb, not two)."""
+    model = Model(BlendWeights(cooccur=1.0, embedding=1.0))
+    a, b = Tuner.for_model(model, SHARED), Tuner.for_model(model, SHARED)
+    c_a, c_b = SharedClimb(a), SharedClimb(b)
+    # a steps and checkpoints before announcing it; meanwhile b's other step reaches the log first
+    a.adopt(model, [{"arm": "embedding=0", "weights": {"cooccur": 1.0, "embedding": 0.0}}])
+    saved = a.to_state()
+    b.adopt(model, [{"arm": "cooccur*2", "weights": {"cooccur": 2.0, "embedding": 1.0}}])
+    log = [(1, c_b.record())]
+    a2 = Tuner.from_state(saved, SHARED)  # a restarts from its checkpoint
+    assert a2.promotions and a2.confirmed == []
+    c_a2 = SharedClimb(a2)
+    log.append((0, c_a2.record()))
+    for writer, record in log:
+        c_a2.read(model, record, own=writer == 0)
+        c_b.read(model, record, own=writer == 1)
+    assert a2.weights == b.weights == {"cooccur": 2.0, "embedding": 1.0}
+    assert c_a2.climb_length == c_b.climb_length == 1
+    # and a restart after the log confirmed the climb keeps it
+    a3 = Tuner.from_state(a2.to_state(), SHARED)
+    assert SharedClimb(a3).climb_length == 1 and a3.weights == b.weights

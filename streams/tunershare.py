@@ -50,12 +50,14 @@ class SharedClimb:
     def __init__(self, tuner):
         self.tuner = tuner
         tuner.share()
-        #: the climb the log holds (as read so far): a restored tuner's confirmed one (from a state
-        #: written before that was kept: its own climb)
-        kept = tuner.confirmed if tuner.confirmed is not None else tuner.promotions
-        self.log: list[dict] = [dict(p) for p in kept]
-        tuner.confirmed = self.log
+        if tuner.confirmed is None:  # a state written before the confirmed climb was kept
+            tuner.confirmed = [dict(p) for p in tuner.promotions]
         self._announced: list | None = None  # the climb of this worker's last record
+
+    @property
+    def log(self) -> list[dict]:
+        """The climb the log holds, as read so far (kept in the tuner's state: ``confirmed``)."""
+        return self.tuner.confirmed
 
     @property
     def climb_length(self) -> int:
@@ -74,7 +76,7 @@ class SharedClimb:
         climb, log = record.get("climb") or [], [_key(p) for p in self.log]
         keys = [_key(p) for p in climb]
         if len(keys) > len(log) and keys[: len(log)] == log:
-            self.log = self.tuner.confirmed = [dict(p) for p in climb]
+            self.tuner.confirmed = [dict(p) for p in climb]
             log = keys
         mine = [_key(p) for p in self.tuner.promotions]
         if log and mine[: len(log)] != log:  # behind the log's climb, or off it

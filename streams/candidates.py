@@ -238,8 +238,8 @@ class RankPass:
             want = cc.n_recent + slack + NEAR_SLACK  # a list searched for lighter users is too short
             todo = [r for r in rec_rows if self._near_k.get(r, 0) < want]
             if todo:
-                V = cm.vectors(np.asarray(todo, dtype=np.int64))
-                found = self.index.neighbours(V, want)
+                todo_rows = np.asarray(todo, dtype=np.int64)
+                found = self.index.neighbours(cm.vectors(todo_rows), want, rows=todo_rows)
                 self._near.update(zip(todo, (union_sorted([hit_rows(h)]) for h in found)))  # sorted rows
                 self._near_k.update(dict.fromkeys(todo, want))
             pre["near_nom"] = self._near

@@ -97,17 +97,32 @@ def rank_nominated(signals: list[Nominated], weights: BlendWeights, k: int) -> t
 
 
 class _Probe:
-    """One user's content query vectors (columns) read at candidate rows, one gather per rows."""
+    """One user's content query vectors (columns) read at candidate rows (sorted, as every caller
+    here passes them), one gather per rows; rows the previous read had (the recent items'
+    neighbours nominated from, then the candidates, which share their nominees) are not gathered
+    again, they are copied from it."""
 
     def __init__(self, content, W: np.ndarray):
         self.content, self.W = content, np.ascontiguousarray(W, dtype=np.float32)
         self._rows: np.ndarray | None = None
 
     def at(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        if rows is not self._rows:
-            self._rows = rows
-            self._out = (self.content.vectors(rows) @ self.W, self.content.has_embedding(rows))
-        return self._out
+        if rows is self._rows:
+            return self._out
+        prev = self._rows
+        if prev is None or not len(prev) or not len(rows):
+            out = (self.content.vectors(rows) @ self.W, self.content.has_embedding(rows))
+        else:
+            sims, has = self._out
+            pos = np.searchsorted(prev, rows)
+            np.minimum(pos, len(prev) - 1, out=pos)
+            old = prev[pos] == rows
+            new = rows[~old]
+            out = (np.empty((len(rows), self.W.shape[1]), dtype=np.float32), np.empty(len(rows), dtype=bool))
+            out[0][old], out[1][old] = sims[pos[old]], has[pos[old]]
+            out[0][~old], out[1][~old] = self.content.vectors(new) @ self.W, self.content.has_embedding(new)
+        self._rows, self._out = rows, out
+        return out
 
 
 class RankPass:
@@ -238,8 +253,8 @@ class RankPass:
             want = cc.n_recent + slack + NEAR_SLACK  # a list searched for lighter users is too short
             todo = [r for r in rec_rows if self._near_k.get(r, 0) < want]
             if todo:
-                V = cm.vectors(np.asarray(todo, dtype=np.int64))
-                found = self.index.neighbours(V, want)
+                todo_rows = np.asarray(todo, dtype=np.int64)
+                found = self.index.neighbours(cm.vectors(todo_rows), want, rows=todo_rows)
                 self._near.update(zip(todo, (union_sorted([hit_rows(h)]) for h in found)))  # sorted rows
                 self._near_k.update(dict.fromkeys(todo, want))
             pre["near_nom"] = self._near

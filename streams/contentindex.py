@@ -106,6 +106,7 @@ class ContentIndex:
             self._next_pending[row] = vector
         if self.items is not None:
             self._pending[row] = vector
+            self.items.unassign(np.array([row]))  # its kept lists are the old vector's
 
     def users_moved(self) -> None:
         """Profile rows were renumbered: every user is bucketed afresh at the next prepare."""
@@ -152,7 +153,7 @@ class ContentIndex:
         million users this is a minute or two of one core). Profiles that change meanwhile are
         marked and rebucketed later; ``P`` (a view) keeps the rows it was given alive."""
         rows = np.flatnonzero(has)
-        index = VectorIndex(E.shape[1], self.nlist or None, self.nprobe)
+        index = VectorIndex(E.shape[1], self.nlist or None, self.nprobe, assign_width=self.neighbours_nprobe)
         self._next = (index, has.copy(), None)
         self._next_pending: dict[int, np.ndarray] = {}  # vectors set while it is built
         self._next_dirty = np.zeros(len(P), dtype=bool)  # profiles moved while it is built
@@ -219,12 +220,15 @@ class ContentIndex:
         """Rows nominated for each query (``len(queries) x k``, ``-1`` padded); needs :attr:`built`."""
         return self.items.search(queries, k)[0]
 
-    def neighbours(self, vectors: np.ndarray, k: int) -> np.ndarray:
+    def neighbours(self, vectors: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
         """:meth:`search` for the vectors of items (the ``recent`` signal): an item's neighbourhood
         is tight (the item's own list and the few next to it), unlike a profile's (a mean over a
         user's items), so fewer lists are scanned (``neighbours_nprobe``; at 100k items 2 of 1024
-        lists kept ``recall_at_50`` at 0.999, as 4 did, see ``streamrec bench scale``)."""
-        return self.items.search(vectors, k, nprobe=self.neighbours_nprobe)[0]
+        lists kept ``recall_at_50`` at 0.999, as 4 did, see ``streamrec bench scale``). Given the
+        items' ``rows``, the lists kept from adding them are scanned without the coarse search."""
+        if rows is None:
+            return self.items.search(vectors, k, nprobe=self.neighbours_nprobe)[0]
+        return self.items.search_rows(vectors, rows, k, nprobe=self.neighbours_nprobe)[0]
 
     def search_scored(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`search` with the inner products (best first)."""

@@ -49,7 +49,8 @@ from streamrec.streams.cooccur import Cooccurrence
 from streamrec.streams.popularity import Popularity
 from streamrec.streams.model import OnlineMF
 from streamrec.streams.partitionstate import PartitionState
-from streamrec.streams.ranking import BlendLearner, Signal, rank, rank_learned
+from streamrec.streams.blendlearner import BlendLearner, rank_learned
+from streamrec.streams.ranking import Signal, rank
 from streamrec.streams.recommenderconfig import RecommenderConfig
 from streamrec.streams.recommenderstate import SNAPSHOT_FORMAT, RecommenderState
 from streamrec.streams.similar import blend

@@ -18,7 +18,8 @@ from streamrec.streams.content import ContentConfig
 from streamrec.streams.cooccur import CooccurConfig
 from streamrec.streams.popularity import PopularityConfig
 from streamrec.streams.model import MFConfig
-from streamrec.streams.ranking import CONTENT_WEIGHTS, DEFAULT_WEIGHTS, BlendWeights, LearnedBlendConfig
+from streamrec.streams.blendlearner import LearnedBlendConfig
+from streamrec.streams.ranking import CONTENT_WEIGHTS, DEFAULT_WEIGHTS, BlendWeights
 from streamrec.streams.state import RatingPolicy
 from streamrec.streams.transitions import TransitionConfig
 

@@ -26,7 +26,7 @@ from streamrec.streams.content import ContentModel
 from streamrec.streams.cooccur import Cooccurrence
 from streamrec.streams.popularity import Popularity
 from streamrec.streams.model import OnlineMF
-from streamrec.streams.ranking import BlendLearner
+from streamrec.streams.blendlearner import BlendLearner
 from streamrec.streams.recommenderconfig import RecommenderConfig
 from streamrec.streams.snapshot import pack_ids, pack_rows, unpack_ids, unpack_rows
 from streamrec.streams.state import FORMAT, ItemIndex, dumps, grow, loads

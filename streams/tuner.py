@@ -52,8 +52,8 @@ import numpy as np
 
 from streamrec.settings import SIGNALS
 from streamrec.streams.evidence import PairedEvidence
-from streamrec.streams.ranking import (BlendLearner, BlendWeights, LearnedBlendConfig, best_k, candidates,
-                                      feature_matrix)
+from streamrec.streams.blendlearner import BlendLearner, LearnedBlendConfig
+from streamrec.streams.ranking import BlendWeights, best_k, candidates, feature_matrix
 
 log = logging.getLogger("streamrec.tuner")
 CONTENT = ("embedding", "fresh", "recent", "tags")

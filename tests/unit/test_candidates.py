@@ -190,3 +190,26 @@ def test_mf_nominees_from_the_float32_proxy_are_those_of_the_exact_scores():
     lists = rec.recommend_many(USERS, 10)  # MF's nominees are the only candidates
     assert_same(lists, [rec.recommend_dense(u, 10) for u in USERS])
     assert all(len(x) == 10 for x in lists)
+
+
+def test_neighbour_searches_from_the_kept_lists_match_full_searches_as_embeddings_change():
+    rec = build(dataclasses.replace(CONTENT, index_min_items=50, index_nlist=8, index_recent_nprobe=2))
+    rec.recommend(USERS[0])  # builds the index
+    cm = rec.content
+    ann = cm.ann
+    rows = cm.embedded_rows()[:40]
+
+    def same(k: int = 30):
+        V = cm.vectors(rows)
+        kept, full = ann.neighbours(V, k, rows=rows), ann.neighbours(V, k)
+        np.testing.assert_array_equal(kept, full)
+        return kept
+
+    before = same()
+    moved = SYNTH.items[int(rows[3])]["item"]
+    assert rec.index.get(moved) == rows[3]
+    rec.set_embedding(moved, -cm.vectors(rows[3:4])[0], ts=None)  # its kept lists are the old vector's
+    after = same()  # before the next pass re-adds it: searched in full
+    assert not np.array_equal(after[3], before[3])
+    rec.recommend(USERS[0])  # the pass re-adds it with its new lists
+    same()

@@ -15,7 +15,8 @@ import pytest
 
 from streamrec.streams.content import ContentConfig
 from streamrec.streams.model import RatingPolicy
-from streamrec.streams.ranking import DEFAULT_WEIGHTS, BlendWeights, LearnedBlendConfig
+from streamrec.streams.blendlearner import LearnedBlendConfig
+from streamrec.streams.ranking import DEFAULT_WEIGHTS, BlendWeights
 from streamrec.streams.recommender import Recommender, RecommenderConfig
 from streamrec.synth import GENERIC, SynthConfig, generate, topics
 

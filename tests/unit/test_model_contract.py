@@ -17,7 +17,7 @@ import pytest
 from streamrec.streams.cooccur import CooccurConfig, Cooccurrence
 from streamrec.streams.model import MFConfig, OnlineMF
 from streamrec.streams.popularity import Popularity
-from streamrec.streams.ranking import LearnedBlendConfig
+from streamrec.streams.blendlearner import LearnedBlendConfig
 from streamrec.streams.recommender import Recommender, RecommenderConfig
 from streamrec.synth import SynthConfig, generate
 

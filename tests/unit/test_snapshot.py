@@ -16,7 +16,7 @@ import pytest
 from streamrec.streams import snapshot
 from streamrec.streams.checkpoint import Checkpoint, CheckpointError, FileCheckpointStore, Snapshots
 from streamrec.streams.recommender import Recommender, RecommenderConfig
-from streamrec.streams.ranking import LearnedBlendConfig
+from streamrec.streams.blendlearner import LearnedBlendConfig
 from streamrec.synth import SynthConfig, generate
 
 DATA = generate(SynthConfig(n_users=25, n_items=150, n_topics=5, n_events=1600, seed=21))

@@ -21,154 +21,25 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlparse
 
+from streamrec.settingvalues import (  # the parsers keep short private names in the fields below
+    SIGNALS, Secret, redact_url, boolean as _bool, choice as _choice, hostport as _hostport,
+    integer as _int, path as _path, real as _float, redis_url as _redis_url, secret as _secret,
+    signal_names as _signal_names, skips as _skips, text as _str, weights as _weights,
+)  # fmt: skip
+
+__all__ = ["PREFIX", "SIGNALS", "Secret", "Settings", "SettingsError", "redact_url"]
+
 PREFIX = "STREAMREC_"
 
 
 class SettingsError(ValueError):
     """One or more settings are invalid; the message names each variable and what is wrong."""
-
-
-def _int(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(f"{raw!r} is not an integer") from None
-        if not lo <= value <= hi:
-            raise ValueError(f"{value} is outside [{lo}, {hi}]")
-        return value
-
-    return parse
-
-
-def _float(lo: float, hi: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"{raw!r} is not a number") from None
-        if not lo <= value <= hi:
-            raise ValueError(f"{value} is outside [{lo}, {hi}]")
-        return value
-
-    return parse
-
-
-def _hostport(raw: str) -> str:
-    for part in raw.split(","):
-        host, sep, port = part.strip().rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"{raw!r} is not a comma-separated list of host:port")
-    return raw
-
-
-def _redis_url(raw: str) -> str:
-    if urlparse(raw).scheme not in ("redis", "rediss", "unix"):
-        raise ValueError(f"{raw!r} is not a redis://, rediss:// or unix:// URL")
-    return raw
-
-
-def _bool(raw: str) -> bool:
-    """``true``/``false`` (also ``1``/``0``, ``yes``/``no``, ``on``/``off``; any case)."""
-    value = raw.strip().lower()
-    if value in ("true", "1", "yes", "on"):
-        return True
-    if value in ("false", "0", "no", "off"):
-        return False
-    raise ValueError(f"{raw!r} is not true or false")
-
-
-def _str(raw: str) -> str:
-    return raw
-
-
-class Secret(str):
-    """A string that never shows itself in reprs, logs or `streamrec settings`.
-
-    >>> Secret("hunter2"), str(Secret("hunter2")) == "hunter2"
-    (<secret>, True)
-    """
-
-    def __repr__(self) -> str:
-        return "<secret>" if self else "''"
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password in it replaced by ``<secret>``, for every message that names it.
-
-    >>> redact_url("redis://recs:s3cret@cache:6379/0"), redact_url("rediss://:p%40ss@h/0")
-    ('redis://recs:<secret>@cache:6379/0', 'rediss://:<secret>@h/0')
-    >>> redact_url("redis://127.0.0.1:6379/0")
-    'redis://127.0.0.1:6379/0'
-    """
-    return re.sub(r"^([a-z][a-z0-9+.-]*://[^/@:]*):[^@/]*@", r"\1:<secret>@", url, flags=re.I)
-
-
-def _secret(raw: str) -> Secret:
-    return Secret(raw)
-
-
-def _path(raw: str) -> Path:
-    return Path(raw).expanduser()
-
-
-def _choice(*options: str) -> Callable[[str], str]:
-    def parse(raw: str) -> str:
-        if raw not in options:
-            raise ValueError(f"{raw!r} is not one of {', '.join(options)}")
-        return raw
-
-    return parse
-
-
-#: the blend's named signals, one field each in ``streamrec.streams.ranking.BlendWeights``
-#: (defined here so that parsing settings does not import the model code)
-SIGNALS = ("cooccur", "mf", "popularity", "embedding", "fresh", "recent", "tags", "transitions")
-
-
-def _weights(raw: str) -> tuple[tuple[str, float], ...]:
-    """``name=weight`` pairs, comma-separated, over the blend's named signals.
-
-    >>> _weights("popularity=0.3, embedding=0.9")
-    (('popularity', 0.3), ('embedding', 0.9))
-    >>> _weights("popularty=0.3")
-    Traceback (most recent call last):
-    ValueError: 'popularty' is not a signal (signals: cooccur, mf, popularity, embedding, fresh, recent, tags, transitions)
-    """
-    out: dict[str, float] = {}
-    for part in filter(None, (p.strip() for p in raw.split(","))):
-        name, sep, value = (x.strip() for x in part.partition("="))
-        if not sep:
-            raise ValueError(f"{part!r} is not name=weight")
-        if name not in SIGNALS:
-            raise ValueError(f"{name!r} is not a signal (signals: {', '.join(SIGNALS)})")
-        if name in out:
-            raise ValueError(f"{name!r} is given twice")
-        out[name] = _float(0.0, 1000.0)(value)
-    return tuple(out.items())
-
-
-def _signal_names(raw: str) -> tuple[str, ...]:
-    """Blend signal names, comma-separated.
-
-    >>> _signal_names("transitions, mf")
-    ('transitions', 'mf')
-    >>> _signal_names("transition")
-    Traceback (most recent call last):
-    ValueError: 'transition' is not a signal (signals: cooccur, mf, popularity, embedding, fresh, recent, tags, transitions)
-    """
-    out = tuple(dict.fromkeys(filter(None, (p.strip() for p in raw.split(",")))))
-    for name in out:
-        if name not in SIGNALS:
-            raise ValueError(f"{name!r} is not a signal (signals: {', '.join(SIGNALS)})")
-    return out
 
 
 def _check_cluster_url(url: str) -> None:
@@ -185,25 +56,6 @@ def _check_cluster_url(url: str) -> None:
         return
     raise SettingsError(f"STREAMREC_REDIS_CLUSTER: a cluster needs a redis:// or rediss:// URL of "
                         f"database 0, STREAMREC_REDIS_URL names {problem}")  # fmt: skip
-
-
-def _skips(raw: str) -> frozenset:
-    """``topic:partition:offset`` entries, comma-separated: messages every worker passes over.
-
-    >>> sorted(_skips("events.clicks:0:41, t.items.enrich:2:7"))
-    [('events.clicks', 0, 41), ('t.items.enrich', 2, 7)]
-    >>> _skips("events.clicks:0")
-    Traceback (most recent call last):
-    ValueError: 'events.clicks:0' is not topic:partition:offset
-    """
-    out = set()
-    for part in filter(None, (p.strip() for p in raw.split(","))):
-        topic, _, rest = part.partition(":")
-        partition, _, offset = rest.partition(":")
-        if not (topic and partition.isdigit() and offset.isdigit()):
-            raise ValueError(f"{part!r} is not topic:partition:offset")
-        out.add((topic, int(partition), int(offset)))
-    return frozenset(out)
 
 
 def _setting(default, parse: Callable[[str], object], doc: str):

@@ -192,6 +192,7 @@ class EnrichAgent:
         async for events in stream.noack_take(size, within=wait_s):
             if self.stopping:  # never acked: the next owner (or the restart) processes them
                 continue
+            self.worker.timeline.setdefault("first_batch", time.time())
             self.busy = True
             try:
                 generation = self.app.consumer_generation_id

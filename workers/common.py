@@ -141,7 +141,8 @@ class EnrichWorker:
         self.health_path = Path(settings.state_dir) / "workers" / self.name / "health.json"
         self.metrics = WorkerMetrics(self.name)
         #: wall-clock moments of this process ("consumer_start": the model is loaded and the
-        #: consumer starts; "first_output": its first batch is done), in the heartbeat: they show
+        #: consumer starts; "first_batch": its first batch of records is in hand, so the group
+        #: gave it partitions; "first_output": that batch is done), in the heartbeat: they show
         #: how long a restart takes to get back to work
         self.timeline: dict[str, float] = {}
         #: retries of outputs the broker refused or did not acknowledge (see :mod:`.delivery`)

@@ -63,6 +63,31 @@ def test_window_bounds_the_pairs():
     assert tr.window("u") == ["c", "d"]
 
 
+def test_a_late_event_takes_its_place_in_time():
+    """An event older than the window's latest follows only the items before it, and the
+    window stays in time order, so the oldest item leaves first."""
+    tr = Transitions(TransitionConfig(window=3))
+    for item, ts in [("a", 1.0), ("c", 3.0), ("b", 2.0)]:  # b arrives after c, but is older
+        tr.learn_click("u", item, ts)
+    assert tr.count("a", "b") == pytest.approx(1.0) and tr.count("c", "b") == 0.0
+    assert tr.window("u") == ["a", "b", "c"]
+    tr.learn_click("u", "d", 4.0)  # the window is full: a (the oldest) leaves, not c
+    assert tr.window("u") == ["b", "c", "d"]
+    assert all(tr.count(x, "d") == pytest.approx(1.0) for x in "abc")
+
+
+def test_windows_checkpointed_in_arrival_order_load_in_time_order():
+    tr = Transitions()
+    a, b = tr.index.add("a"), tr.index.add("b")
+    # u's window as a checkpoint from before the time-order rule kept it (b arrived first)
+    state = roundtrip({"ids": snapshot.pack_ids(["u", "v"]), "rows": snapshot.pack_rows([[b, a], [a, b]]),
+                       "times": np.array([2.0, 1.0, 1.0, 2.0])})  # fmt: skip
+    tr.load_users(state)
+    assert tr.window("u") == tr.window("v") == ["a", "b"]
+    tr.set_user_state("w", [b, a], [2.0, 1.0])
+    assert tr.window("w") == ["a", "b"]
+
+
 def test_ratings_below_the_policy_are_not_transitions():
     tr = Transitions(TransitionConfig(ratings=RatingPolicy("threshold", 3.5)))
     tr.learn_rating("u", "a", 5.0, 1.0)

@@ -163,3 +163,36 @@ def test_state_topics_are_ready_only_when_every_partition_has_a_leader():
     assert not _led({"users": topic(1, -1), "items": topic(1)}, names)  # just created: no leader yet
     assert not _led({"users": topic(1, 1)}, names)  # not listed yet
     assert not _led({"users": topic(), "items": topic(1)}, names)  # listed without partitions
+
+
+def test_commit_is_due_after_the_configured_own_events_and_a_flush_resets_it():
+    """STREAMREC_COMMIT_EVERY_EVENTS: a saturated worker commits after that many of its own events
+    (the other workers' lag), whether or not the half-second timer ran out."""
+    model = Recommender()
+    state = PartitionedState(model, "state.users", "state.items")
+    state.commit_every = 3
+    log, due = Log(), []
+    for k, (user, item, ts) in enumerate(_stream(n=7)):
+        model.learn_click(user, item, ts)
+        state.learned(user, 0)
+        due.append(state.commit_due())
+        if due[-1]:
+            state.flush(log)
+    assert due == [False, False, True, False, False, True, False]
+    assert len([v for _, v in log.items]) == 2  # one item delta per commit
+
+
+def test_commits_model_the_worker_timer_and_event_bound():
+    """The replay's commits: the half-second timer (stream clock) at the stream's rate, the
+    event bound for a saturated worker, and the fixed-lag protocol when asked for."""
+    from streamrec.bench.replay_partitioned import Commits
+
+    live = Commits(2, commit_s=0.5, commit_every=1000)
+    assert live.learned(0, 10.0) == [] and live.due(10.4) == [] and live.due(10.5) == [0]
+    assert live.due(11.0) == []  # nothing held: no commit
+    saturated = Commits(2, commit_s=float("inf"), commit_every=2)
+    assert [saturated.learned(w, 0.0) for w in (0, 1, 0, 1)] == [[], [], [0], [1]]
+    assert saturated.due(1e9) == []
+    fixed = Commits(2, every=3)
+    assert [fixed.learned(0, 0.0) for _ in range(6)] == [[], [], [0, 1], [], [], [0, 1]]
+    assert fixed.count == 4

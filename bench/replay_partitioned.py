@@ -60,7 +60,8 @@ class Commits:
         """The workers whose timer ran out before the event at ``ts`` (they commit first)."""
         if self.every:
             return []
-        return self._commit([w for w, o in enumerate(self.opened) if o is not None and ts - o >= self.commit_s])
+        late = [w for w, o in enumerate(self.opened) if o is not None and ts - o >= self.commit_s]
+        return self._commit(late)
 
     def learned(self, w: int, ts: float) -> list[int]:
         """Worker ``w`` learned an event at ``ts``; the workers that commit after it."""
@@ -92,7 +93,8 @@ def partition_of(user: str) -> int:
 def run_partitioned(dataset: Dataset, name: str, interval: float, settings: Settings, *, build,
                     workers: int, content: Enrichment | None = None, progress: bool = True,
                     tuner=None) -> RunResult:  # fmt: skip
-    from streamrec.streams.partitioned import PartitionedState, decode_record
+    from streamrec.streams.partitioned import PartitionedState
+    from streamrec.streams.statetopics import decode_record
 
     class Log:
         def __init__(self, writer: int, items: list):

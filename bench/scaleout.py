@@ -49,7 +49,7 @@ def simulate(settings, users, items, ts, n_workers: int) -> dict:
     from streamrec.schemas.topics import Topics
     from streamrec.streams.ingest import Boundary
     from streamrec.streams.partitioned import PartitionedState
-    from streamrec.streams.partitioned import decode_record
+    from streamrec.streams.statetopics import decode_record
     from streamrec.streams.worker import build_recommender
 
     topic = Topics().clicks

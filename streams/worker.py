@@ -63,8 +63,9 @@ from streamrec.streams.ingest import Boundary
 from streamrec.streams.listindex import ListIndex
 from streamrec.streams.membership import Membership
 from streamrec.streams.outputs import SideOutputs, committed_offsets, outputs_group
-from streamrec.streams.partitioned import DELTA_MAX_BYTES, Ownership, PartitionedState, ensure_state_topics
-from streamrec.streams.partitioned import snapshot_topic, state_topics
+from streamrec.streams.partitioned import PartitionedState
+from streamrec.streams.statetopics import DELTA_MAX_BYTES, Ownership, ensure_state_topics
+from streamrec.streams.statetopics import snapshot_topic, state_topics
 from streamrec.streams.partitiontasks import PartitionTasks
 from streamrec.streams.intake import EventPath
 from streamrec.streams.passes import MODEL_NAME, RefreshPasses

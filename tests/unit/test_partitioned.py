@@ -7,7 +7,8 @@ import random
 
 import numpy as np
 
-from streamrec.streams.partitioned import PartitionedState, decode_record, encode_record
+from streamrec.streams.partitioned import PartitionedState
+from streamrec.streams.statetopics import decode_record, encode_record
 from streamrec.streams.recommender import Recommender
 
 
@@ -153,7 +154,7 @@ def test_transitions_reach_the_other_worker_and_move_with_the_user():
 def test_state_topics_are_ready_only_when_every_partition_has_a_leader():
     from types import SimpleNamespace as NS
 
-    from streamrec.streams.partitioned import _led
+    from streamrec.streams.statetopics import _led
 
     def topic(*leaders):
         return NS(error=None, partitions={i: NS(leader=l, error=None) for i, l in enumerate(leaders)})

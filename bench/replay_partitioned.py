@@ -28,6 +28,7 @@ from streamrec.bench.replay_metrics import Prequential
 from streamrec.bench.replay_run import RunResult, _bar, _finish, served_lists
 from streamrec.bench.scaleout import PARTITIONS, _owner
 from streamrec.settings import Settings
+from streamrec.streams.partitioned import commit_bound
 from streamrec.streams.tunershare import TUNER_KEY
 
 #: the worker's commit timer (streams/outputs.py: ``commit_every_s``), in the stream's seconds
@@ -55,6 +56,7 @@ class Commits:
         self.commit_s, self.commit_every, self.every = commit_s, commit_every, every
         self.opened: list[float | None] = [None] * workers
         self.held, self.seen, self.count = [0] * workers, 0, 0
+        self.learned_by = [0] * workers
 
     def due(self, ts: float) -> list[int]:
         """The workers whose timer ran out before the event at ``ts`` (they commit first)."""
@@ -71,7 +73,8 @@ class Commits:
         if self.opened[w] is None:
             self.opened[w] = ts
         self.held[w] += 1
-        return self._commit([w]) if self.held[w] >= self.commit_every else []
+        self.learned_by[w] += 1
+        return self._commit([w]) if self.held[w] >= commit_bound(self.learned_by[w], self.commit_every) else []
 
     def _commit(self, workers) -> list[int]:
         workers = list(workers)

@@ -42,6 +42,23 @@ from streamrec.streams.tunershare import TUNER_KEY, SharedClimb
 
 #: own events between two item deltas: bounds one delta record (item factors are 64 bytes a row)
 DELTA_EVERY = 1000
+#: a young worker commits after a quarter of what it has learned (at least this many events)
+YOUNG_COMMIT_MIN = 100
+
+
+def commit_bound(learned: int, commit_every: int) -> int:
+    """Own events after which a worker commits, having learned ``learned`` since it started.
+
+    Why it grows: what another worker's delta adds is large next to a young model and small next
+    to an old one, and the self-tuning climb decides its first steps in the first thousand events
+    of a stream; a commit costs a broker round trip (milliseconds) whatever it holds. So a worker
+    commits once its uncommitted events are a quarter of what it has learned (from
+    ``YOUNG_COMMIT_MIN`` up to ``commit_every`` events): about a dozen early commits in all.
+
+    >>> [commit_bound(n, 1000) for n in (0, 100, 400, 2000, 10_000)], commit_bound(0, 3)
+    ([100, 100, 100, 500, 1000], 3)
+    """
+    return min(commit_every, max(YOUNG_COMMIT_MIN, learned // 4))
 
 
 class PartitionedState:
@@ -70,7 +87,7 @@ class PartitionedState:
         self.users_topic, self.items_topic, self.snapshot_topic = users_topic, items_topic, snapshot_topic
         self.partition_of: dict = {}  # user -> the event partition their events come from
         self.changed: set = set()  # users whose state changed since the last flush
-        self.since_delta = self.since_commit = 0
+        self.since_delta = self.since_commit = self.learned_here = 0
         #: offsets of this worker's own committed deltas not read back yet (applied already)
         self.own: set[int] = set()
         self.track()
@@ -122,6 +139,7 @@ class PartitionedState:
         self.changed.add(user)
         self.since_delta += 1
         self.since_commit += 1
+        self.learned_here += 1
 
     def delta_due(self) -> bool:
         return self.since_delta >= DELTA_EVERY
@@ -133,7 +151,7 @@ class PartitionedState:
         """Commit now, before the half-second timer: the other workers' item counts and the shared
         climb lag this worker by its events since the last commit, so a saturated worker bounds
         that lag by events (at the stream's own rate the timer comes first)."""
-        return self.since_commit >= self.commit_every
+        return self.since_commit >= commit_bound(self.learned_here, self.commit_every)
 
     def emit_delta(self, outputs) -> None:
         """The item-side change so far, as one record of the item delta log."""

@@ -197,3 +197,21 @@ def test_commits_model_the_worker_timer_and_event_bound():
     fixed = Commits(2, every=3)
     assert [fixed.learned(0, 0.0) for _ in range(6)] == [[], [], [0, 1], [], [], [0, 1]]
     assert fixed.count == 4
+
+
+def test_a_young_worker_commits_more_often_up_to_the_configured_bound():
+    """Early commits (a quarter of what was learned, at least 100) then every commit_every events:
+    a dozen extra commits in all, and a peer's lag is at most a quarter of what the worker learned."""
+    state = PartitionedState(Recommender(), "state.users", "state.items")
+    state.commit_every = 1000
+    at = []
+    for n in range(1, 20_001):
+        state.learned("u", 0)
+        if state.commit_due():
+            state.flush(Log())
+            at.append(n)
+    gaps = [b - a for a, b in zip([0, *at], at)]
+    assert gaps[:4] == [100, 100, 100, 100] and max(gaps) == 1000
+    assert gaps == sorted(gaps)  # the bound only grows
+    assert all(g <= max(100, n // 4) for g, n in zip(gaps, at))  # lag: a quarter of the learned
+    assert len(at) < 20_000 // 1000 + 12  # a dozen commits more than the bound alone

@@ -254,7 +254,8 @@ class Settings:
     commit_every_events: int = _setting(
         1000, _int(1, 1_000_000),
         "partitioned state: a worker commits its transaction (state, item deltas, offsets) after at "
-        "most this many of its own events, as well as every half second: the other workers' lag",
+        "most this many of its own events (fewer while young), as well as every half second: the "
+        "other workers' lag behind it when it is saturated",
     )  # fmt: skip
     state: str = _setting(
         "replicated", _choice("replicated", "partitioned"),

@@ -40,7 +40,8 @@ EXCHANGE_EVERY = int(os.environ.get("REPLAY_EXCHANGE_EVERY", "0"))
 class Commits:
     """When each simulated worker commits its transaction, as the worker does: ``COMMIT_S`` after
     the first event it holds (the stream's clock, as the refresh's), or after
-    ``commit_every`` events of its own (``STREAMREC_COMMIT_EVERY_EVENTS``), whichever comes first;
+    ``commit_every`` events of its own (``STREAMREC_COMMIT_EVERY_EVENTS``; fewer while young, as
+    :func:`~streamrec.streams.partitioned.commit_bound` says), whichever comes first;
     with ``every`` (> 0) all of them every ``every`` events of the stream instead.
 
     >>> c = Commits(2, commit_s=0.5, commit_every=3)

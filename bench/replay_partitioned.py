@@ -6,15 +6,19 @@ the user's partition (6 partitions, range-assigned to the N workers), which alon
 holds the user and writes the user's lists (its own logical-clock refresh and its own self-tuning
 blend, one climb shared through the delta log as in the worker: streams/tunershare.py); every worker reads the whole catalogue and its enrichments. Item-side
 learning reaches the models as in the worker: at once in the learner, as deltas in the others,
-which apply them in log order. The exchange happens every ``EXCHANGE_EVERY`` events of the stream
-(each worker's transaction commits about every half second; at the thousands of events per second
-one worker takes, that is a few thousand events), so the other workers' counts lag by up to that.
-Compared with the one-worker run on the same stream, the difference in HR@10 is the price of the
+which apply them in log order, as each worker commits: as the worker does (:class:`Commits`),
+half a second (of the stream's clock, like the refresh) after the first event its transaction
+holds, or after ``STREAMREC_COMMIT_EVERY_EVENTS`` events of its own, whichever is first. At the
+stream's own rate that is the timer (a lag of the events of half a second); a worker catching up
+on a backlog learns thousands of events in half a second, and there the event bound sets the lag,
+which ``REPLAY_COMMIT_S=inf`` models. ``REPLAY_EXCHANGE_EVERY=n`` instead commits every worker
+every *n* events of the stream (the first protocol: 2000 is a cap of 1000 own events each). Compared with the one-worker run on the same stream, the difference in HR@10 is the price of the
 partitioning.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 
@@ -24,9 +28,61 @@ from streamrec.bench.replay_metrics import Prequential
 from streamrec.bench.replay_run import RunResult, _bar, _finish, served_lists
 from streamrec.bench.scaleout import PARTITIONS, _owner
 from streamrec.settings import Settings
+from streamrec.streams.partitioned import commit_bound
 from streamrec.streams.tunershare import TUNER_KEY
 
-EXCHANGE_EVERY = int(__import__("os").environ.get("REPLAY_EXCHANGE_EVERY", "2000"))
+#: the worker's commit timer (streams/outputs.py: ``commit_every_s``), in the stream's seconds
+COMMIT_S = float(os.environ.get("REPLAY_COMMIT_S", "0.5"))
+#: a fixed lag instead (the first protocol): every worker commits every this many stream events
+EXCHANGE_EVERY = int(os.environ.get("REPLAY_EXCHANGE_EVERY", "0"))
+
+
+class Commits:
+    """When each simulated worker commits its transaction, as the worker does: ``COMMIT_S`` after
+    the first event it holds (the stream's clock, as the refresh's), or after
+    ``commit_every`` events of its own (``STREAMREC_COMMIT_EVERY_EVENTS``; fewer while young, as
+    :func:`~streamrec.streams.partitioned.commit_bound` says), whichever comes first;
+    with ``every`` (> 0) all of them every ``every`` events of the stream instead.
+
+    >>> c = Commits(2, commit_s=0.5, commit_every=3)
+    >>> [c.due(ts) for ts in (0.0, 0.1)], c.learned(0, 0.0), c.learned(1, 0.1), c.due(0.55)
+    ([[], []], [], [], [0])
+    >>> [c.learned(1, t) for t in (0.6, 0.7)], c.due(0.8)
+    ([[], [1]], [])
+    >>> f = Commits(2, every=2); [f.learned(w, 0.0) for w in (0, 1, 0)]
+    [[], [0, 1], []]
+    """
+
+    def __init__(self, workers: int, commit_s: float = 0.5, commit_every: int = 1000, every: int = 0):
+        self.commit_s, self.commit_every, self.every = commit_s, commit_every, every
+        self.opened: list[float | None] = [None] * workers
+        self.held, self.seen, self.count = [0] * workers, 0, 0
+        self.learned_by = [0] * workers
+
+    def due(self, ts: float) -> list[int]:
+        """The workers whose timer ran out before the event at ``ts`` (they commit first)."""
+        if self.every:
+            return []
+        late = [w for w, o in enumerate(self.opened) if o is not None and ts - o >= self.commit_s]
+        return self._commit(late)
+
+    def learned(self, w: int, ts: float) -> list[int]:
+        """Worker ``w`` learned an event at ``ts``; the workers that commit after it."""
+        self.seen += 1
+        if self.every:
+            return self._commit(range(len(self.held))) if self.seen % self.every == 0 else []
+        if self.opened[w] is None:
+            self.opened[w] = ts
+        self.held[w] += 1
+        self.learned_by[w] += 1
+        return self._commit([w]) if self.held[w] >= commit_bound(self.learned_by[w], self.commit_every) else []
+
+    def _commit(self, workers) -> list[int]:
+        workers = list(workers)
+        for w in workers:
+            self.opened[w], self.held[w] = None, 0
+        self.count += len(workers)
+        return workers
 
 
 def partition_of(user: str) -> int:
@@ -41,7 +97,8 @@ def partition_of(user: str) -> int:
 def run_partitioned(dataset: Dataset, name: str, interval: float, settings: Settings, *, build,
                     workers: int, content: Enrichment | None = None, progress: bool = True,
                     tuner=None) -> RunResult:  # fmt: skip
-    from streamrec.streams.partitioned import PartitionedState, decode_record
+    from streamrec.streams.partitioned import PartitionedState
+    from streamrec.streams.statetopics import decode_record
 
     class Log:
         def __init__(self, writer: int, items: list):
@@ -64,12 +121,16 @@ def run_partitioned(dataset: Dataset, name: str, interval: float, settings: Sett
     shared: list = []
     logs, applied = [Log(w, shared) for w in range(workers)], [0] * workers
     owner_of = [_owner(p, workers) for p in range(PARTITIONS)]
+    commits = Commits(workers, COMMIT_S, settings.commit_every_events, EXCHANGE_EVERY)
     metrics = Prequential(len(dataset.items))
     kind, step = dataset.kind, 500
     with _bar(len(dataset.events), f"{name} @{interval:g}s in-process, {workers} workers", progress) as bar:
         started = time.perf_counter()
         for n, (user, item, ts, value) in enumerate(dataset.events, 1):
             w = owner_of[partition_of(user)]
+            due = commits.due(ts)
+            if due:
+                _exchange(models, states, logs, applied, decode_record, due)
             model, ll, tuned = models[w], lists[w], tuners[w]
             for other in lists:  # every worker's logical clock moves with the stream
                 other.before(ts)
@@ -83,13 +144,16 @@ def run_partitioned(dataset: Dataset, name: str, interval: float, settings: Sett
                 model.learn_click(user, item, ts)
             states[w].learned(user, partition_of(user))
             ll.learned(user)
-            if n % EXCHANGE_EVERY == 0:
-                _exchange(models, states, logs, applied, decode_record)
+            due = commits.learned(w, ts)
+            if due:
+                _exchange(models, states, logs, applied, decode_record, due)
             if n % step == 0:
                 bar.update(step)
         seconds = time.perf_counter() - started
         bar.update(len(dataset.events) % step)
-    extra = {"workers": workers, "exchange_every": EXCHANGE_EVERY,
+    lag = ({"exchange_every": EXCHANGE_EVERY} if EXCHANGE_EVERY else
+           {"commit_s": COMMIT_S, "commit_every_events": settings.commit_every_events})
+    extra = {"workers": workers, **lag, "commits": commits.count,
              "refreshes": sum(ll.refreshes for ll in lists),
              "lists_written": sum(ll.lists_written for ll in lists),
              "users_per_worker": [m.n_users for m in models]}  # fmt: skip
@@ -100,10 +164,10 @@ def run_partitioned(dataset: Dataset, name: str, interval: float, settings: Sett
     return _finish(name, interval, f"in-process, {workers} workers", metrics, dataset, seconds, extra)
 
 
-def _exchange(models, states, logs, applied, decode) -> None:
-    """Every worker writes its delta, then reads the others' from the log to its end."""
-    for state, log in zip(states, logs):
-        state.emit_delta(log)
+def _exchange(models, states, logs, applied, decode, writers) -> None:
+    """The ``writers`` commit their deltas; every worker reads the log to its end."""
+    for w in writers:
+        states[w].emit_delta(logs[w])
     shared = logs[0].items
     for w, model in enumerate(models):
         for writer, key, value in shared[applied[w]:]:

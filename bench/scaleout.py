@@ -4,7 +4,9 @@ The same synthetic stream as ``bench scale`` (bench/scale.py) is split by user i
 assigned to the workers as the range assignor does. Each simulated worker is the stream worker's
 own model and :class:`~streamrec.streams.partitioned.PartitionedState`: it decodes its own
 events' wire bytes at the topic boundary, learns them, writes its changed users' records and item
-deltas every ``DELTA_EVERY`` events (encoded, as they go to Kafka), and applies *every* worker's
+deltas at every commit, as often as a saturated worker commits (``commit_due``: after
+``STREAMREC_COMMIT_EVERY_EVENTS`` events of its own, fewer while it is young; encoded, as they go
+to Kafka), and applies *every* worker's
 deltas (decoded) in log order. Workers run one after another in this process and each one's CPU
 time is measured (``time.process_time``), so the figures are per core, whatever else the machine
 runs. Rows:
@@ -47,7 +49,8 @@ def simulate(settings, users, items, ts, n_workers: int) -> dict:
     from streamrec.schemas.events import Click
     from streamrec.schemas.topics import Topics
     from streamrec.streams.ingest import Boundary
-    from streamrec.streams.partitioned import DELTA_EVERY, PartitionedState, decode_record
+    from streamrec.streams.partitioned import PartitionedState
+    from streamrec.streams.statetopics import decode_record
     from streamrec.streams.worker import build_recommender
 
     topic = Topics().clicks
@@ -72,17 +75,19 @@ def simulate(settings, users, items, ts, n_workers: int) -> dict:
                 for u, i, t, p in zip(users[mine].tolist(), items[mine].tolist(), ts[mine].tolist(),
                                       part[mine].tolist())]  # fmt: skip
         model = build_recommender(settings)
-        workers.append((model, PartitionedState(model, "state.users", "state.items"), wire, Log()))
+        state = PartitionedState(model, "state.users", "state.items")
+        state.commit_every = settings.commit_every_events
+        workers.append((model, state, wire, Log()))
     cpu = [0.0] * n_workers
     # phase 1: every worker learns its own events and writes its deltas and records
     for w, (model, state, wire, log) in enumerate(workers):
         boundary = Boundary(Topics())
         start = time.process_time()
-        for k, (key, value, p) in enumerate(wire):
+        for key, value, p in wire:
             r = boundary.decode(topic, key, value, 0.0)
             model.learn_click(r.user, r.item, r.ts)
             state.learned(r.user, p)
-            if k % DELTA_EVERY == DELTA_EVERY - 1:
+            if state.commit_due():  # the worker's own rule (streams/partitioned.py)
                 state.flush(log)
         state.flush(log)
         cpu[w] += time.process_time() - start
@@ -115,6 +120,7 @@ def measure_workers(settings, n_users: int, n_items: int, events_per_user: float
                     for a, b in sample])
     return {
         "users": n_users, "items": n_items, "events": n_events, "workers": n_workers,
+        "commit_every_events": settings.commit_every_events,
         "one_worker_events_per_s": round(n_events / one["cpu_s"][0]),
         "cluster_events_per_s": round(n_events / max(many["cpu_s"])),
         "intake_ratio_vs_one": round(one["cpu_s"][0] / max(many["cpu_s"]), 3),

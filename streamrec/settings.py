@@ -103,6 +103,12 @@ class Settings:
         "partitioned state: seconds between item-side snapshots for workers that start without a "
         "checkpoint (published by the owner of event partition 0; 0: never)",
     )  # fmt: skip
+    commit_every_events: int = _setting(
+        1000, _int(1, 1_000_000),
+        "partitioned state: a worker commits its transaction (state, item deltas, offsets) after at "
+        "most this many of its own events (fewer while young), as well as every half second: the "
+        "other workers' lag behind it when it is saturated",
+    )  # fmt: skip
     state: str = _setting(
         "replicated", _choice("replicated", "partitioned"),
         "replicated: every stream worker learns every event (one worker, or a few); partitioned: "

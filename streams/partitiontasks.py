@@ -17,7 +17,7 @@ import time
 
 from streamrec.connect import kafka_config
 from streamrec.streams import positions, snapshot
-from streamrec.streams.partitioned import SNAPSHOT_CHUNK, read_changelog, read_item_snapshot, snapshot_records
+from streamrec.streams.statetopics import SNAPSHOT_CHUNK, read_changelog, read_item_snapshot, snapshot_records
 from streamrec.schemas.topics import Topics
 
 log = logging.getLogger("streamrec.worker")

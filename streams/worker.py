@@ -63,8 +63,9 @@ from streamrec.streams.ingest import Boundary
 from streamrec.streams.listindex import ListIndex
 from streamrec.streams.membership import Membership
 from streamrec.streams.outputs import SideOutputs, committed_offsets, outputs_group
-from streamrec.streams.partitioned import DELTA_MAX_BYTES, Ownership, PartitionedState, ensure_state_topics
-from streamrec.streams.partitioned import snapshot_topic, state_topics
+from streamrec.streams.partitioned import PartitionedState
+from streamrec.streams.statetopics import DELTA_MAX_BYTES, Ownership, ensure_state_topics
+from streamrec.streams.statetopics import snapshot_topic, state_topics
 from streamrec.streams.partitiontasks import PartitionTasks
 from streamrec.streams.intake import EventPath
 from streamrec.streams.passes import MODEL_NAME, RefreshPasses
@@ -167,6 +168,7 @@ class StreamWorker(EventPath, RefreshPasses):
             self.model.retain_users(lambda u: False)  # the changelog has them, current
             self.state = PartitionedState(self.model, *state_topics(settings.topic_prefix),
                                           snapshot_topic(settings.topic_prefix))  # fmt: skip
+            self.state.commit_every = settings.commit_every_events
             self.state.own = set(checkpoint.meta.get("own_deltas", ())) if checkpoint else set()
         # negatives and seed of the model in use: a restored model keeps its own
         mf = self.model.config.mf
@@ -274,6 +276,8 @@ class StreamWorker(EventPath, RefreshPasses):
                 continue
             self.handle(msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(), now,
                         msg.headers())  # fmt: skip
+            if self.state is not None and self.state.commit_due():  # bounds the peers' lag
+                self._commit_outputs()
         self.outputs.poll()
         if self.outputs.due():  # enrichment requests reach the LLM workers within about a second
             self._commit_outputs()

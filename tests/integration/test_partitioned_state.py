@@ -19,7 +19,7 @@ from workerkit import GROUPS, publish, read_list, start_worker, stop, taste_even
 from streamrec.connect import kafka_config
 from streamrec.schemas.events import Click
 from streamrec.streams.checkpoint import FileCheckpointStore
-from streamrec.streams.partitioned import decode_record, read_changelog, state_topics
+from streamrec.streams.statetopics import decode_record, read_changelog, state_topics
 from streamrec.streams.recommender import Recommender
 
 
@@ -174,7 +174,7 @@ def test_a_worker_without_a_volume_starts_its_item_side_from_the_snapshot_when_t
     from confluent_kafka import TopicPartition
     from confluent_kafka.admin import AdminClient
 
-    from streamrec.streams.partitioned import read_item_snapshot, snapshot_topic
+    from streamrec.streams.statetopics import read_item_snapshot, snapshot_topic
 
     envs = [{**worker_env, "STREAMREC_STATE": "partitioned", "STREAMREC_WORKER_ID": name,
              "STREAMREC_ITEM_SNAPSHOT_S": "1", "STREAMREC_CHECKPOINT_DIR": str(tmp_path / name)}

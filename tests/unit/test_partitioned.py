@@ -7,7 +7,8 @@ import random
 
 import numpy as np
 
-from streamrec.streams.partitioned import PartitionedState, decode_record, encode_record
+from streamrec.streams.partitioned import PartitionedState
+from streamrec.streams.statetopics import decode_record, encode_record
 from streamrec.streams.recommender import Recommender
 
 
@@ -153,7 +154,7 @@ def test_transitions_reach_the_other_worker_and_move_with_the_user():
 def test_state_topics_are_ready_only_when_every_partition_has_a_leader():
     from types import SimpleNamespace as NS
 
-    from streamrec.streams.partitioned import _led
+    from streamrec.streams.statetopics import _led
 
     def topic(*leaders):
         return NS(error=None, partitions={i: NS(leader=l, error=None) for i, l in enumerate(leaders)})
@@ -163,3 +164,54 @@ def test_state_topics_are_ready_only_when_every_partition_has_a_leader():
     assert not _led({"users": topic(1, -1), "items": topic(1)}, names)  # just created: no leader yet
     assert not _led({"users": topic(1, 1)}, names)  # not listed yet
     assert not _led({"users": topic(), "items": topic(1)}, names)  # listed without partitions
+
+
+def test_commit_is_due_after_the_configured_own_events_and_a_flush_resets_it():
+    """STREAMREC_COMMIT_EVERY_EVENTS: a saturated worker commits after that many of its own events
+    (the other workers' lag), whether or not the half-second timer ran out."""
+    model = Recommender()
+    state = PartitionedState(model, "state.users", "state.items")
+    state.commit_every = 3
+    log, due = Log(), []
+    for k, (user, item, ts) in enumerate(_stream(n=7)):
+        model.learn_click(user, item, ts)
+        state.learned(user, 0)
+        due.append(state.commit_due())
+        if due[-1]:
+            state.flush(log)
+    assert due == [False, False, True, False, False, True, False]
+    assert len([v for _, v in log.items]) == 2  # one item delta per commit
+
+
+def test_commits_model_the_worker_timer_and_event_bound():
+    """The replay's commits: the half-second timer (stream clock) at the stream's rate, the
+    event bound for a saturated worker, and the fixed-lag protocol when asked for."""
+    from streamrec.bench.replay_partitioned import Commits
+
+    live = Commits(2, commit_s=0.5, commit_every=1000)
+    assert live.learned(0, 10.0) == [] and live.due(10.4) == [] and live.due(10.5) == [0]
+    assert live.due(11.0) == []  # nothing held: no commit
+    saturated = Commits(2, commit_s=float("inf"), commit_every=2)
+    assert [saturated.learned(w, 0.0) for w in (0, 1, 0, 1)] == [[], [], [0], [1]]
+    assert saturated.due(1e9) == []
+    fixed = Commits(2, every=3)
+    assert [fixed.learned(0, 0.0) for _ in range(6)] == [[], [], [0, 1], [], [], [0, 1]]
+    assert fixed.count == 4
+
+
+def test_a_young_worker_commits_more_often_up_to_the_configured_bound():
+    """Early commits (a quarter of what was learned, at least 100) then every commit_every events:
+    a dozen extra commits in all, and a peer's lag is at most a quarter of what the worker learned."""
+    state = PartitionedState(Recommender(), "state.users", "state.items")
+    state.commit_every = 1000
+    at = []
+    for n in range(1, 20_001):
+        state.learned("u", 0)
+        if state.commit_due():
+            state.flush(Log())
+            at.append(n)
+    gaps = [b - a for a, b in zip([0, *at], at)]
+    assert gaps[:4] == [100, 100, 100, 100] and max(gaps) == 1000
+    assert gaps == sorted(gaps)  # the bound only grows
+    assert all(g <= max(100, n // 4) for g, n in zip(gaps, at))  # lag: a quarter of the learned
+    assert len(at) < 20_000 // 1000 + 12  # a dozen commits more than the bound alone

@@ -14,12 +14,16 @@ tasks, the proven mechanism of this kind, expressed in the worker's own terms:
   The partition's new owner reads that changelog partition to its end before learning the
   partition's next event: state moves with its partition, on a rebalance, a scale change, or a pod
   lost with its volume, and no event is lost or learned twice.
-- **Item-side state by additive deltas through a topic.** Co-occurrence pairs, popularity counts
-  and item-factor changes are not applied where they are learned: they go, in the same transaction,
-  to the one-partition topic ``state.items``, and *every* worker (the learner too) applies every
-  delta as it reads it back. Item-side state is thereby a function of the delta log's prefix: counts
-  agree exactly across workers (item factors up to each worker's initial draw), and a worker's
-  checkpoint of the item side is simply "the log read up to offset *o*".
+- **Item-side state by additive deltas through a topic.** Co-occurrence pairs, transitions,
+  popularity counts and item-factor changes are applied where they are learned, at once, and go,
+  in the same transaction, to the one-partition topic ``state.items``; every other worker applies
+  them as it reads them, and a worker skips its own records by their offsets (known from the
+  delivery reports when the transaction commits). Applying one's own deltas only when they come
+  back would make item state a pure function of the log, but lag a user's burst behind its own
+  counts (two thousand events of lag cost 0.03 HR@10 on MovieLens). Counts agree across workers
+  up to the order in which the per-item caps prune, item factors up to each worker's initial draw;
+  a checkpoint keeps the own records not read back yet with the log position, so a restore
+  applies every committed delta exactly once.
 
 Why not faust Tables (the Python port of the same idea): a Table keeps one key-value changelog and
 replays it per partition, but the item-side state here is shared by all partitions and has to be

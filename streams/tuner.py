@@ -12,7 +12,7 @@ bias favours the served weighting, which makes promotion conservative, never rec
 
 The challengers are the served weighting with one signal halved, doubled or switched off (or
 switched on at ``on_weight`` when it is off), plus the weighting learned online by River (a
-:class:`~streamrec.streams.ranking.BlendLearner`, a ``river.linear_model.LogisticRegression`` over
+:class:`~streamrec.streams.blendlearner.BlendLearner`, a ``river.linear_model.LogisticRegression`` over
 the signals' normalised values of picked against other candidates). A challenger is promoted when,
 after at least ``min_events`` paired events, its mean reward beats the served one's by more than the
 relative ``margin`` with a one-sided z-test at ``z`` (the reward is NDCG at ``depth``: with one
@@ -53,10 +53,10 @@ import numpy as np
 from streamrec.settings import SIGNALS
 from streamrec.streams.evidence import PairedEvidence
 from streamrec.streams.blendlearner import BlendLearner, LearnedBlendConfig
+from streamrec.streams.challengers import Arm, challengers, tunable
 from streamrec.streams.ranking import BlendWeights, best_k, candidates, feature_matrix
 
 log = logging.getLogger("streamrec.tuner")
-CONTENT = ("embedding", "fresh", "recent", "tags")
 START_OFF = ("embedding", "recent", "tags", "transitions")
 
 
@@ -124,70 +124,6 @@ class TunerConfig:
         return cls(enabled=enabled, min_events=settings.tune_min_events, margin=settings.tune_margin,
                    start_off=() if settings.blend_weights else START_OFF,
                    signals=tuple(settings.tune_signals))  # fmt: skip
-
-
-def tunable(config) -> tuple[str, ...]:
-    """The blend signals a recommender of ``config`` computes: the content signals only with
-    content on, ``transitions`` only with transitions on.
-
-    >>> from dataclasses import replace
-    >>> from streamrec.streams.recommender import RecommenderConfig
-    >>> from streamrec.streams.content import ContentConfig
-    >>> tunable(replace(RecommenderConfig(), content=ContentConfig(enabled=False)))
-    ('cooccur', 'mf', 'popularity', 'transitions')
-    >>> len(tunable(RecommenderConfig())) == len(SIGNALS)
-    True
-    """
-    def on(part: str) -> bool:  # a config without the part (a stand-in) computes its signals
-        return getattr(getattr(config, part, None), "enabled", True)
-
-    off = set(() if on("content") else CONTENT) | set(() if on("transitions") else ("transitions",))
-    return tuple(n for n in SIGNALS if n not in off)
-
-
-@dataclass(frozen=True, slots=True)
-class Arm:
-    name: str
-    weights: tuple[tuple[str, float], ...]
-
-
-def challengers(weights: dict[str, float], on_weight: float, signals: tuple[str, ...] = ()) -> list[Arm]:
-    """The served weighting, its one-signal neighbours, and the content signals moved together
-    (halved, doubled, switched off), so that a climb can also leave the LLM side in one step;
-    with ``signals``, only the neighbours that move those.
-
-    >>> [a.name for a in challengers({"cooccur": 1.0, "tags": 0.0}, 0.25)]
-    ['served', 'cooccur*0.5', 'cooccur*2', 'cooccur=0', 'tags=0.25']
-    >>> [a.name for a in challengers({"embedding": 0.5, "tags": 0.5}, 0.25)][-3:]
-    ['content*0.5', 'content*2', 'content=0']
-    >>> [a.name for a in challengers({"cooccur": 1.0, "transitions": 0.0}, 0.25, ("transitions",))]
-    ['served', 'transitions=0.25']
-    """
-    base = dict(weights)
-    arms = [Arm("served", tuple(sorted(base.items())))]
-    seen = {arms[0].weights}
-
-    def add(label: str, changes: dict[str, float]) -> None:
-        w = tuple(sorted({**base, **{k: round(v, 6) for k, v in changes.items()}}.items()))
-        if w not in seen:
-            seen.add(w)
-            arms.append(Arm(label, w))
-
-    for name, w in base.items():
-        if signals and name not in signals:
-            continue
-        if w > 0:
-            add(f"{name}*0.5", {name: w * 0.5})
-            add(f"{name}*2", {name: w * 2.0})
-            add(f"{name}=0", {name: 0.0})
-        else:
-            add(f"{name}={on_weight:g}", {name: on_weight})
-    content = {n: base[n] for n in CONTENT if base.get(n, 0) > 0}
-    if len(content) > 1 and (not signals or set(content) <= set(signals)):
-        add("content*0.5", {n: w * 0.5 for n, w in content.items()})
-        add("content*2", {n: w * 2.0 for n, w in content.items()})
-        add("content=0", {n: 0.0 for n in content})
-    return arms
 
 
 class Tuner:

@@ -19,30 +19,27 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 
-def integer(lo: int, hi: int) -> Callable[[str], int]:
-    def parse(raw: str) -> int:
-        try:
-            value = int(raw)
-        except ValueError:
-            raise ValueError(f"{raw!r} is not an integer") from None
-        if not lo <= value <= hi:
-            raise ValueError(f"{value} is outside [{lo}, {hi}]")
-        return value
+def _bounded(convert: Callable[[str], float], what: str, raw: str, lo: float, hi: float):
+    try:
+        value = convert(raw)
+    except ValueError:
+        raise ValueError(f"{raw!r} is not {what}") from None
+    if not lo <= value <= hi:
+        raise ValueError(f"{value} is outside [{lo}, {hi}]")
+    return value
 
-    return parse
+
+def integer(lo: int, hi: int) -> Callable[[str], int]:
+    return lambda raw: _bounded(int, "an integer", raw, lo, hi)
 
 
 def real(lo: float, hi: float) -> Callable[[str], float]:
-    def parse(raw: str) -> float:
-        try:
-            value = float(raw)
-        except ValueError:
-            raise ValueError(f"{raw!r} is not a number") from None
-        if not lo <= value <= hi:
-            raise ValueError(f"{value} is outside [{lo}, {hi}]")
-        return value
-
-    return parse
+    """
+    >>> real(0.0, 1.0)("x")
+    Traceback (most recent call last):
+    ValueError: 'x' is not a number
+    """
+    return lambda raw: _bounded(float, "a number", raw, lo, hi)
 
 
 def hostport(raw: str) -> str:

@@ -75,8 +75,8 @@ def simulate(settings, users, items, ts, n_workers: int) -> dict:
                 for u, i, t, p in zip(users[mine].tolist(), items[mine].tolist(), ts[mine].tolist(),
                                       part[mine].tolist())]  # fmt: skip
         model = build_recommender(settings)
-        state = PartitionedState(model, "state.users", "state.items")
-        state.commit_every = settings.commit_every_events
+        state = PartitionedState(model, "state.users", "state.items",
+                                 commit_every=settings.commit_every_events)
         workers.append((model, state, wire, Log()))
     cpu = [0.0] * n_workers
     # phase 1: every worker learns its own events and writes its deltas and records

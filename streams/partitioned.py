@@ -86,8 +86,11 @@ class PartitionedState:
     (0, 0)
     """
 
-    def __init__(self, model, users_topic: str, items_topic: str, snapshot_topic: str = SNAPSHOTS):
+    def __init__(self, model, users_topic: str, items_topic: str, snapshot_topic: str = SNAPSHOTS,
+                 commit_every: int = DELTA_EVERY):
         self.model = model
+        #: own events after which the transaction commits, whatever its age (STREAMREC_COMMIT_EVERY_EVENTS)
+        self.commit_every = commit_every
         self.users_topic, self.items_topic, self.snapshot_topic = users_topic, items_topic, snapshot_topic
         self.partition_of: dict = {}  # user -> the event partition their events come from
         self.changed: set = set()  # users whose state changed since the last flush
@@ -147,9 +150,6 @@ class PartitionedState:
 
     def delta_due(self) -> bool:
         return self.since_delta >= DELTA_EVERY
-
-    #: own events after which the transaction commits, whatever its age (STREAMREC_COMMIT_EVERY_EVENTS)
-    commit_every = DELTA_EVERY
 
     def commit_due(self) -> bool:
         """Commit now, before the half-second timer: the other workers' item counts and the shared

@@ -167,8 +167,8 @@ class StreamWorker(EventPath, RefreshPasses):
             self.offsets = {tp: o for tp, o in self.offsets.items() if tp[0] not in events}
             self.model.retain_users(lambda u: False)  # the changelog has them, current
             self.state = PartitionedState(self.model, *state_topics(settings.topic_prefix),
-                                          snapshot_topic(settings.topic_prefix))  # fmt: skip
-            self.state.commit_every = settings.commit_every_events
+                                          snapshot_topic(settings.topic_prefix),
+                                          commit_every=settings.commit_every_events)  # fmt: skip
             self.state.own = set(checkpoint.meta.get("own_deltas", ())) if checkpoint else set()
         # negatives and seed of the model in use: a restored model keeps its own
         mf = self.model.config.mf

@@ -170,8 +170,7 @@ def test_commit_is_due_after_the_configured_own_events_and_a_flush_resets_it():
     """STREAMREC_COMMIT_EVERY_EVENTS: a saturated worker commits after that many of its own events
     (the other workers' lag), whether or not the half-second timer ran out."""
     model = Recommender()
-    state = PartitionedState(model, "state.users", "state.items")
-    state.commit_every = 3
+    state = PartitionedState(model, "state.users", "state.items", commit_every=3)
     log, due = Log(), []
     for k, (user, item, ts) in enumerate(_stream(n=7)):
         model.learn_click(user, item, ts)
@@ -202,8 +201,7 @@ def test_commits_model_the_worker_timer_and_event_bound():
 def test_a_young_worker_commits_more_often_up_to_the_configured_bound():
     """Early commits (a quarter of what was learned, at least 100) then every commit_every events:
     a dozen extra commits in all, and a peer's lag is at most a quarter of what the worker learned."""
-    state = PartitionedState(Recommender(), "state.users", "state.items")
-    state.commit_every = 1000
+    state = PartitionedState(Recommender(), "state.users", "state.items", commit_every=1000)
     at = []
     for n in range(1, 20_001):
         state.learned("u", 0)

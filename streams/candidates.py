@@ -108,8 +108,10 @@ class RankPass:
         self.pop_all = len(self.pop_top) < cfg.n_popular + POP_SLACK  # every positive row is in it
         mf_rows = rec.mf.factor_rows()
         self.mf_rows = mf_rows[self.available[mf_rows]]
-        # float32 for the nominating product and top-k (half the bytes); exact scores are float64
-        self.mf_Q = rec.mf.item_factors(self.mf_rows).astype(np.float32)
+        # float32 for the nominating product and top-k (half the bytes); exact scores are float64.
+        # Transposed and contiguous (factors x rows): the chunk's product reads it in the layout
+        # the kernel streams (0.084 against 0.116 ms a user at 100k rows, the same products)
+        self.mf_QT = np.ascontiguousarray(rec.mf.item_factors(self.mf_rows).T, dtype=np.float32)
         self.mf_bi = rec.mf.item_biases(self.mf_rows)
         #: the biases in float32, added to a chunk's products in one call: a proxy to select from
         self.mf_bi32 = None if self.mf_bi is None else self.mf_bi.astype(np.float32)
@@ -160,7 +162,7 @@ class RankPass:
             if self._S is None:  # one buffer per pass: a fresh 64 x items array per chunk page-faults
                 self._S = np.empty((CHUNK, len(self.mf_rows)), dtype=np.float32)
             Pu = mf.user_factors(np.array([urows[j] for j in known])).astype(np.float32)
-            S = np.matmul(Pu, self.mf_Q.T, out=self._S[: len(known)])
+            S = np.matmul(Pu, self.mf_QT, out=self._S[: len(known)])
             B = S
             if self.mf_bi32 is not None:
                 if self._B is None:

@@ -30,13 +30,14 @@ catalogue) gives the same lists either way.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Hashable
 
 import numpy as np
 
-from streamrec.streams.nominate import below, hit_rows, lift_scalar, lookup, nominate, top_superset, union_sorted
-from streamrec.streams.ranking import BlendWeights, best_k, features, top_n
+from streamrec.streams.gcpause import collection_paused
+from streamrec.streams.nominate import (Nominated, below, hit_rows, lift_scalar, lookup, nominate, rank_nominated,
+                                        top_superset, union_sorted)  # fmt: skip
+from streamrec.streams.ranking import features, top_n
 
 if TYPE_CHECKING:  # pragma: no cover
     from streamrec.streams.recommender import Recommender
@@ -60,40 +61,6 @@ GONE_SLACK = 4
 #: from ``X``, the signals' normalised values there (one column each), best first
 Ranker = Callable[[Hashable, list, np.ndarray, np.ndarray, int], tuple[np.ndarray, np.ndarray]]
 rows_none = np.zeros(0, dtype=np.int64)
-
-
-@dataclass(frozen=True, slots=True)
-class Nominated:
-    """A signal's nominees (``rows``) and its exact value at any rows (``values``; -inf: no opinion)."""
-
-    name: str
-    rows: np.ndarray
-    values: Callable[[np.ndarray], np.ndarray]
-    normalise: str = "max"
-    missing: str = "zero"
-    source: bool = False
-
-
-def rank_nominated(signals: list[Nominated], weights: BlendWeights, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`~streamrec.streams.ranking.rank` over the union of the nominees: ``(rows, scores)``.
-
-    >>> co = Nominated("cooccur", np.array([1, 3]), lambda c: np.array([0.0, 2.0, 9.0, 1.0])[c])
-    >>> pop = Nominated("popularity", np.array([0]), lambda c: np.array([5.0, 1.0, 1.0, 0.0])[c])
-    >>> rows, scores = rank_nominated([co, pop], BlendWeights(cooccur=1.0, popularity=0.5), k=3)
-    >>> rows.tolist(), scores.round(2).tolist()
-    ([1, 0, 3], [1.1, 0.5, 0.5])
-    """
-    picks = [s.rows for s in signals if len(s.rows)]
-    if not picks or k <= 0:
-        return np.zeros(0, dtype=np.int64), np.zeros(0)
-    cand = union_sorted(picks)
-    total = np.zeros(len(cand))
-    for s in signals:
-        w = weights.of(s.name, s.source)
-        if w:
-            total += w * features(s, s.values(cand))
-    best = best_k(total, k)  # cand is sorted, so ties go to the lower row
-    return cand[best], total[best]
 
 
 class _Probe:
@@ -141,8 +108,10 @@ class RankPass:
         self.pop_all = len(self.pop_top) < cfg.n_popular + POP_SLACK  # every positive row is in it
         mf_rows = rec.mf.factor_rows()
         self.mf_rows = mf_rows[self.available[mf_rows]]
-        # float32 for the nominating product and top-k (half the bytes); exact scores are float64
-        self.mf_Q = rec.mf.item_factors(self.mf_rows).astype(np.float32)
+        # float32 for the nominating product and top-k (half the bytes); exact scores are float64.
+        # Transposed and contiguous (factors x rows): the chunk's product reads it in the layout
+        # the kernel streams (0.084 against 0.116 ms a user at 100k rows, the same products)
+        self.mf_QT = np.ascontiguousarray(rec.mf.item_factors(self.mf_rows).T, dtype=np.float32)
         self.mf_bi = rec.mf.item_biases(self.mf_rows)
         #: the biases in float32, added to a chunk's products in one call: a proxy to select from
         self.mf_bi32 = None if self.mf_bi is None else self.mf_bi.astype(np.float32)
@@ -178,8 +147,9 @@ class RankPass:
         The pass may outlive the state it was set up from (the worker interleaves it with
         learning): rows added since are left to the next pass, deletions are honoured at once."""
         out: list = []
-        for start in range(0, len(users), CHUNK):
-            out.extend(self._chunk(users[start : start + CHUNK], k))
+        with collection_paused():  # a full collection walks the whole model (see gcpause)
+            for start in range(0, len(users), CHUNK):
+                out.extend(self._chunk(users[start : start + CHUNK], k))
         return out
 
     def _chunk(self, users: list[Hashable], k: int) -> list:
@@ -192,7 +162,7 @@ class RankPass:
             if self._S is None:  # one buffer per pass: a fresh 64 x items array per chunk page-faults
                 self._S = np.empty((CHUNK, len(self.mf_rows)), dtype=np.float32)
             Pu = mf.user_factors(np.array([urows[j] for j in known])).astype(np.float32)
-            S = np.matmul(Pu, self.mf_Q.T, out=self._S[: len(known)])
+            S = np.matmul(Pu, self.mf_QT, out=self._S[: len(known)])
             B = S
             if self.mf_bi32 is not None:
                 if self._B is None:

@@ -7,11 +7,12 @@ here), while the pass itself is bookkeeping over the recommender's state.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
-from streamrec.streams.ranking import best_k
+from streamrec.streams.ranking import BlendWeights, best_k, features
 
 rows_none = np.zeros(0, dtype=np.int64)
 
@@ -137,3 +138,37 @@ def hit_rows(hits: np.ndarray) -> np.ndarray:
     [7, 3]
     """
     return hits[hits >= 0].astype(np.int64)
+
+
+@dataclass(frozen=True, slots=True)
+class Nominated:
+    """A signal's nominees (``rows``) and its exact value at any rows (``values``; -inf: no opinion)."""
+
+    name: str
+    rows: np.ndarray
+    values: Callable[[np.ndarray], np.ndarray]
+    normalise: str = "max"
+    missing: str = "zero"
+    source: bool = False
+
+
+def rank_nominated(signals: list[Nominated], weights: BlendWeights, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`~streamrec.streams.ranking.rank` over the union of the nominees: ``(rows, scores)``.
+
+    >>> co = Nominated("cooccur", np.array([1, 3]), lambda c: np.array([0.0, 2.0, 9.0, 1.0])[c])
+    >>> pop = Nominated("popularity", np.array([0]), lambda c: np.array([5.0, 1.0, 1.0, 0.0])[c])
+    >>> rows, scores = rank_nominated([co, pop], BlendWeights(cooccur=1.0, popularity=0.5), k=3)
+    >>> rows.tolist(), scores.round(2).tolist()
+    ([1, 0, 3], [1.1, 0.5, 0.5])
+    """
+    picks = [s.rows for s in signals if len(s.rows)]
+    if not picks or k <= 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    cand = union_sorted(picks)
+    total = np.zeros(len(cand))
+    for s in signals:
+        w = weights.of(s.name, s.source)
+        if w:
+            total += w * features(s, s.values(cand))
+    best = best_k(total, k)  # cand is sorted, so ties go to the lower row
+    return cand[best], total[best]

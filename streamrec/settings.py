@@ -193,6 +193,10 @@ class Settings:
     tune_margin: float = _setting(
         0.01, _float(0.0, 1.0), "relative margin a challenger weighting must beat the served one by"
     )
+    tune_margin_from: int = _setting(
+        5000, _int(0, 10_000_000),
+        "paired events the tuner scores before the margin applies (before: a significant win is enough)",
+    )  # fmt: skip
     quality_window: int = _setting(
         10_000, _int(1, 10_000_000), "evaluated events in the sliding window of the live quality metrics"
     )

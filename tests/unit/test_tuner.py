@@ -258,3 +258,19 @@ def test_a_restarted_worker_does_not_take_its_unannounced_step_as_agreed():
     # and a restart after the log confirmed the climb keeps it
     a3 = Tuner.from_state(a2.to_state(), SHARED)
     assert SharedClimb(a3).climb_length == 1 and a3.weights == b.weights
+
+
+def test_the_margin_counts_only_once_the_tuner_is_past_its_first_climb():
+    """A 0.5% better challenger: significant, but under a 1% margin. While the tuner is young
+    (fewer than ``margin_from`` paired events) the test asks only for significance; after, it
+    asks for the margin as well."""
+    young = Tuner(TunerConfig(learned=False, margin=0.01, margin_from=10_000), {"cooccur": 1.0})
+    old = Tuner(TunerConfig(learned=False, margin=0.01, margin_from=0), {"cooccur": 1.0})
+    rng = np.random.default_rng(0)
+    for t in (young, old):
+        t.scored = 5_000
+        for _ in range(5_000):
+            base = rng.random()
+            t.evidence.add(np.array([base] + [base * 1.005] * (len(t.arms) - 1)))
+    assert young.test()[1:].min() > 2.5
+    assert old.test()[1:].max() < 0.0

@@ -15,10 +15,11 @@ switched on at ``on_weight`` when it is off), plus the weighting learned online 
 :class:`~streamrec.streams.blendlearner.BlendLearner`, a ``river.linear_model.LogisticRegression`` over
 the signals' normalised values of picked against other candidates). A challenger is promoted when,
 after at least ``min_events`` paired events, its mean reward beats the served one's by more than the
-relative ``margin`` (counted from ``margin_from`` paired events on) with a one-sided z-test at ``z`` (the reward is NDCG at ``depth``: with one
-relevant item it is ``1/log2(rank+1)`` within the first ``depth``, a lower-variance stand-in for
-HR@10 that moves with it); from ``early_looks * min_events`` on it may be promoted earlier, at the
-stricter level ``z * sqrt(min_events / paired)``. Then the challengers are rebuilt around the new
+relative ``margin`` (counted from the tuner's ``margin_from``-th paired event on) with a one-sided
+z-test at ``z`` (the reward is NDCG at ``depth``: with one relevant item it is ``1/log2(rank+1)``
+within the first ``depth``, a lower-variance stand-in for HR@10 that moves with it); from
+``early_looks * min_events`` on it may be promoted earlier, at the stricter level
+``z * sqrt(min_events / paired)``. Then the challengers are rebuilt around the new
 weighting and the count starts again: a hill climb whose every step is a significant win on fresh
 events. Promotions are logged, kept in the state (the worker checkpoints it) and counted in the
 metrics. Partitioned workers pool their evidence and share one climb (streams/tunershare.py).
@@ -257,7 +258,7 @@ class Tuner:
         """Per arm, the z-statistic of ``reward - (1 + margin) * served reward`` (arm 0: 0), the
         margin counted once ``margin_from`` paired events were scored.
 
-        >>> t = Tuner(TunerConfig(learned=False, margin_from=0), {"cooccur": 1.0})   # served + 3 challengers
+        >>> t = Tuner(TunerConfig(learned=False, margin_from=0), {"cooccur": 1.0})  # served + 3 challengers
         >>> rewards = np.array([[1, 1, 0, 1], [0, 1, 0, 0], [1, 1, 0, 1], [0, 1, 0, 0.5]])
         >>> for r in rewards: t.evidence.add(r)
         >>> t.test().round(2).tolist()       # always found wins, never found loses; one better event is no proof

@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Callable, Hashable
 import numpy as np
 
 from streamrec.streams.gcpause import collection_paused
-from streamrec.streams.nominate import (Nominated, below, hit_rows, lift_scalar, lookup, nominate, rank_nominated,
-                                        top_superset, union_sorted)  # fmt: skip
+from streamrec.streams.nominate import (DenseLookup, Nominated, below, hit_rows, lift_scalar, lookup, nominate,
+                                        rank_nominated, top_superset, union_sorted)  # fmt: skip
 from streamrec.streams.ranking import features, top_n
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -133,6 +133,8 @@ class RankPass:
             self.cold_rows = np.flatnonzero(cold)
             self.cold_E = cm.vectors(self.cold_rows)
         self._fallback: dict[int, list] = {}
+        #: the sparse signals' values of the user being ranked, spread over every row (reset per user)
+        self._dense: dict[str, DenseLookup] = {}
         self._near: dict[int, np.ndarray] = {}  # recent row -> its neighbours, sorted (per pass)
         self._near_k: dict[int, int] = {}  # ... and how many were asked for
 
@@ -192,11 +194,23 @@ class RankPass:
                         X[:, c] = features(g, g.values(cand))
                     rows, scores = self.ranker(user, sigs, cand, X, k + GONE_SLACK)
                 live = rec.available_rows(rows)  # deleted since the pass began: never listed
-                rows, scores = rows[live][:k], scores[live][:k]
+                if live.all():
+                    rows, scores = rows[:k], scores[:k]
+                else:
+                    rows, scores = rows[live][:k], scores[live][:k]
                 out.append([(items[r], s) for r, s in zip(rows.tolist(), scores.tolist())])
             finally:
                 self.allowed[seen] = self.available[seen]
+                for d in self._dense.values():
+                    d.clear()
         return out
+
+    def _lookup(self, name: str, rows: np.ndarray, vals: np.ndarray, default: float) -> Callable:
+        """``lookup(rows, vals, default)`` of the user being ranked, read from a dense array."""
+        d = self._dense.get(name)
+        if d is None:
+            d = self._dense[name] = DenseLookup(self.n, default)
+        return d.lookup(rows, vals)
 
     # -- content queries, batched per chunk -----------------------------------------------------
 
@@ -240,12 +254,12 @@ class RankPass:
         if co is not None:
             rows, vals = below(*co, self.n)
             sigs.append(Nominated("cooccur", nominate(rows, vals, cfg.n_cooccur, allowed, True),
-                                  lookup(rows, vals, 0.0)))  # fmt: skip
+                                  self._lookup("cooccur", rows, vals, 0.0)))  # fmt: skip
         tr = rec.transitions.sparse_scores(user) if cfg.transitions.enabled else None
         if tr is not None:
             rows, vals = below(*tr, self.n)
             sigs.append(Nominated("transitions", nominate(rows, vals, cfg.n_transitions, allowed, True),
-                                  lookup(rows, vals, 0.0)))  # fmt: skip
+                                  self._lookup("transitions", rows, vals, 0.0)))  # fmt: skip
         if urow is not None:
             mf = rec.mf
             if mf_row is not None and cfg.n_mf > 0:

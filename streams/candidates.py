@@ -198,7 +198,7 @@ class RankPass:
                     rows, scores = rows[:k], scores[:k]
                 else:
                     rows, scores = rows[live][:k], scores[live][:k]
-                out.append([(items[r], s) for r, s in zip(rows.tolist(), scores.tolist())])
+                out.append(list(zip(map(items.__getitem__, rows.tolist()), scores.tolist())))
             finally:
                 self.allowed[seen] = self.available[seen]
                 for d in self._dense.values():

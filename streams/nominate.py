@@ -195,9 +195,12 @@ def hit_rows(hits: np.ndarray) -> np.ndarray:
     return hits[hits >= 0].astype(np.int64)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Nominated:
-    """A signal's nominees (``rows``) and its exact value at any rows (``values``; -inf: no opinion)."""
+    """A signal's nominees (``rows``) and its exact value at any rows (``values``; -inf: no opinion).
+
+    Not frozen: a pass builds eight a list, and a frozen dataclass's ``__init__`` (one
+    ``object.__setattr__`` per field) costs four times a plain one's (1.8 against 0.4 µs)."""
 
     name: str
     rows: np.ndarray

@@ -213,3 +213,29 @@ def test_neighbour_searches_from_the_kept_lists_match_full_searches_as_embedding
     assert not np.array_equal(after[3], before[3])
     rec.recommend(USERS[0])  # the pass re-adds it with its new lists
     same()
+
+
+def test_best_set_is_the_set_best_k_picks_ties_included():
+    from streamrec.streams.nominate import best_set
+    from streamrec.streams.ranking import best_k
+
+    rng = np.random.default_rng(11)
+    for _ in range(500):
+        m, k = int(rng.integers(1, 300)), int(rng.integers(0, 320))
+        v = np.round(rng.normal(size=m), int(rng.integers(0, 3)))  # 0 decimals: many ties at the cut
+        got = best_set(v, k)
+        assert got.tolist() == sorted(best_k(v, k).tolist())
+
+
+def test_dense_lookup_reads_like_lookup_and_clears_only_what_it_set():
+    from streamrec.streams.nominate import DenseLookup, lookup
+
+    rng = np.random.default_rng(5)
+    d = DenseLookup(1_000, -np.inf)
+    for _ in range(20):
+        rows = np.sort(rng.choice(1_000, int(rng.integers(0, 300)), replace=False))
+        vals = rng.normal(size=len(rows))
+        cand = np.sort(rng.choice(1_000, 400, replace=False))
+        assert d.lookup(rows, vals)(cand).tolist() == lookup(rows, vals, -np.inf)(cand).tolist()
+        d.clear()
+        assert np.all(d.lookup(rows[:0], vals[:0])(np.arange(1_000)) == -np.inf)  # nothing left over

@@ -23,7 +23,7 @@ Pruned counts restart from zero if the pair shows up again, a standard heavy-hit
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from typing import Hashable
 
 import numpy as np
@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - other interpreters
 
 from streamrec.streams.snapshot import chunked, pack_ids, pack_rows, unpack_ids, unpack_rows
 from streamrec.streams.model import Checkpointable, ItemIndex, RatingPolicy, _policy, _top, grow
+from streamrec.streams.pairruns import RowSums
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class Cooccurrence(Checkpointable):
         # the base before them, replaying these gives the state: counts, popularity, sweeps)
         self._log: list[tuple[int, list[int]]] | None = None
         self._since_sweep = 0
+        self._sums = RowSums()  # the scoring's scratch
 
     def learn_click(self, user: Hashable, item: Hashable, ts: float | None = None) -> None:
         self._add(user, self.index.add(item))
@@ -233,16 +235,28 @@ class Cooccurrence(Checkpointable):
 
     def sparse_scores(self, user: Hashable) -> tuple[np.ndarray, np.ndarray] | None:
         """:meth:`scores_for` at its non-zero rows only, ``(sorted rows, scores)``: the per-user
-        cost grows with the neighbour lists read, not with the catalogue."""
-        parts = self._contributions(user)
-        if parts is None:
+        cost grows with the neighbour lists read, not with the catalogue. The same sums as
+        :meth:`_contributions` adds up, in the same order, with a few numpy calls per user rather
+        than three per history item (the neighbour maps read in one pass each for rows and counts)."""
+        hist = self._hist.get(user)
+        if not hist:
             return None
-        keys, vals = parts
-        cfg, pop = self.config, self._pop
-        if not keys:
+        cfg, pop, nbrs = self.config, self._pop, self._nbrs
+        maps, factors = [], []
+        w, a1 = 1.0, 1.0 - cfg.alpha
+        for h in reversed(hist):
+            d = nbrs.get(h)
+            if d:
+                maps.append(d)
+                factors.append(w / pop[h] ** a1)
+            w *= cfg.recency_decay
+        if not maps:
             return np.zeros(0, np.int64), np.zeros(0)
-        rows, inv = np.unique(np.concatenate(keys), return_inverse=True)
-        s = np.bincount(inv, weights=np.concatenate(vals), minlength=len(rows))
+        lens = list(map(len, maps))
+        total = sum(lens)
+        keys = np.fromiter(chain.from_iterable(maps), np.int64, total)
+        counts = np.fromiter(chain.from_iterable(map(dict.values, maps)), np.int64, total)
+        rows, s = self._sums(keys, counts * np.repeat(factors, lens))
         s /= np.sqrt(pop[rows]) if cfg.alpha == 0.5 else pop[rows] ** cfg.alpha
         return rows, s
 

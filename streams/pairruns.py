@@ -137,3 +137,42 @@ class SortedRun:
         tag = np.repeat(np.arange(len(a)), lens)
         live = self.live[pos]
         return pos[live], tag[live]
+
+
+class RowSums:
+    """The distinct keys of ``keys`` sorted and the sum of each one's ``weights``: what
+    ``np.unique(keys, return_inverse=True)`` and ``np.bincount(inverse, weights)`` give, bit for bit
+    (``bincount`` adds in input order either way), at about half the cost on a user's few hundred
+    neighbour entries: one plain sort finds the keys, and a key -> slot scratch array, reused from
+    call to call (so one per owner, not shared between threads), replaces unique's inverse.
+
+    >>> sums = RowSums()
+    >>> [x.tolist() for x in sums(np.array([7, 3, 7, 0]), np.array([0.5, 1.0, 0.25, 2.0]))]
+    [[0, 3, 7], [2.0, 1.0, 0.75]]
+    >>> [x.tolist() for x in sums(np.zeros(0, np.int64), np.zeros(0))]
+    [[], []]
+    """
+
+    __slots__ = ("_slot",)
+
+    def __init__(self) -> None:
+        self._slot = np.zeros(0, np.intp)
+
+    def __reduce__(self):  # the scratch is no state: a copy starts empty
+        return (RowSums, ())
+
+    def __call__(self, keys: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = len(keys)
+        if not n:
+            return np.zeros(0, np.int64), np.zeros(0)
+        sk = np.sort(keys)
+        keep = np.empty(n, bool)
+        keep[0] = True
+        np.not_equal(sk[1:], sk[:-1], out=keep[1:])
+        rows = sk[keep]
+        top = int(rows[-1]) + 1
+        if top > len(self._slot):
+            self._slot = np.zeros(max(top, 2 * len(self._slot)), np.intp)
+        slot = self._slot
+        slot[rows] = np.arange(len(rows))
+        return rows, np.bincount(slot[keys], weights=weights, minlength=len(rows))

@@ -52,6 +52,7 @@ import numpy as np
 
 from streamrec.streams.model import Checkpointable, ItemIndex, RatingPolicy, _policy, _top
 from streamrec.streams.paircounts import PairCounts
+from streamrec.streams.pairruns import RowSums
 from streamrec.streams.snapshot import chunked, pack_ids, pack_rows, unpack_ids, unpack_rows
 
 
@@ -118,6 +119,7 @@ class Transitions(Checkpointable):
         self._since_sweep = 0
         self._sent: list | None = None  # pairs for the other workers (partitioned state)
         self._log: list | None = None  # pairs counted since the last checkpoint, for a delta
+        self._sums = RowSums()  # the scoring's scratch
 
     # -- learning -------------------------------------------------------------------------------
 
@@ -302,17 +304,20 @@ class Transitions(Checkpointable):
             o = float(out[h]) if h < n else 0.0
             f.append(w / o**a1 if o > 0.0 else -1.0)  # 0: decayed past float64's range, left out
             w *= cfg.decay
+        gone = min(f) < 0.0
         f = np.asarray(f)[tag]
-        if f.min() < 0.0:
+        if gone:
             keep = f >= 0.0
             keys, vals, f = keys[keep], vals[keep], f[keep]
-        vals = vals * f
-        rows, inv = np.unique(keys, return_inverse=True)
-        s = np.bincount(inv, weights=vals, minlength=len(rows))
+        # summed as np.unique + bincount would, in the same order (the lists stay bit for bit)
+        rows, s = self._sums(keys, vals * f)
         inn = pairs.inn[rows]
         ok = inn > 0.0
-        s[ok] /= np.sqrt(inn[ok]) if cfg.alpha == 0.5 else inn[ok] ** cfg.alpha
-        s[~ok] = 0.0
+        if ok.all():
+            s /= np.sqrt(inn) if cfg.alpha == 0.5 else inn**cfg.alpha
+        else:
+            s[ok] /= np.sqrt(inn[ok]) if cfg.alpha == 0.5 else inn[ok] ** cfg.alpha
+            s[~ok] = 0.0
         return rows, s
 
     def scores_for(self, user: Hashable) -> np.ndarray | None:

@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover - other interpreters
 
 from streamrec.streams.snapshot import chunked, pack_ids, pack_rows, unpack_ids, unpack_rows
 from streamrec.streams.model import Checkpointable, ItemIndex, RatingPolicy, _policy, _top, grow
-from streamrec.streams.pairruns import RowSums
+from streamrec.streams.pairruns import RowSums, group_sums
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,6 +259,35 @@ class Cooccurrence(Checkpointable):
         rows, s = self._sums(keys, counts * np.repeat(factors, lens))
         s /= np.sqrt(pop[rows]) if cfg.alpha == 0.5 else pop[rows] ** cfg.alpha
         return rows, s
+
+    def sparse_scores_many(self, users: list[Hashable]) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """:meth:`sparse_scores` of each of ``users`` (the same rows, the same bits), for a chunk
+        of users at once: the neighbour maps of the whole chunk read in one pass, and one sort
+        and one ``bincount`` for all of it."""
+        cfg, pop, nbrs, hists = self.config, self._pop, self._nbrs, self._hist
+        a1, decay = 1.0 - cfg.alpha, cfg.recency_decay
+        maps, factors, lens, owner, has = [], [], [], [], []
+        for u, user in enumerate(users):
+            hist = hists.get(user)
+            has.append(bool(hist))
+            if hist:
+                w = 1.0
+                for h in reversed(hist):
+                    d = nbrs.get(h)
+                    if d:
+                        maps.append(d)
+                        factors.append(w / pop[h] ** a1)
+                        lens.append(len(d))
+                        owner.append(u)
+                    w *= decay
+        total = sum(lens)
+        keys = np.fromiter(chain.from_iterable(maps), np.int64, total)
+        counts = np.fromiter(chain.from_iterable(map(dict.values, maps)), np.int64, total)
+        bounds, b, s = group_sums(np.repeat(np.asarray(owner, np.int64), lens), keys,
+                                  counts * np.repeat(factors, lens), len(users))  # fmt: skip
+        s /= np.sqrt(pop[b]) if cfg.alpha == 0.5 else pop[b] ** cfg.alpha
+        cut = bounds.tolist()
+        return [(b[cut[u] : cut[u + 1]], s[cut[u] : cut[u + 1]]) if has[u] else None for u in range(len(users))]
 
     def neighbours(self, item: Hashable, k: int = 10) -> list[tuple[Hashable, float]]:
         """Items most co-occurring with ``item``, normalised as in :meth:`scores_for`."""

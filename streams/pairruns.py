@@ -176,3 +176,22 @@ class RowSums:
         slot = self._slot
         slot[rows] = np.arange(len(rows))
         return rows, np.bincount(slot[keys], weights=weights, minlength=len(rows))
+
+
+def group_sums(group: np.ndarray, keys: np.ndarray, weights: np.ndarray, n_groups: int):
+    """:class:`RowSums` for many groups at once (a chunk of users): the distinct keys of each
+    group sorted, each one's weights summed in input order, as ``(bounds, keys, sums)`` with group
+    ``g``'s at ``bounds[g]:bounds[g + 1]``. One sort (:func:`key_groups`) and one ``bincount`` for
+    the whole chunk.
+
+    >>> b, k, s = group_sums(np.array([1, 0, 1, 1]), np.array([4, 4, 2, 4]), np.array([1., 2., 3., 4.]), 3)
+    >>> b.tolist(), k.tolist(), s.tolist()
+    ([0, 1, 3, 3], [4, 2, 4], [2.0, 3.0, 5.0])
+    """
+    group = np.asarray(group, np.int64)
+    if not len(keys):
+        return np.zeros(n_groups + 1, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    uk, _, counts, pos = key_groups(group, keys)  # each key's pairs in input order: so are the sums
+    sums = np.bincount(np.repeat(np.arange(len(uk)), counts), weights=weights[pos], minlength=len(uk))
+    bounds = np.searchsorted(uk, np.arange(n_groups + 1, dtype=np.int64) << SHIFT)
+    return bounds, uk & LOW, sums

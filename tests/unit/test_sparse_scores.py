@@ -132,3 +132,26 @@ def test_transitions_sparse_scores_sum_in_the_window_order():
 
 def tr_pairs(tr: Transitions) -> PairCounts:
     return tr._pairs
+
+
+def same_lists(many, users, one) -> None:
+    assert len(many) == len(users)
+    for got, user in zip(many, users):
+        ref = one(user)
+        assert (got is None) == (ref is None)
+        if ref is not None:
+            assert got[0].dtype == ref[0].dtype and np.array_equal(got[0], ref[0])
+            assert got[1].tobytes() == ref[1].tobytes()
+
+
+def test_a_chunk_of_users_scores_as_each_alone():
+    co = Cooccurrence(CooccurConfig(pair_window=5, history=12, max_neighbours=6, sweep_every=50))
+    tr = Transitions(TransitionConfig(window=6, half_life_s=20.0, max_successors=4, sweep_every=30))
+    for user, item, ts in clicks(6):
+        co.learn_click(user, item)
+        tr.learn_click(user, item, ts)
+    users = [f"u{u}" for u in range(45)] + ["u3", "nobody"]  # strangers, repeats
+    for model in (co, tr):
+        same_lists(model.sparse_scores_many(users), users, model.sparse_scores)
+        same_lists(model.sparse_scores_many(users[:3]), users[:3], model.sparse_scores)  # few rows
+        assert model.sparse_scores_many([]) == [] and model.sparse_scores_many(["nobody"]) == [None]

@@ -67,7 +67,9 @@ class _Probe:
     """One user's content query vectors (columns) read at candidate rows (sorted, as every caller
     here passes them), one gather per rows; rows the previous read had (the recent items'
     neighbours nominated from, then the candidates, which share their nominees) are not gathered
-    again, they are copied from it."""
+    again, they are copied from it. The products keep their shape (a gather of the new rows times
+    every column): BLAS rounds a row's product differently with other rows around it (measured), and
+    a pass's lists stay the same to the last bit."""
 
     def __init__(self, content, W: np.ndarray):
         self.content, self.W = content, np.ascontiguousarray(W, dtype=np.float32)
@@ -80,14 +82,13 @@ class _Probe:
         if prev is None or not len(prev) or not len(rows):
             out = (self.content.vectors(rows) @ self.W, self.content.has_embedding(rows))
         else:
-            sims, has = self._out
             pos = np.searchsorted(prev, rows)
             np.minimum(pos, len(prev) - 1, out=pos)
-            old = prev[pos] == rows
-            new = rows[~old]
-            out = (np.empty((len(rows), self.W.shape[1]), dtype=np.float32), np.empty(len(rows), dtype=bool))
-            out[0][old], out[1][old] = sims[pos[old]], has[pos[old]]
-            out[0][~old], out[1][~old] = self.content.vectors(new) @ self.W, self.content.has_embedding(new)
+            new = np.flatnonzero(prev[pos] != rows)
+            sims = self._out[0][pos]  # the new rows' are overwritten below
+            if len(new):
+                sims[new] = self.content.vectors(rows[new]) @ self.W
+            out = (sims, self.content.has_embedding(rows))
         self._rows, self._out = rows, out
         return out
 
@@ -132,6 +133,8 @@ class RankPass:
             cold = cm.cold(rec.cooccur.interactions, rec.event_time) & self.available
             self.cold_rows = np.flatnonzero(cold)
             self.cold_E = cm.vectors(self.cold_rows)
+            self.is_cold = cold
+        self._decay: dict[int, np.ndarray] = {}  # the recent signal's weights, by its item count
         self._fallback: dict[int, list] = {}
         #: the sparse signals' values of the user being ranked, spread over every row (reset per user)
         self._dense: dict[str, DenseLookup] = {}
@@ -299,8 +302,14 @@ class RankPass:
         out: list[Nominated] = []
         q = pre["profiles"][j]
         recent = pre["recents"][j]
-        queries = ([q] if q is not None else []) + ([cm.vectors(np.asarray(recent, dtype=np.int64))] if recent else [])
-        probe = _Probe(cm, np.vstack([np.atleast_2d(x) for x in queries]).T) if queries else None
+        probe = None
+        if q is not None or recent:  # the query columns: the profile, then the recent items
+            Wt = np.empty((int(q is not None) + len(recent), cm.dim), dtype=np.float32)
+            if q is not None:
+                Wt[0] = q
+            if recent:
+                Wt[int(q is not None) :] = cm.vectors(np.asarray(recent, dtype=np.int64))
+            probe = _Probe(cm, Wt.T)
         if q is not None:
 
             def cos_at(c: np.ndarray) -> np.ndarray:
@@ -331,17 +340,21 @@ class RankPass:
                 top = float(scores[0]) if len(scores) else -np.inf
             out.append(Nominated("embedding", noms, cos_at, "minmax", "mean"))
             if len(self.cold_rows) and count:
-                ok = allowed[self.cold_rows]
-                rows = self.cold_rows[ok]
+                if self.is_cold[seen].any():  # else every cold row is allowed (none was seen)
+                    ok = allowed[self.cold_rows]
+                    rows, cos = self.cold_rows[ok], pre["cold"][j][ok]
+                else:
+                    rows, cos = self.cold_rows, pre["cold"][j]
                 if len(rows):
-                    cos = pre["cold"][j][ok]
                     if self.index is not None:
                         top = max(top, float(cos.max()))
                     lifted = lift_scalar(cos, mu, top)
                     out.append(Nominated("fresh", nominate(rows, lifted, cc.n_fresh, allowed, True),
                                          lookup(rows, lifted, -np.inf), "raw"))  # fmt: skip
         if recent:
-            w = np.array([cc.recent_decay**r for r in range(len(recent))], dtype=np.float32)
+            w = self._decay.get(len(recent))
+            if w is None:
+                w = self._decay[len(recent)] = np.array([cc.recent_decay**r for r in range(len(recent))], np.float32)
             power, first = cc.recent_power, 0 if q is None else 1
 
             def near_at(c: np.ndarray) -> np.ndarray:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Callable, Hashable
 import numpy as np
 
 from streamrec.streams.gcpause import collection_paused
-from streamrec.streams.nominate import (DenseLookup, Nominated, below, hit_rows, lift_scalar, lookup, nominate,
+from streamrec.streams.nominate import (DenseLookup, Nominated, below, hit_rows, lift_scalar, nominate,
                                         rank_nominated, top_superset, union_sorted)  # fmt: skip
 from streamrec.streams.ranking import features, top_n
 
@@ -178,13 +178,17 @@ class RankPass:
         n = self.n  # rows that arrived after the pass began are left to the next pass
         seens = [(r[r < n] if len(r) and r.max() >= n else r) for r in (rec.seen_rows(u) for u in users)]
         pre = self._content_batch(users, hists, seens) if self.emb else None
+        # the chunk's co-occurrence and transition reads in one pass each (same rows and bits as
+        # one call a user: one sort and one bincount for the chunk, not one a user)
+        co_all = rec.cooccur.sparse_scores_many(users)
+        tr_all = rec.transitions.sparse_scores_many(users) if cfg.transitions.enabled else [None] * len(users)
         items = rec.index.items
         out = []
         for j, user in enumerate(users):
             seen = seens[j]
             self.allowed[seen] = False
             try:
-                sigs = self._signals(user, j, urows[j], mf_scores.get(j), seen, pre)
+                sigs = self._signals(user, j, urows[j], mf_scores.get(j), seen, pre, co_all[j], tr_all[j])
                 if not sigs:
                     out.append(self.fallback(k))
                     continue
@@ -249,16 +253,16 @@ class RankPass:
 
     # -- one user ---------------------------------------------------------------------------------
 
-    def _signals(self, user, j: int, urow, mf_row, seen: np.ndarray, pre) -> list[Nominated]:
+    def _signals(self, user, j: int, urow, mf_row, seen: np.ndarray, pre, co, tr) -> list[Nominated]:
+        """The user's signals; ``co`` and ``tr``: its co-occurrence and transition scores
+        (``sparse_scores``, read for the chunk), ``None`` without any."""
         rec, cfg = self.rec, self.cfg
         allowed = self.allowed
         sigs: list[Nominated] = []
-        co = rec.cooccur.sparse_scores(user)
         if co is not None:
             rows, vals = below(*co, self.n)
             sigs.append(Nominated("cooccur", nominate(rows, vals, cfg.n_cooccur, allowed, True),
                                   self._lookup("cooccur", rows, vals, 0.0)))  # fmt: skip
-        tr = rec.transitions.sparse_scores(user) if cfg.transitions.enabled else None
         if tr is not None:
             rows, vals = below(*tr, self.n)
             sigs.append(Nominated("transitions", nominate(rows, vals, cfg.n_transitions, allowed, True),
@@ -350,7 +354,7 @@ class RankPass:
                         top = max(top, float(cos.max()))
                     lifted = lift_scalar(cos, mu, top)
                     out.append(Nominated("fresh", nominate(rows, lifted, cc.n_fresh, allowed, True),
-                                         lookup(rows, lifted, -np.inf), "raw"))  # fmt: skip
+                                         self._lookup("fresh", rows, lifted, -np.inf), "raw"))  # fmt: skip
         if recent:
             w = self._decay.get(len(recent))
             if w is None:
@@ -390,7 +394,7 @@ class RankPass:
         if sp is None:
             return []
         rows, vals = below(*sp, self.n)
-        base = lookup(rows, vals, 0.0)
+        base = self._lookup("tags", rows, vals, 0.0)
 
         def at(c: np.ndarray) -> np.ndarray:
             v = base(c)

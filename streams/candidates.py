@@ -35,8 +35,8 @@ from typing import TYPE_CHECKING, Callable, Hashable
 import numpy as np
 
 from streamrec.streams.gcpause import collection_paused
-from streamrec.streams.nominate import (Nominated, below, hit_rows, lift_scalar, lookup, nominate, rank_nominated,
-                                        top_superset, union_sorted)  # fmt: skip
+from streamrec.streams.nominate import (DenseLookup, Nominated, below, hit_rows, lift_scalar, nominate,
+                                        rank_nominated, top_superset, union_sorted)  # fmt: skip
 from streamrec.streams.ranking import features, top_n
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,7 +67,9 @@ class _Probe:
     """One user's content query vectors (columns) read at candidate rows (sorted, as every caller
     here passes them), one gather per rows; rows the previous read had (the recent items'
     neighbours nominated from, then the candidates, which share their nominees) are not gathered
-    again, they are copied from it."""
+    again, they are copied from it. The products keep their shape (a gather of the new rows times
+    every column): BLAS rounds a row's product differently with other rows around it (measured), and
+    a pass's lists stay the same to the last bit."""
 
     def __init__(self, content, W: np.ndarray):
         self.content, self.W = content, np.ascontiguousarray(W, dtype=np.float32)
@@ -80,14 +82,13 @@ class _Probe:
         if prev is None or not len(prev) or not len(rows):
             out = (self.content.vectors(rows) @ self.W, self.content.has_embedding(rows))
         else:
-            sims, has = self._out
             pos = np.searchsorted(prev, rows)
             np.minimum(pos, len(prev) - 1, out=pos)
-            old = prev[pos] == rows
-            new = rows[~old]
-            out = (np.empty((len(rows), self.W.shape[1]), dtype=np.float32), np.empty(len(rows), dtype=bool))
-            out[0][old], out[1][old] = sims[pos[old]], has[pos[old]]
-            out[0][~old], out[1][~old] = self.content.vectors(new) @ self.W, self.content.has_embedding(new)
+            new = np.flatnonzero(prev[pos] != rows)
+            sims = self._out[0][pos]  # the new rows' are overwritten below
+            if len(new):
+                sims[new] = self.content.vectors(rows[new]) @ self.W
+            out = (sims, self.content.has_embedding(rows))
         self._rows, self._out = rows, out
         return out
 
@@ -132,7 +133,11 @@ class RankPass:
             cold = cm.cold(rec.cooccur.interactions, rec.event_time) & self.available
             self.cold_rows = np.flatnonzero(cold)
             self.cold_E = cm.vectors(self.cold_rows)
+            self.is_cold = cold
+        self._decay: dict[int, np.ndarray] = {}  # the recent signal's weights, by its item count
         self._fallback: dict[int, list] = {}
+        #: the sparse signals' values of the user being ranked, spread over every row (reset per user)
+        self._dense: dict[str, DenseLookup] = {}
         self._near: dict[int, np.ndarray] = {}  # recent row -> its neighbours, sorted (per pass)
         self._near_k: dict[int, int] = {}  # ... and how many were asked for
 
@@ -173,13 +178,17 @@ class RankPass:
         n = self.n  # rows that arrived after the pass began are left to the next pass
         seens = [(r[r < n] if len(r) and r.max() >= n else r) for r in (rec.seen_rows(u) for u in users)]
         pre = self._content_batch(users, hists, seens) if self.emb else None
+        # the chunk's co-occurrence and transition reads in one pass each (same rows and bits as
+        # one call a user: one sort and one bincount for the chunk, not one a user)
+        co_all = rec.cooccur.sparse_scores_many(users)
+        tr_all = rec.transitions.sparse_scores_many(users) if cfg.transitions.enabled else [None] * len(users)
         items = rec.index.items
         out = []
         for j, user in enumerate(users):
             seen = seens[j]
             self.allowed[seen] = False
             try:
-                sigs = self._signals(user, j, urows[j], mf_scores.get(j), seen, pre)
+                sigs = self._signals(user, j, urows[j], mf_scores.get(j), seen, pre, co_all[j], tr_all[j])
                 if not sigs:
                     out.append(self.fallback(k))
                     continue
@@ -192,11 +201,23 @@ class RankPass:
                         X[:, c] = features(g, g.values(cand))
                     rows, scores = self.ranker(user, sigs, cand, X, k + GONE_SLACK)
                 live = rec.available_rows(rows)  # deleted since the pass began: never listed
-                rows, scores = rows[live][:k], scores[live][:k]
-                out.append([(items[r], s) for r, s in zip(rows.tolist(), scores.tolist())])
+                if live.all():
+                    rows, scores = rows[:k], scores[:k]
+                else:
+                    rows, scores = rows[live][:k], scores[live][:k]
+                out.append(list(zip(map(items.__getitem__, rows.tolist()), scores.tolist())))
             finally:
                 self.allowed[seen] = self.available[seen]
+                for d in self._dense.values():
+                    d.clear()
         return out
+
+    def _lookup(self, name: str, rows: np.ndarray, vals: np.ndarray, default: float) -> Callable:
+        """``lookup(rows, vals, default)`` of the user being ranked, read from a dense array."""
+        d = self._dense.get(name)
+        if d is None:
+            d = self._dense[name] = DenseLookup(self.n, default)
+        return d.lookup(rows, vals)
 
     # -- content queries, batched per chunk -----------------------------------------------------
 
@@ -232,20 +253,20 @@ class RankPass:
 
     # -- one user ---------------------------------------------------------------------------------
 
-    def _signals(self, user, j: int, urow, mf_row, seen: np.ndarray, pre) -> list[Nominated]:
+    def _signals(self, user, j: int, urow, mf_row, seen: np.ndarray, pre, co, tr) -> list[Nominated]:
+        """The user's signals; ``co`` and ``tr``: its co-occurrence and transition scores
+        (``sparse_scores``, read for the chunk), ``None`` without any."""
         rec, cfg = self.rec, self.cfg
         allowed = self.allowed
         sigs: list[Nominated] = []
-        co = rec.cooccur.sparse_scores(user)
         if co is not None:
             rows, vals = below(*co, self.n)
             sigs.append(Nominated("cooccur", nominate(rows, vals, cfg.n_cooccur, allowed, True),
-                                  lookup(rows, vals, 0.0)))  # fmt: skip
-        tr = rec.transitions.sparse_scores(user) if cfg.transitions.enabled else None
+                                  self._lookup("cooccur", rows, vals, 0.0)))  # fmt: skip
         if tr is not None:
             rows, vals = below(*tr, self.n)
             sigs.append(Nominated("transitions", nominate(rows, vals, cfg.n_transitions, allowed, True),
-                                  lookup(rows, vals, 0.0)))  # fmt: skip
+                                  self._lookup("transitions", rows, vals, 0.0)))  # fmt: skip
         if urow is not None:
             mf = rec.mf
             if mf_row is not None and cfg.n_mf > 0:
@@ -285,8 +306,14 @@ class RankPass:
         out: list[Nominated] = []
         q = pre["profiles"][j]
         recent = pre["recents"][j]
-        queries = ([q] if q is not None else []) + ([cm.vectors(np.asarray(recent, dtype=np.int64))] if recent else [])
-        probe = _Probe(cm, np.vstack([np.atleast_2d(x) for x in queries]).T) if queries else None
+        probe = None
+        if q is not None or recent:  # the query columns: the profile, then the recent items
+            Wt = np.empty((int(q is not None) + len(recent), cm.dim), dtype=np.float32)
+            if q is not None:
+                Wt[0] = q
+            if recent:
+                Wt[int(q is not None) :] = cm.vectors(np.asarray(recent, dtype=np.int64))
+            probe = _Probe(cm, Wt.T)
         if q is not None:
 
             def cos_at(c: np.ndarray) -> np.ndarray:
@@ -317,17 +344,21 @@ class RankPass:
                 top = float(scores[0]) if len(scores) else -np.inf
             out.append(Nominated("embedding", noms, cos_at, "minmax", "mean"))
             if len(self.cold_rows) and count:
-                ok = allowed[self.cold_rows]
-                rows = self.cold_rows[ok]
+                if self.is_cold[seen].any():  # else every cold row is allowed (none was seen)
+                    ok = allowed[self.cold_rows]
+                    rows, cos = self.cold_rows[ok], pre["cold"][j][ok]
+                else:
+                    rows, cos = self.cold_rows, pre["cold"][j]
                 if len(rows):
-                    cos = pre["cold"][j][ok]
                     if self.index is not None:
                         top = max(top, float(cos.max()))
                     lifted = lift_scalar(cos, mu, top)
                     out.append(Nominated("fresh", nominate(rows, lifted, cc.n_fresh, allowed, True),
-                                         lookup(rows, lifted, -np.inf), "raw"))  # fmt: skip
+                                         self._lookup("fresh", rows, lifted, -np.inf), "raw"))  # fmt: skip
         if recent:
-            w = np.array([cc.recent_decay**r for r in range(len(recent))], dtype=np.float32)
+            w = self._decay.get(len(recent))
+            if w is None:
+                w = self._decay[len(recent)] = np.array([cc.recent_decay**r for r in range(len(recent))], np.float32)
             power, first = cc.recent_power, 0 if q is None else 1
 
             def near_at(c: np.ndarray) -> np.ndarray:
@@ -363,7 +394,7 @@ class RankPass:
         if sp is None:
             return []
         rows, vals = below(*sp, self.n)
-        base = lookup(rows, vals, 0.0)
+        base = self._lookup("tags", rows, vals, 0.0)
 
         def at(c: np.ndarray) -> np.ndarray:
             v = base(c)

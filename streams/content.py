@@ -320,6 +320,8 @@ class ContentModel(ContentSignals, ContentState):
 
     def has_embedding(self, rows: np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
+        if not len(rows) or rows.max() < len(self._has):  # one gather (a ranking pass's every read)
+            return self._has[rows]
         out = np.zeros(len(rows), dtype=bool)
         inside = rows < len(self._has)
         out[inside] = self._has[rows[inside]]

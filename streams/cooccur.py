@@ -23,7 +23,7 @@ Pruned counts restart from zero if the pair shows up again, a standard heavy-hit
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from itertools import islice
+from itertools import chain, islice
 from typing import Hashable
 
 import numpy as np
@@ -39,6 +39,7 @@ except ImportError:  # pragma: no cover - other interpreters
 
 from streamrec.streams.snapshot import chunked, pack_ids, pack_rows, unpack_ids, unpack_rows
 from streamrec.streams.model import Checkpointable, ItemIndex, RatingPolicy, _policy, _top, grow
+from streamrec.streams.pairruns import RowSums, group_sums
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class Cooccurrence(Checkpointable):
         # the base before them, replaying these gives the state: counts, popularity, sweeps)
         self._log: list[tuple[int, list[int]]] | None = None
         self._since_sweep = 0
+        self._sums = RowSums()  # the scoring's scratch
 
     def learn_click(self, user: Hashable, item: Hashable, ts: float | None = None) -> None:
         self._add(user, self.index.add(item))
@@ -233,18 +235,59 @@ class Cooccurrence(Checkpointable):
 
     def sparse_scores(self, user: Hashable) -> tuple[np.ndarray, np.ndarray] | None:
         """:meth:`scores_for` at its non-zero rows only, ``(sorted rows, scores)``: the per-user
-        cost grows with the neighbour lists read, not with the catalogue."""
-        parts = self._contributions(user)
-        if parts is None:
+        cost grows with the neighbour lists read, not with the catalogue. The same sums as
+        :meth:`_contributions` adds up, in the same order, with a few numpy calls per user rather
+        than three per history item (the neighbour maps read in one pass each for rows and counts)."""
+        hist = self._hist.get(user)
+        if not hist:
             return None
-        keys, vals = parts
-        cfg, pop = self.config, self._pop
-        if not keys:
+        cfg, pop, nbrs = self.config, self._pop, self._nbrs
+        maps, factors = [], []
+        w, a1 = 1.0, 1.0 - cfg.alpha
+        for h in reversed(hist):
+            d = nbrs.get(h)
+            if d:
+                maps.append(d)
+                factors.append(w / pop[h] ** a1)
+            w *= cfg.recency_decay
+        if not maps:
             return np.zeros(0, np.int64), np.zeros(0)
-        rows, inv = np.unique(np.concatenate(keys), return_inverse=True)
-        s = np.bincount(inv, weights=np.concatenate(vals), minlength=len(rows))
+        lens = list(map(len, maps))
+        total = sum(lens)
+        keys = np.fromiter(chain.from_iterable(maps), np.int64, total)
+        counts = np.fromiter(chain.from_iterable(map(dict.values, maps)), np.int64, total)
+        rows, s = self._sums(keys, counts * np.repeat(factors, lens))
         s /= np.sqrt(pop[rows]) if cfg.alpha == 0.5 else pop[rows] ** cfg.alpha
         return rows, s
+
+    def sparse_scores_many(self, users: list[Hashable]) -> list[tuple[np.ndarray, np.ndarray] | None]:
+        """:meth:`sparse_scores` of each of ``users`` (the same rows, the same bits), for a chunk
+        of users at once: the neighbour maps of the whole chunk read in one pass, and one sort
+        and one ``bincount`` for all of it."""
+        cfg, pop, nbrs, hists = self.config, self._pop, self._nbrs, self._hist
+        a1, decay = 1.0 - cfg.alpha, cfg.recency_decay
+        maps, factors, lens, owner, has = [], [], [], [], []
+        for u, user in enumerate(users):
+            hist = hists.get(user)
+            has.append(bool(hist))
+            if hist:
+                w = 1.0
+                for h in reversed(hist):
+                    d = nbrs.get(h)
+                    if d:
+                        maps.append(d)
+                        factors.append(w / pop[h] ** a1)
+                        lens.append(len(d))
+                        owner.append(u)
+                    w *= decay
+        total = sum(lens)
+        keys = np.fromiter(chain.from_iterable(maps), np.int64, total)
+        counts = np.fromiter(chain.from_iterable(map(dict.values, maps)), np.int64, total)
+        bounds, b, s = group_sums(np.repeat(np.asarray(owner, np.int64), lens), keys,
+                                  counts * np.repeat(factors, lens), len(users))  # fmt: skip
+        s /= np.sqrt(pop[b]) if cfg.alpha == 0.5 else pop[b] ** cfg.alpha
+        cut = bounds.tolist()
+        return [(b[cut[u] : cut[u + 1]], s[cut[u] : cut[u + 1]]) if has[u] else None for u in range(len(users))]
 
     def neighbours(self, item: Hashable, k: int = 10) -> list[tuple[Hashable, float]]:
         """Items most co-occurring with ``item``, normalised as in :meth:`scores_for`."""

@@ -299,6 +299,15 @@ class OnlineMF(MFState, Checkpointable):
         """MF scores of user row ``u`` at item ``rows`` (``-inf`` where no factors), exactly
         :meth:`scores_for` there; ``factors`` are precomputed scores ``Q[rows] @ P[u]``."""
         rows = np.asarray(rows, dtype=np.int64)
+        if factors is None and len(rows) and int(rows.max()) < len(self._has):
+            # the ranking pass's case (every candidate has a slot): ``take`` gathers the factor
+            # rows in 9 µs where fancy indexing takes 21 (900 rows x 16), the same values
+            has = self._has.take(rows)
+            if has.all():
+                v = self._Q.take(rows, axis=0) @ self._P[u]
+                if self.config.biased:
+                    v = v + self._bi.take(rows) + (self._mean + self._bu[u])
+                return v
         has = np.zeros(len(rows), dtype=bool)
         inside = rows < len(self._has)
         has[inside] = self._has[rows[inside]]

@@ -18,18 +18,40 @@ rows_none = np.zeros(0, dtype=np.int64)
 
 
 def nominate(rows: np.ndarray, values: np.ndarray, n: int, allowed: np.ndarray, positive: bool) -> np.ndarray:
-    """The ``n`` best allowed ``rows`` by ``values`` (finite, and > 0 with ``positive``).
+    """The ``n`` best allowed ``rows`` by ``values`` (finite, and > 0 with ``positive``), in the
+    order of ``rows``: nominees are a set (the pass ranks their union), so they are not sorted.
 
     >>> nominate(np.array([2, 5, 7]), np.array([1.0, 3.0, 2.0]), 2, np.array([True] * 6 + [False] * 2), True).tolist()
-    [5, 2]
+    [2, 5]
     """
     if n <= 0 or not len(rows):
         return rows[:0]
     ok = allowed[rows] & np.isfinite(values)
     if positive:
         ok &= values > 0
-    idx = np.flatnonzero(ok)
-    return rows[idx[best_k(values[idx], n)]]
+    idx = ok.nonzero()[0]
+    return rows[idx[best_set(values[idx], n)]]
+
+
+def best_set(values: np.ndarray, k: int) -> np.ndarray:
+    """The positions :func:`~streamrec.streams.ranking.best_k` picks (ties at the cut go to the
+    lower position), in position order: the same set without sorting it (11 against 15 µs for
+    200 of a few hundred values). ``values``: no NaN.
+
+    >>> best_set(np.array([1.0, 3.0, 3.0, 2.0, 3.0]), 2).tolist()
+    [1, 2]
+    >>> best_set(np.array([1.0, 3.0, 2.0]), 5).tolist()
+    [0, 1, 2]
+    """
+    m = len(values)
+    if k <= 0 or m == 0:
+        return rows_none
+    if k >= m:
+        return np.arange(m)
+    thr = np.partition(values, m - k)[m - k]
+    keep = values > thr  # fewer than k: the rest are ties at the threshold, lowest positions first
+    keep[(values == thr).nonzero()[0][: k - int(np.count_nonzero(keep))]] = True
+    return keep.nonzero()[0]
 
 
 def top_superset(values: np.ndarray, t: int) -> np.ndarray:
@@ -59,7 +81,7 @@ def top_superset(values: np.ndarray, t: int) -> np.ndarray:
         sample = values[::stride]
         q = min(len(sample), 3 * t // stride + 1)
         thr = np.partition(sample, len(sample) - q)[len(sample) - q]
-        pos = np.flatnonzero(values >= thr)
+        pos = (values >= thr).nonzero()[0]
         if len(pos) >= t:
             return pos
     pos = np.argpartition(-values, t - 1)[:t]
@@ -83,6 +105,39 @@ def lookup(rows: np.ndarray, values: np.ndarray, default: float) -> Callable[[np
         return out
 
     return at
+
+
+class DenseLookup:
+    """:func:`lookup` for one user at a time, over a dense array of every row of a pass.
+
+    Why: a list's ~900 candidates are read from it in one gather (5 µs) where the sorted search
+    of :func:`lookup` takes six calls (28 µs), and a pass reads three or four such signals a list.
+    The rows set for a user are put back to ``default`` by :meth:`clear` (the caller's job once the
+    user is ranked), so a user costs ``O(rows)``, not ``O(catalogue)``; ``rows`` distinct and below
+    the array's length (the pass's :func:`below`).
+
+    >>> d = DenseLookup(6, 0.0)
+    >>> at = d.lookup(np.array([2, 5]), np.array([1.0, 3.0]))
+    >>> at(np.array([1, 5, 2])).tolist()
+    [0.0, 3.0, 1.0]
+    >>> d.clear(); at(np.array([5])).tolist()
+    [0.0]
+    """
+
+    def __init__(self, n: int, default: float):
+        self.default = default
+        self._dense = np.full(n, default)
+        self._set: list[np.ndarray] = []
+
+    def lookup(self, rows: np.ndarray, values: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        self._dense[rows] = values
+        self._set.append(rows)
+        return self._dense.take  # a copy at the candidate rows
+
+    def clear(self) -> None:
+        for rows in self._set:
+            self._dense[rows] = self.default
+        self._set.clear()
 
 
 def lift_scalar(cos: np.ndarray, mu: float, top: float) -> np.ndarray:
@@ -140,9 +195,12 @@ def hit_rows(hits: np.ndarray) -> np.ndarray:
     return hits[hits >= 0].astype(np.int64)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Nominated:
-    """A signal's nominees (``rows``) and its exact value at any rows (``values``; -inf: no opinion)."""
+    """A signal's nominees (``rows``) and its exact value at any rows (``values``; -inf: no opinion).
+
+    Not frozen: a pass builds eight a list, and a frozen dataclass's ``__init__`` (one
+    ``object.__setattr__`` per field) costs four times a plain one's (1.8 against 0.4 µs)."""
 
     name: str
     rows: np.ndarray

@@ -137,3 +137,61 @@ class SortedRun:
         tag = np.repeat(np.arange(len(a)), lens)
         live = self.live[pos]
         return pos[live], tag[live]
+
+
+class RowSums:
+    """The distinct keys of ``keys`` sorted and the sum of each one's ``weights``: what
+    ``np.unique(keys, return_inverse=True)`` and ``np.bincount(inverse, weights)`` give, bit for bit
+    (``bincount`` adds in input order either way), at about half the cost on a user's few hundred
+    neighbour entries: one plain sort finds the keys, and a key -> slot scratch array, reused from
+    call to call (so one per owner, not shared between threads), replaces unique's inverse.
+
+    >>> sums = RowSums()
+    >>> [x.tolist() for x in sums(np.array([7, 3, 7, 0]), np.array([0.5, 1.0, 0.25, 2.0]))]
+    [[0, 3, 7], [2.0, 1.0, 0.75]]
+    >>> [x.tolist() for x in sums(np.zeros(0, np.int64), np.zeros(0))]
+    [[], []]
+    """
+
+    __slots__ = ("_slot",)
+
+    def __init__(self) -> None:
+        self._slot = np.zeros(0, np.intp)
+
+    def __reduce__(self):  # the scratch is no state: a copy starts empty
+        return (RowSums, ())
+
+    def __call__(self, keys: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        n = len(keys)
+        if not n:
+            return np.zeros(0, np.int64), np.zeros(0)
+        sk = np.sort(keys)
+        keep = np.empty(n, bool)
+        keep[0] = True
+        np.not_equal(sk[1:], sk[:-1], out=keep[1:])
+        rows = sk[keep]
+        top = int(rows[-1]) + 1
+        if top > len(self._slot):
+            self._slot = np.zeros(max(top, 2 * len(self._slot)), np.intp)
+        slot = self._slot
+        slot[rows] = np.arange(len(rows))
+        return rows, np.bincount(slot[keys], weights=weights, minlength=len(rows))
+
+
+def group_sums(group: np.ndarray, keys: np.ndarray, weights: np.ndarray, n_groups: int):
+    """:class:`RowSums` for many groups at once (a chunk of users): the distinct keys of each
+    group sorted, each one's weights summed in input order, as ``(bounds, keys, sums)`` with group
+    ``g``'s at ``bounds[g]:bounds[g + 1]``. One sort (:func:`key_groups`) and one ``bincount`` for
+    the whole chunk.
+
+    >>> b, k, s = group_sums(np.array([1, 0, 1, 1]), np.array([4, 4, 2, 4]), np.array([1., 2., 3., 4.]), 3)
+    >>> b.tolist(), k.tolist(), s.tolist()
+    ([0, 1, 3, 3], [4, 2, 4], [2.0, 3.0, 5.0])
+    """
+    group = np.asarray(group, np.int64)
+    if not len(keys):
+        return np.zeros(n_groups + 1, np.int64), np.zeros(0, np.int64), np.zeros(0)
+    uk, _, counts, pos = key_groups(group, keys)  # each key's pairs in input order: so are the sums
+    sums = np.bincount(np.repeat(np.arange(len(uk)), counts), weights=weights[pos], minlength=len(uk))
+    bounds = np.searchsorted(uk, np.arange(n_groups + 1, dtype=np.int64) << SHIFT)
+    return bounds, uk & LOW, sums

@@ -145,10 +145,11 @@ def best_k(values: np.ndarray, k: int) -> np.ndarray:
     m = len(values)
     if k <= 0 or m == 0:
         return np.zeros(0, dtype=np.int64)
-    if k >= m:
-        idx = np.arange(m)
-    else:
-        idx = np.flatnonzero(values >= np.partition(values, m - k)[m - k])
+    if k >= m:  # every position: a stable sort keeps ties in position order
+        return np.argsort(-values, kind="stable")
+    # ``.nonzero()[0]``, not ``np.flatnonzero``: the same rows without its ravel (2 against 4 µs
+    # at a list's ~900 candidates; a pass calls this a dozen times a list)
+    idx = (values >= np.partition(values, m - k)[m - k]).nonzero()[0]
     return idx[np.lexsort((idx, -values[idx]))[:k]]
 
 
@@ -163,7 +164,7 @@ def top_n(scores: np.ndarray, n: int, allowed: np.ndarray | None = None, positiv
         ok &= scores > 0
     if allowed is not None:
         ok &= allowed
-    rows = np.flatnonzero(ok)
+    rows = ok.nonzero()[0]
     return rows[best_k(scores[rows], n)]
 
 
@@ -180,7 +181,13 @@ def normalise(values: np.ndarray, how: str) -> np.ndarray:
     if not len(values):
         return np.zeros(0)
     ok = np.isfinite(values)
-    if ok.all():  # the common case at candidates: no masking (same values as below)
+    return _normalise(values, how, None if ok.all() else ok)
+
+
+def _normalise(values: np.ndarray, how: str, ok: np.ndarray | None) -> np.ndarray:
+    """:func:`normalise` of non-empty ``values``; ``ok``: their finite mask, ``None`` when all are
+    finite (the common case at candidates: no masking, the same values as the masked path)."""
+    if ok is None:
         if how == "raw":
             return np.clip(values, 0.0, 1.0).astype(np.float64, copy=False)
         if how == "max":
@@ -228,11 +235,16 @@ def features(signal: Signal, values: np.ndarray) -> np.ndarray:
     >>> features(s, np.array([0.2, -np.inf, 0.6, 0.4])).round(6).tolist()
     [0.0, 0.5, 1.0, 0.5]
     """
-    x = normalise(values, signal.normalise)
-    if signal.missing == "mean":
-        ok = np.isfinite(values)
-        if ok.any() and not ok.all():
-            x[~ok] = x[ok].mean()
+    if not len(values):
+        return np.zeros(0)
+    # one finiteness test for both steps; a finite sum means every value is finite (an inf or NaN
+    # makes it non-finite; a sum that overflows only sends the values down the masked path)
+    ok = None if np.isfinite(values.sum()) else np.isfinite(values)
+    if ok is not None and ok.all():
+        ok = None
+    x = _normalise(values, signal.normalise, ok)
+    if signal.missing == "mean" and ok is not None and ok.any():
+        x[~ok] = x[ok].mean()
     return x
 
 

@@ -343,6 +343,8 @@ class Recommender(RecommenderState, PartitionState):
     def available_rows(self, rows: np.ndarray) -> np.ndarray:
         """Which item ``rows`` may be recommended now (not deleted)."""
         rows = np.asarray(rows, dtype=np.int64)
+        if len(rows) and int(rows.max()) < len(self._available):
+            return self._available.take(rows)
         out = np.ones(len(rows), dtype=bool)
         inside = rows < len(self._available)
         out[inside] = self._available[rows[inside]]

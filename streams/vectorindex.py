@@ -55,6 +55,37 @@ def default_nlist(n: int) -> int:
     return int(min(4096, max(16, 2 ** round(math.log2(4.0 * math.sqrt(max(1, n)))))))
 
 
+#: query batches at least this large find their inverted lists by one BLAS product (:func:`coarse_lists`)
+BLAS_MIN_QUERIES = 8
+
+
+def coarse_lists(queries: np.ndarray, centroids_t: np.ndarray, nprobe: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(scores, lists)``: each query's ``nprobe`` best centroids by inner product, best first
+    (``centroids_t``: ``dim x nlist``); both C-contiguous, as ``search_preassigned`` reads them.
+
+    Why not the flat quantizer's own search: for a batch (a ranking chunk of 64 profiles) one
+    matrix product and a partial sort per row cost half as much, and select the same lists.
+
+    >>> C = np.eye(4, dtype=np.float32)
+    >>> s, l = coarse_lists(np.array([[0.1, 0.9, 0.0, 0.5]], dtype=np.float32), C.T.copy(), 2)
+    >>> l.tolist(), s.astype(float).round(2).tolist()
+    ([[1, 3]], [[0.9, 0.5]])
+    >>> rng = np.random.default_rng(0)                  # the flat quantizer's own answer
+    >>> C, Q = rng.normal(size=(64, 8)).astype(np.float32), rng.normal(size=(20, 8)).astype(np.float32)
+    >>> flat = faiss.IndexFlatIP(8); flat.add(C)
+    >>> s, l = coarse_lists(Q, C.T.copy(), 5); s2, l2 = flat.search(Q, 5)
+    >>> bool((l == l2).all()), bool(np.allclose(s, s2, atol=1e-5))
+    (True, True)
+    """
+    S = queries @ centroids_t
+    nprobe = min(nprobe, S.shape[1])
+    part = np.argpartition(-S, nprobe - 1, axis=1)[:, :nprobe] if nprobe < S.shape[1] else np.argsort(-S, axis=1)
+    d = np.take_along_axis(S, part, 1)
+    order = np.argsort(-d, axis=1, kind="stable")
+    lists = np.ascontiguousarray(np.take_along_axis(part, order, 1), dtype=np.int64)
+    return np.ascontiguousarray(np.take_along_axis(d, order, 1)), lists
+
+
 class VectorIndex:
     """faiss ``IndexIVFFlat`` (inner product) with int64 row ids; ``search`` pads with ``-1``."""
 
@@ -63,6 +94,7 @@ class VectorIndex:
             raise RuntimeError("the vector index needs faiss-cpu (a core dependency of streamrec)")
         self.dim, self.nlist, self.nprobe, self.seed = dim, nlist, nprobe, seed
         self.index = None
+        self._CT: np.ndarray | None = None  # the coarse centroids, transposed (dim x nlist)
         self.n_built = 0  # vectors at the last (re)build: grow well past it and it is retrained
         #: the nearest ``assign_width`` lists of every added vector, by row (``-1``: not known), kept
         #: from adding it: :meth:`search_rows` then skips the coarse quantizer for a member's vector
@@ -88,6 +120,7 @@ class VectorIndex:
         index.train(x)
         index.nprobe = min(self.nprobe, nlist)
         self.index, self.n_built, self._quantizer = index, len(x), quantizer
+        self._CT = None
         self._assign = np.full((0, self._assign.shape[1]), -1, dtype=np.int64)
         self._assign_d = np.zeros((0, self._assign.shape[1]), dtype=np.float32)
         self.add(x, rows)
@@ -162,13 +195,39 @@ class VectorIndex:
 
     def search(self, queries: np.ndarray, k: int, nprobe: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``(rows, scores)``, each ``len(queries) x k``, best first; missing hits are row ``-1``.
-        ``nprobe``: inverted lists scanned for these queries (default: the index's)."""
+        ``nprobe``: inverted lists scanned for these queries (default: the index's).
+
+        A batch of at least :data:`BLAS_MIN_QUERIES` finds its lists with one BLAS product
+        (:func:`coarse_lists`) and scans them with ``search_preassigned``: the same lists and the
+        same answer as faiss's own coarse search, which cost 0.04 of a profile's 0.19-0.26 ms at
+        100k items (the product and selection: 0.018).
+
+        >>> rng = np.random.default_rng(2)
+        >>> X = rng.normal(size=(500, 8)).astype(np.float32); X /= np.linalg.norm(X, axis=1, keepdims=True)
+        >>> ix = VectorIndex(8, nlist=16, nprobe=3)
+        >>> ix.build(X, np.arange(500))
+        >>> rows, scores = ix.search(X[:20], 10)          # a batch: lists by one product
+        >>> s2, r2 = ix.index.search(X[:20], 10)          # faiss's own coarse search
+        >>> bool((rows == r2).all() and (scores == s2).all())
+        True
+        """
         q = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        probe = max(1, min(self.index.nprobe if nprobe is None else nprobe, self.index.nlist))
+        if len(q) >= BLAS_MIN_QUERIES and k > 0:
+            if self._CT is None:  # the centroids are fixed once trained
+                self._CT = np.ascontiguousarray(self.centroids.T)
+            dist, lists = coarse_lists(q, self._CT, probe)
+            n = len(q)
+            scores = np.empty((n, k), dtype=np.float32)
+            labels = np.empty((n, k), dtype=np.int64)
+            params = faiss.SearchParametersIVF(nprobe=probe)
+            self.index.search_preassigned_c(n, faiss.swig_ptr(q), k, faiss.swig_ptr(lists), faiss.swig_ptr(dist),
+                                            faiss.swig_ptr(scores), faiss.swig_ptr(labels), False, params)  # fmt: skip
+            return labels, scores
         if nprobe is None:
             scores, rows = self.index.search(q, k)
         else:
-            params = faiss.SearchParametersIVF(nprobe=max(1, min(nprobe, self.index.nlist)))
-            scores, rows = self.index.search(q, k, params=params)
+            scores, rows = self.index.search(q, k, params=faiss.SearchParametersIVF(nprobe=probe))
         return rows, scores
 
     @property

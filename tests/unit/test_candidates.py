@@ -213,3 +213,49 @@ def test_neighbour_searches_from_the_kept_lists_match_full_searches_as_embedding
     assert not np.array_equal(after[3], before[3])
     rec.recommend(USERS[0])  # the pass re-adds it with its new lists
     same()
+
+
+def test_best_set_is_the_set_best_k_picks_ties_included():
+    from streamrec.streams.nominate import best_set
+    from streamrec.streams.ranking import best_k
+
+    rng = np.random.default_rng(11)
+    for _ in range(500):
+        m, k = int(rng.integers(1, 300)), int(rng.integers(0, 320))
+        v = np.round(rng.normal(size=m), int(rng.integers(0, 3)))  # 0 decimals: many ties at the cut
+        got = best_set(v, k)
+        assert got.tolist() == sorted(best_k(v, k).tolist())
+
+
+def test_dense_lookup_reads_like_lookup_and_clears_only_what_it_set():
+    from streamrec.streams.nominate import DenseLookup, lookup
+
+    rng = np.random.default_rng(5)
+    d = DenseLookup(1_000, -np.inf)
+    for _ in range(20):
+        rows = np.sort(rng.choice(1_000, int(rng.integers(0, 300)), replace=False))
+        vals = rng.normal(size=len(rows))
+        cand = np.sort(rng.choice(1_000, 400, replace=False))
+        assert d.lookup(rows, vals)(cand).tolist() == lookup(rows, vals, -np.inf)(cand).tolist()
+        d.clear()
+        assert np.all(d.lookup(rows[:0], vals[:0])(np.arange(1_000)) == -np.inf)  # nothing left over
+
+
+def test_probe_reuses_its_previous_read_and_matches_a_fresh_product():
+    from streamrec.streams.candidates import _Probe
+
+    rec = build(CONTENT)
+    cm = rec.content
+    past = len(rec.index) + 3  # a row the model has no arrays for yet: no embedding
+    W = np.random.default_rng(5).normal(size=(16, 3)).astype(np.float32)
+    probe = _Probe(cm, W)
+    first = np.array([1, 5, 6, 40])
+    probe.at(first)
+    rows = np.array([0, 1, 5, 6, 7, 40, 41, past])
+    sims, has = probe.at(rows)
+    np.testing.assert_allclose(sims, cm.vectors(rows) @ W, rtol=1e-5, atol=1e-6)
+    assert has.tolist() == cm.has_embedding(rows).tolist()
+    assert not has[-1] and has.any() and not has.all()  # every sixth item has no embedding
+    assert not sims[~has].any()  # zero rows there (the signals read them as no opinion)
+    assert probe.at(rows)[0] is sims  # the same rows again: no second read
+    assert cm.has_embedding(np.zeros(0, dtype=np.int64)).tolist() == []

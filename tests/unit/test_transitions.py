@@ -184,7 +184,8 @@ def test_the_recommender_nominates_and_blends_transitions():
     rec = _learned(cfg)
     names = [s.name for s in rec.signals("u1")]
     assert "transitions" in names
-    sigs = RankPass(rec)._signals("u1", 0, rec.mf.user_row("u1"), None, rec.seen_rows("u1"), None)
+    sigs = RankPass(rec)._signals("u1", 0, rec.mf.user_row("u1"), None, rec.seen_rows("u1"), None,
+                                  rec.cooccur.sparse_scores("u1"), rec.transitions.sparse_scores("u1"))
     assert "transitions" in [s.name for s in sigs]
     # the pass and the dense path agree with the signal in
     for u in ("u1", "u2", "u3"):

@@ -56,6 +56,22 @@ from streamrec.streams.pairruns import RowSums, group_sums
 from streamrec.streams.snapshot import chunked, pack_ids, pack_rows, unpack_ids, unpack_rows
 
 
+def by_inflow(s: np.ndarray, inn: np.ndarray, alpha: float) -> np.ndarray:
+    """Scores ``s`` (in place) divided by their rows' decayed inflow ``inn`` to the power
+    ``alpha``; a row with no inflow left scores 0.
+
+    >>> by_inflow(np.array([2.0, 3.0]), np.array([4.0, 0.0]), 0.5).tolist()
+    [1.0, 0.0]
+    """
+    ok = inn > 0.0
+    if ok.all():
+        s /= np.sqrt(inn) if alpha == 0.5 else inn**alpha
+    else:
+        s[ok] /= np.sqrt(inn[ok]) if alpha == 0.5 else inn[ok] ** alpha
+        s[~ok] = 0.0
+    return s
+
+
 def in_time_order(rows: list[int], times: list[float]) -> tuple[list[int], list[float]]:
     """A window sorted by time, equal times in their given order (how :meth:`Transitions.learn`
     keeps it, so the items strictly before an event are a prefix found by bisection).
@@ -311,14 +327,7 @@ class Transitions(Checkpointable):
             keys, vals, f = keys[keep], vals[keep], f[keep]
         # summed as np.unique + bincount would, in the same order (the lists stay bit for bit)
         rows, s = self._sums(keys, vals * f)
-        inn = pairs.inn[rows]
-        ok = inn > 0.0
-        if ok.all():
-            s /= np.sqrt(inn) if cfg.alpha == 0.5 else inn**cfg.alpha
-        else:
-            s[ok] /= np.sqrt(inn[ok]) if cfg.alpha == 0.5 else inn[ok] ** cfg.alpha
-            s[~ok] = 0.0
-        return rows, s
+        return rows, by_inflow(s, pairs.inn[rows], cfg.alpha)
 
     def sparse_scores_many(self, users: list[Hashable]) -> list[tuple[np.ndarray, np.ndarray] | None]:
         """:meth:`sparse_scores` of each of ``users`` (the same rows, the same bits), for a chunk
@@ -347,13 +356,7 @@ class Transitions(Checkpointable):
             keep = fe >= 0.0
             keys, vals, fe, group = keys[keep], vals[keep], fe[keep], group[keep]
         bounds, b, s = group_sums(group, keys, vals * fe, len(users))
-        inn = pairs.inn[b]
-        ok = inn > 0.0
-        if ok.all():
-            s /= np.sqrt(inn) if cfg.alpha == 0.5 else inn**cfg.alpha
-        else:
-            s[ok] /= np.sqrt(inn[ok]) if cfg.alpha == 0.5 else inn[ok] ** cfg.alpha
-            s[~ok] = 0.0
+        s = by_inflow(s, pairs.inn[b], cfg.alpha)
         cut = bounds.tolist()
         return [(b[cut[u] : cut[u + 1]], s[cut[u] : cut[u + 1]]) if has[u] else None for u in range(len(users))]
 

@@ -186,6 +186,13 @@ class VectorIndex:
         miss = lists[:, 0] < 0
         if miss.any():
             dist[miss], lists[miss] = self._quantizer.search(q[miss], nprobe)
+        return self._scan(q, k, lists, dist)
+
+    def _scan(self, q: np.ndarray, k: int, lists: np.ndarray, dist: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(rows, scores)`` of queries ``q`` whose inverted lists are already chosen (``lists``,
+        ``len(q) x nprobe``, best first, with their centroid scores ``dist``): faiss
+        ``search_preassigned`` scans only those."""
+        n, nprobe = lists.shape
         scores = np.empty((n, k), dtype=np.float32)
         labels = np.empty((n, k), dtype=np.int64)
         params = faiss.SearchParametersIVF(nprobe=nprobe)
@@ -217,13 +224,7 @@ class VectorIndex:
             if self._CT is None:  # the centroids are fixed once trained
                 self._CT = np.ascontiguousarray(self.centroids.T)
             dist, lists = coarse_lists(q, self._CT, probe)
-            n = len(q)
-            scores = np.empty((n, k), dtype=np.float32)
-            labels = np.empty((n, k), dtype=np.int64)
-            params = faiss.SearchParametersIVF(nprobe=probe)
-            self.index.search_preassigned_c(n, faiss.swig_ptr(q), k, faiss.swig_ptr(lists), faiss.swig_ptr(dist),
-                                            faiss.swig_ptr(scores), faiss.swig_ptr(labels), False, params)  # fmt: skip
-            return labels, scores
+            return self._scan(q, k, lists, dist)
         if nprobe is None:
             scores, rows = self.index.search(q, k)
         else:

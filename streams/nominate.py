@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from streamrec.streams.ranking import BlendWeights, best_k, features
+from streamrec.streams.ranking import BlendWeights, Signal, best_k, features, top_n
 
 rows_none = np.zeros(0, dtype=np.int64)
 
@@ -230,3 +230,24 @@ def rank_nominated(signals: list[Nominated], weights: BlendWeights, k: int) -> t
             total += w * features(s, s.values(cand))
     best = best_k(total, k)  # cand is sorted, so ties go to the lower row
     return cand[best], total[best]
+
+
+def as_nominated(signals: list[Signal], allowed: np.ndarray) -> list[Nominated]:
+    """Dense :class:`~streamrec.streams.ranking.Signal` objects as :class:`Nominated` ones: each
+    nominates its ``n_candidates`` best allowed rows (sorted), as
+    :func:`~streamrec.streams.ranking.candidates` picks them.
+
+    >>> s = Signal("cooccur", np.array([0.0, 2.0, 9.0, 1.0]), n_candidates=2)
+    >>> g, = as_nominated([s], np.array([True, True, False, True]))
+    >>> g.rows.tolist(), g.values(np.array([2, 3])).tolist()
+    ([1, 3], [9.0, 1.0])
+    """
+    n = len(allowed)
+    out = []
+    for s in signals:
+        dense = s.dense(n)
+        rows = rows_none
+        if s.n_candidates > 0:
+            rows = np.sort(top_n(dense, s.n_candidates, allowed, positive=s.normalise != "minmax"))
+        out.append(Nominated(s.name, rows, dense.take, s.normalise, s.missing, s.source))
+    return out

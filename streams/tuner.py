@@ -55,7 +55,8 @@ from streamrec.settings import SIGNALS
 from streamrec.streams.evidence import PairedEvidence
 from streamrec.streams.blendlearner import BlendLearner, LearnedBlendConfig
 from streamrec.streams.challengers import Arm, challengers, tunable
-from streamrec.streams.ranking import BlendWeights, best_k, candidates, feature_matrix
+from streamrec.streams.nominate import Nominated, as_nominated, union_sorted
+from streamrec.streams.ranking import CONTENT_WEIGHTS, BlendWeights, best_k, features
 
 log = logging.getLogger("streamrec.tuner")
 START_OFF = ("embedding", "recent", "tags", "transitions")
@@ -198,14 +199,16 @@ class Tuner:
         path; the worker ranks through :meth:`rank` inside a batched ranking pass)."""
         k = model.config.k if k is None else k
         allowed = model.allowed(user)
-        signals = model.signals(user, allowed)
+        signals = as_nominated(model.signals(user, allowed), allowed)
         if not signals:
             self._tops.pop(user, None)
             return model.fallback(k)
-        cand = candidates(signals, allowed)
+        cand = union_sorted([s.rows for s in signals if len(s.rows)])
         if not len(cand) or k <= 0:
             return []
-        X = feature_matrix(signals, cand, len(allowed))
+        X = np.zeros((len(cand), len(signals)))
+        for c, s in enumerate(signals):
+            X[:, c] = features(s, s.values(cand))
         rows, scores = self.rank(model, user, signals, cand, X, k)
         items = model.index.items
         return [(items[r], float(s)) for r, s in zip(rows.tolist(), scores.tolist())]
@@ -215,12 +218,24 @@ class Tuner:
         :class:`~streamrec.streams.candidates.RankPass`)."""
         return lambda user, signals, cand, X, k: self.rank(model, user, signals, cand, X, k)
 
-    def rank(self, model, user: Hashable, signals, cand: np.ndarray, X: np.ndarray,
+    def rank(self, model, user: Hashable, signals: list[Nominated], cand: np.ndarray, X: np.ndarray,
              k: int) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
-        """The served weighting's top ``k`` of ``cand`` (``X``: the signals' normalised values
-        there, one column each), as ``(rows, scores)``; remembers every challenger's list."""
-        S = X @ self._matrix(signals, model.config.weights.extra)
-        served = best_k(S[:, 0], k)
+        """The served weighting's top ``k`` of ``cand`` (the union of the ``signals``' nominees;
+        ``X``: their normalised values there, one column each), as ``(rows, scores)``; remembers
+        every challenger's list. The served list is drawn from :func:`served_pool`."""
+        W = self._matrix(signals, model.config.weights.extra)
+        S = X @ W
+        pool = served_pool(signals, W[:, 0], cand)
+        if pool is None:
+            served = best_k(S[:, 0], k)
+            scores = S[served, 0]
+        else:  # the served weighting's own candidates, normalised over them
+            Xp = np.zeros((len(pool), len(signals)))
+            for c, s in enumerate(signals):
+                Xp[:, c] = features(s, s.values(cand[pool]))
+            sp = Xp @ W[:, 0]
+            best = best_k(sp, k)
+            served, scores = pool[best], sp[best]
         depth = self.config.depth
         tops = np.full((len(self.arms), depth), -1, dtype=np.int64)
         for a in range(len(self.arms)):
@@ -232,7 +247,7 @@ class Tuner:
             self._tops.popitem(last=False)
         if self.learner is not None:
             self.learner.remember(user, [s.name for s in signals], cand, X, served[:10])
-        return cand[served], S[served, 0]
+        return cand[served], scores
 
     # -- learning -----------------------------------------------------------------------------------
 
@@ -360,3 +375,42 @@ class Tuner:
         """For the stats hash and the metrics: how far the climb has got."""
         return {"tuner_promotions": len(self.promotions), "tuner_paired": self.paired,
                 "tuner_scored": self.scored, "tuner_weights": dict(self.weights)}  # fmt: skip
+
+
+#: signals whose nominees join the served list's candidates even at weight 0: the content
+#: signals are the cold-start candidate source (an item nobody has taken yet reaches a list only
+#: through them), and the others' signals rank what they bring
+NOMINATE_AT_ZERO = frozenset(CONTENT_WEIGHTS)
+
+
+def served_pool(signals: list[Nominated], served: np.ndarray, cand: np.ndarray) -> np.ndarray | None:
+    """Positions in ``cand`` that the served weighting (``served``: its weight of each signal)
+    ranks, or None for all of them: the union without the nominees that only collaborative
+    signals at weight 0 brought.
+
+    Why: a collaborative signal the served weighting leaves at 0 (ordered transitions before the
+    stream shows an order) is computed for the challengers that switch it on; its nominees would
+    change the served list only by stretching the other signals' normalisation over the
+    candidates (on the synthetic set that cost the CRM two hits in 19,800). Content signals and
+    runtime sources keep nominating at weight 0 (see :data:`NOMINATE_AT_ZERO`).
+
+    >>> co = Nominated("cooccur", np.array([1, 3]), None)
+    >>> tr = Nominated("transitions", np.array([3, 7]), None)
+    >>> fr = Nominated("fresh", np.array([9]), None)
+    >>> cand = np.array([1, 3, 7, 9])
+    >>> served_pool([co, tr, fr], np.array([1.0, 0.0, 0.0]), cand).tolist()   # 7: transitions' alone
+    [0, 1, 3]
+    >>> served_pool([co, tr, fr], np.array([1.0, 0.5, 0.0]), cand) is None
+    True
+    """
+    idle = [c for c, s in enumerate(signals)
+            if not served[c] and len(s.rows) and not s.source and s.name not in NOMINATE_AT_ZERO]  # fmt: skip
+    if not idle:
+        return None
+    keep = [s.rows for c, s in enumerate(signals) if c not in idle and len(s.rows)]
+    if not keep:
+        return None  # nothing else nominated: the union rather than no list
+    pool = union_sorted(keep)
+    if len(pool) == len(cand):
+        return None
+    return np.searchsorted(cand, pool)

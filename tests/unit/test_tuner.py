@@ -274,3 +274,40 @@ def test_the_margin_counts_only_once_the_tuner_is_past_its_first_climb():
             t.evidence.add(np.array([base] + [base * 1.005] * (len(t.arms) - 1)))
     assert young.test()[1:].min() > 2.5
     assert old.test()[1:].max() < 0.0
+
+
+# -- a collaborative signal at weight 0 brings candidates to its challengers only
+
+class TwoSourceModel(Model):
+    """``cooccur`` and min-max scaled ``mf`` nominate; ``transitions`` (optional) nominates rows
+    the others do not, so its candidates would stretch ``mf``'s range over the union."""
+
+    with_transitions: bool = True
+
+    def signals(self, user, allowed):
+        r = np.random.default_rng(7)
+        co, mf, tr = r.random(N), r.normal(size=N), np.zeros(N)
+        co[100:] = 0.0  # cooccur knows rows 0-99, transitions rows 150-199
+        tr[150:] = r.random(50) + 0.1
+        mf[150:] -= 5.0  # far below the others: in the union they would squash mf's scale
+        out = [Signal("cooccur", co, 30, "max"), Signal("mf", mf, 30, "minmax")]
+        if self.with_transitions:
+            out.append(Signal("transitions", tr, 30, "max"))
+        return out
+
+
+def test_a_signal_at_weight_0_leaves_the_served_list_as_it_would_be_without_it():
+    weights = BlendWeights(cooccur=1.0, mf=0.5, transitions=0.5)
+    config = TunerConfig(learned=False, start_off=("transitions",), on_weight=5.0)
+    with_tr, without = TwoSourceModel(weights), TwoSourceModel(weights)
+    without.with_transitions = False
+    a, b = Tuner.for_model(with_tr, config), Tuner.for_model(without, config)
+    assert a.weights["transitions"] == 0.0
+    assert a.recommend(with_tr, "u", 10) == b.recommend(without, "u", 10)
+    # the challenger that switches transitions on still ranks the transitions' nominees
+    arm = [x.name.startswith("transitions=") for x in a.arms].index(True)
+    shadow = a._tops["u"][1][arm]
+    assert (shadow >= 150).any()
+    # switched on, its nominees join the served list's candidates
+    on = Tuner(config, {"cooccur": 1.0, "mf": 0.5, "transitions": 5.0})
+    assert any(with_tr.index.get(item) >= 150 for item, _ in on.recommend(with_tr, "u", 10))

@@ -229,10 +229,13 @@ class Tuner:
         if pool is None:
             served = best_k(S[:, 0], k)
             scores = S[served, 0]
-        else:  # the served weighting's own candidates, normalised over them
+        else:  # the served weighting's own candidates, normalised over them; a signal at weight
+            # 0 adds an exact 0 to each score, so its column is left at 0 unread
             Xp = np.zeros((len(pool), len(signals)))
+            rows = cand[pool]
             for c, s in enumerate(signals):
-                Xp[:, c] = features(s, s.values(cand[pool]))
+                if W[c, 0]:
+                    Xp[:, c] = features(s, s.values(rows))
             sp = Xp @ W[:, 0]
             best = best_k(sp, k)
             served, scores = pool[best], sp[best]

@@ -9,9 +9,10 @@ of the nominees, so a list differs from the dense one only where a nomination di
 
 - **co-occurrence** and **tags**: sparse already (the neighbour and postings lists of the history);
 - **MF**: one batched product of a chunk of users with the item factors (16 wide, cheap) and, for
-  a biased MF, one batched add of the item biases (a float32 proxy); each user's nominees from a
-  superset of the proxy found by a sampled threshold (:func:`top_superset`), not a selection over
-  the whole catalogue (that selection cost more than the product), picked by the exact scores;
+  a biased MF, one batched add of the item biases (a float32 proxy), a block of items at a time
+  (:func:`block_supersets`); each user's nominees from a superset of the proxy found by a sampled
+  threshold (:func:`top_superset`'s), not a selection over the whole catalogue (that selection
+  cost more than the product), picked by the exact scores;
 - **embedding** and **recent**: the faiss IVF index of :mod:`streamrec.streams.contentindex` once
   the catalogue is large (exact products below ``ContentConfig.index_min_items``), batched per chunk;
   a recent item's neighbours are searched once per pass and in fewer lists than a profile's
@@ -35,8 +36,8 @@ from typing import TYPE_CHECKING, Callable, Hashable
 import numpy as np
 
 from streamrec.streams.gcpause import collection_paused
-from streamrec.streams.nominate import (DenseLookup, Nominated, below, hit_rows, lift_scalar, nominate,
-                                        rank_nominated, top_superset, union_sorted)  # fmt: skip
+from streamrec.streams.nominate import (DenseLookup, Nominated, below, block_supersets, hit_rows, lift_scalar,
+                                        nominate, rank_nominated, top_superset, union_sorted)  # fmt: skip
 from streamrec.streams.ranking import features, top_n
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -116,8 +117,6 @@ class RankPass:
         self.mf_bi = rec.mf.item_biases(self.mf_rows)
         #: the biases in float32, added to a chunk's products in one call: a proxy to select from
         self.mf_bi32 = None if self.mf_bi is None else self.mf_bi.astype(np.float32)
-        self._S: np.ndarray | None = None  # the chunk's MF scores (reused buffer)
-        self._B: np.ndarray | None = None  # ... plus the item biases (the selection proxy)
         cm = rec.content
         self.content_on = cm.live and cm.config.enabled
         self.emb = self.content_on and cm.has_embeddings
@@ -162,21 +161,20 @@ class RankPass:
         mf = rec.mf
         urows = [mf.user_row(u) for u in users]
         known = [j for j, r in enumerate(urows) if r is not None]
-        mf_scores = {}
-        if known and len(self.mf_rows):
-            if self._S is None:  # one buffer per pass: a fresh 64 x items array per chunk page-faults
-                self._S = np.empty((CHUNK, len(self.mf_rows)), dtype=np.float32)
-            Pu = mf.user_factors(np.array([urows[j] for j in known])).astype(np.float32)
-            S = np.matmul(Pu, self.mf_QT, out=self._S[: len(known)])
-            B = S
-            if self.mf_bi32 is not None:
-                if self._B is None:
-                    self._B = np.empty_like(self._S)
-                B = np.add(S, self.mf_bi32, out=self._B[: len(known)])
-            mf_scores = {j: (S[i], B[i]) for i, j in enumerate(known)}
         hists = [rec.cooccur.history_rows(u) for u in users]
         n = self.n  # rows that arrived after the pass began are left to the next pass
         seens = [(r[r < n] if len(r) and r.max() >= n else r) for r in (rec.seen_rows(u) for u in users)]
+        mf_scores = {}
+        if known and len(self.mf_rows) and cfg.n_mf > 0:
+            Pu = mf.user_factors(np.array([urows[j] for j in known])).astype(np.float32)
+            ts = [cfg.n_mf + len(seens[j]) + MF_MARGIN for j in known]
+            sets = block_supersets(Pu, self.mf_QT, self.mf_bi32, ts)
+            if any(got is None for got in sets):  # the sample let too few through: the whole rows
+                S = Pu @ self.mf_QT
+                B = S if self.mf_bi32 is None else S + self.mf_bi32
+                sets = [got if got is not None else (pos := top_superset(B[i], ts[i]), S[i][pos])
+                        for i, got in enumerate(sets)]  # fmt: skip
+            mf_scores = dict(zip(known, sets))
         pre = self._content_batch(users, hists, seens) if self.emb else None
         # the chunk's co-occurrence and transition reads in one pass each (same rows and bits as
         # one call a user: one sort and one bincount for the chunk, not one a user)
@@ -270,11 +268,10 @@ class RankPass:
         if urow is not None:
             mf = rec.mf
             if mf_row is not None and cfg.n_mf > 0:
-                prod, proxy = mf_row
-                # the superset is chosen on the float32 proxy (product + item bias, one batched
-                # add per chunk), with a margin for its rounding; the nominees by the exact sums
-                pos = top_superset(proxy, cfg.n_mf + len(seen) + MF_MARGIN)
-                s = prod[pos] if self.mf_bi is None else prod[pos] + (self.mf_bi[pos] + mf.user_bias(urow))
+                # the superset was chosen on the float32 proxy (product + item bias, the chunk's
+                # blocks), with a margin for its rounding; the nominees by the exact sums
+                pos, prod = mf_row
+                s = prod if self.mf_bi is None else prod + (self.mf_bi[pos] + mf.user_bias(urow))
                 noms = nominate(self.mf_rows[pos], s, cfg.n_mf, allowed, False)
             else:
                 noms = np.zeros(0, dtype=np.int64)

@@ -89,6 +89,67 @@ def top_superset(values: np.ndarray, t: int) -> np.ndarray:
     return pos
 
 
+#: items per block of :func:`block_supersets`: the block's products, proxies and mask stay in the cache
+MF_BLOCK = 4096
+
+
+def block_supersets(P: np.ndarray, QT: np.ndarray, bias: np.ndarray | None, ts: list[int],
+                    block: int = MF_BLOCK) -> list[tuple[np.ndarray, np.ndarray] | None]:  # fmt: skip
+    """For each row ``i`` of ``P`` (users' factors, float32): :func:`top_superset` of the proxy
+    ``P[i] @ QT + bias`` for ``ts[i]``, and the products ``P[i] @ QT`` at those positions, as
+    ``(positions, products)``; ``None`` where the sampled threshold passes fewer than ``ts[i]``
+    (the caller then selects from the whole row).
+
+    Why blocks: the whole products of a chunk of 64 users and 100k items are 25 MB, and the
+    proxy another 25 MB, each written, read back and scanned per user; a block's stay in the cache,
+    so the product is read once. The thresholds are :func:`top_superset`'s, read from the same
+    strided samples; every product is the one a whole product gives (the same users, ``P``, in
+    every block: a BLAS product rounds a row differently with other rows around it), so the
+    positions and products are the same to the bit.
+
+    >>> rng = np.random.default_rng(1)
+    >>> P, QT = rng.normal(size=(3, 4)).astype(np.float32), rng.normal(size=(4, 20_000)).astype(np.float32)
+    >>> b = rng.normal(size=20_000).astype(np.float32)
+    >>> got = block_supersets(P, QT, b, [100, 120, 30_000], block=3000)
+    >>> full = P @ QT
+    >>> [np.array_equal(got[i][0], top_superset(full[i] + b, t)) for i, t in ((0, 100), (1, 120))]
+    [True, True]
+    >>> np.array_equal(got[0][1], full[0][got[0][0]]), got[2]
+    (True, None)
+    """
+    n, m = P.shape[0], QT.shape[1]
+    thr = np.full(n, np.inf, dtype=np.float32)  # inf: nothing passes, the caller selects
+    by_stride: dict[int, list[int]] = {}
+    for i, t in enumerate(ts):
+        if 0 < t < m and m >= 32 * t:
+            by_stride.setdefault(max(1, min(t, m // (16 * t))), []).append(i)
+    for stride, users in by_stride.items():
+        sample = P @ QT[:, ::stride]
+        if bias is not None:
+            sample += bias[::stride]
+        for i in users:
+            row, q = sample[i], min(sample.shape[1], 3 * ts[i] // stride + 1)
+            thr[i] = np.partition(row, len(row) - q)[len(row) - q]
+    rows_at, cols_at, prods = [], [], []
+    S = np.empty((n, min(block, m)), dtype=np.float32)
+    B = np.empty_like(S) if bias is not None else S
+    for start in range(0, m, block):
+        end = min(m, start + block)
+        Sb = np.matmul(P, QT[:, start:end], out=S[:, : end - start])
+        Bb = Sb if bias is None else np.add(Sb, bias[start:end], out=B[:, : end - start])
+        hit = np.flatnonzero(Bb >= thr[:, None])  # flat: a 1-d nonzero is several times faster
+        r, c = np.divmod(hit, end - start)
+        rows_at.append(r)
+        cols_at.append(c + start)
+        prods.append(Sb.ravel()[hit] if Sb.flags.c_contiguous else Sb[r, c])
+    r, c, v = np.concatenate(rows_at), np.concatenate(cols_at), np.concatenate(prods)
+    order = np.argsort(r, kind="stable")  # by user, positions ascending within one
+    c, v = c[order], v[order]
+    cut = np.searchsorted(r[order], np.arange(n + 1)).tolist()
+    return [(c[cut[i] : cut[i + 1]], v[cut[i] : cut[i + 1]]) if cut[i + 1] - cut[i] >= ts[i] else None
+            for i in range(n)]  # fmt: skip
+
+
 def lookup(rows: np.ndarray, values: np.ndarray, default: float) -> Callable[[np.ndarray], np.ndarray]:
     """``values`` at sorted ``rows``, ``default`` elsewhere, as a function of candidate rows.
 

@@ -162,6 +162,29 @@ def test_top_superset_holds_every_one_of_the_t_largest(kind):
         assert len(got) < 20 * t or kind in ("ties", "nan")
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_block_supersets_are_top_superset_of_the_whole_product_to_the_bit(bias):
+    """The pass selects MF's supersets block by block of items: the same positions and products
+    as :func:`top_superset` over the whole chunk's product, or ``None`` where that falls back."""
+    from streamrec.streams.nominate import block_supersets, top_superset
+
+    rng = np.random.default_rng(11)
+    P = rng.normal(size=(64, 16)).astype(np.float32)
+    QT = np.ascontiguousarray(rng.normal(size=(16, 60_000)).astype(np.float32))
+    b = rng.normal(size=60_000).astype(np.float32) if bias else None
+    ts = rng.integers(150, 400, 64).tolist()
+    ts[5] = 5_000  # too many for the sample (60,000 < 32 t): the caller's whole row
+    S = P @ QT
+    B = S if b is None else S + b
+    for block in (1_000, 4_096, 60_000):
+        got = block_supersets(P, QT, b, ts, block)
+        assert got[5] is None
+        for i, t in enumerate(ts):
+            if i != 5:
+                pos = top_superset(B[i], t)
+                assert np.array_equal(got[i][0], pos) and np.array_equal(got[i][1], S[i][pos])
+
+
 def test_union_sorted_is_np_unique_of_the_concatenation():
     from streamrec.streams.nominate import union_sorted
 

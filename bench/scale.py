@@ -9,9 +9,11 @@ configuration (one JSON object each, the keys below):
 
 ``learn_us_per_event``       µs per ``learn_click`` (the model's per-event path)
 ``intake_events_per_s``      wire bytes decoded at the topic boundary and learned, events/s
-``ms_per_list``              one list in a pass (index build excluded, reported as ``index_build_s``);
-                             ``cpu_ms_per_list`` the same in process CPU time (what a shared,
-                             overloaded machine distorts least), likewise for the roofline
+``ms_per_list``              one list in a pass (index build excluded, reported as ``index_build_s``),
+                             the median of ``passes`` timed passes over samples of their own
+                             (``ms_per_list_passes``: each); ``cpu_ms_per_list`` the same in
+                             process CPU time (what a shared, overloaded machine distorts
+                             least), likewise for the roofline, measured before each pass
 ``roofline_ms_per_list``     the bare numpy floor over the same items in the same run: a batched
                              product of the users' query vectors (profiles with embeddings, MF
                              factors without) with every item, plus ``argpartition`` top-50
@@ -135,9 +137,17 @@ def roofline(queries: np.ndarray, matrix: np.ndarray, k: int = 50, chunk: int = 
     return (time.perf_counter() - start) * 1e3 / n, (time.process_time() - cpu) * 1e3 / n
 
 
+def _queries(rec, users: list, embeddings: bool) -> np.ndarray:
+    """The roofline's query vectors of ``users``: their profiles with embeddings, else MF factors."""
+    if embeddings:
+        cm = rec.content
+        return np.stack([p for u in users if (p := cm.profile(u, rec.cooccur.history_rows(u))) is not None])
+    return rec.mf.user_factors(np.array([r for u in users if (r := rec.mf.user_row(u)) is not None]))
+
+
 def measure(settings, n_users: int, n_items: int, embeddings: bool, events_per_user: float,
             n_lists: int, n_recall: int, seed: int, quiet: bool,
-            index_min_items: int | None = None) -> dict:  # fmt: skip
+            index_min_items: int | None = None, passes: int = 3) -> dict:  # fmt: skip
     """One configuration, as one JSON-able dict."""
     from tqdm import tqdm
 
@@ -193,20 +203,37 @@ def measure(settings, n_users: int, n_items: int, embeddings: bool, events_per_u
     del users, items, ts
     gc.collect()
     steady = rss_mb()
-    # lists: one warm-up pass builds the index (timed apart), then a timed pass over a sample
+    # lists: one warm-up pass builds the index (timed apart), then ``passes`` timed passes over
+    # samples of their own, each after the roofline over the same users (both see the same noise)
     rng = np.random.default_rng(seed + 1)
-    sample = [f"u{u}" for u in rng.choice(n_users, min(n_lists, n_users), replace=False).tolist()]
-    sample = [u for u in sample if rec.n_learned(u)] or sample
+    first = rng.choice(n_users, min(n_lists, n_users), replace=False)
+    rest = rng.permutation(np.setdiff1d(np.arange(n_users), first))  # the later passes' users
+    samples = []
+    for p in range(passes):
+        ids = first if p == 0 else rest[(p - 1) * len(first) : p * len(first)]
+        drawn = [f"u{u}" for u in ids.tolist()]
+        drawn = [u for u in drawn if rec.n_learned(u)] or drawn
+        samples.append(drawn if len(drawn) else samples[0])  # a small catalogue of users: again
+    sample = samples[0]
     start = time.perf_counter()
     rec.recommend_many(sample[:8])  # starts the index build (a thread in the worker)
     rec.content.ann.wait()
     rec.recommend_many(sample[:8])  # installs it
     index_build_s = time.perf_counter() - start
-    _say(f"{label}: ranking {len(sample):,} lists (index built in {index_build_s:.1f}s)", quiet)
-    start, cpu = time.perf_counter(), time.process_time()
-    lists = rec.recommend_many(sample, 50)
-    ms_per_list = (time.perf_counter() - start) * 1e3 / len(sample)
-    cpu_ms_per_list = (time.process_time() - cpu) * 1e3 / len(sample)
+    _say(f"{label}: ranking {passes} x {len(sample):,} lists (index built in {index_build_s:.1f}s)", quiet)
+    cm = rec.content
+    M = cm.vectors(cm.embedded_rows()) if embeddings else rec.mf.item_factors(rec.mf.factor_rows())
+    timed = []  # per pass: (wall, cpu) ms per list, then the roofline's
+    for p, users_p in enumerate(samples):
+        roof_p = roofline(_queries(rec, users_p, embeddings), M)
+        start, cpu = time.perf_counter(), time.process_time()
+        got = rec.recommend_many(users_p, 50)
+        timed.append(((time.perf_counter() - start) * 1e3 / len(users_p),
+                      (time.process_time() - cpu) * 1e3 / len(users_p)) + roof_p)  # fmt: skip
+        if p == 0:
+            lists = got
+    del M
+    ms_per_list, cpu_ms_per_list, roof, roof_cpu = (float(np.median(col)) for col in zip(*timed))
     r_users = sample[:n_recall]
     start = time.perf_counter()
     exact = rec.recommend_many(r_users, 50, exact=True)
@@ -232,16 +259,6 @@ def measure(settings, n_users: int, n_items: int, embeddings: bool, events_per_u
             sweep.append({"nprobe": nprobe, "ms_per_list": round((time.perf_counter() - start) * 1e3 / len(r_users), 3),
                           "recall_at_50": round(recall_of(got), 4)})  # fmt: skip
         ann.set_nprobe(default)
-    # the roofline over the same items and users
-    cm = rec.content
-    if embeddings:
-        Q = np.stack([p for u in sample if (p := cm.profile(u, rec.cooccur.history_rows(u))) is not None])
-        M = cm.vectors(cm.embedded_rows())
-    else:
-        Q = rec.mf.user_factors(np.array([rec.mf.user_row(u) for u in sample if rec.mf.user_row(u) is not None]))
-        M = rec.mf.item_factors(rec.mf.factor_rows())
-    roof, roof_cpu = roofline(Q, M)
-    del M
     near_ms, near_recall, near_cpu = None, None, None
     if embeddings:
         probe = [item_ids[i] for i in rng.choice(n_items, 100, replace=False).tolist()]
@@ -287,7 +304,9 @@ def measure(settings, n_users: int, n_items: int, embeddings: bool, events_per_u
     out = {
         "users": n_users, "items": n_items, "embeddings": embeddings, "workers": 1, "events": n_events,
         "learn_us_per_event": round(learn_us, 2), "intake_events_per_s": round(intake),
-        "ms_per_list": round(ms_per_list, 3), "roofline_ms_per_list": round(roof, 3),
+        "ms_per_list": round(ms_per_list, 3), "roofline_ms_per_list": round(roof, 3), "passes": len(timed),
+        "ms_per_list_passes": [round(t[0], 3) for t in timed],
+        "roofline_ms_per_list_passes": [round(t[2], 3) for t in timed],
         "cpu_ms_per_list": round(cpu_ms_per_list, 3), "roofline_cpu_ms_per_list": round(roof_cpu, 3),
         "exact_ms_per_list": round(exact_ms, 3), "dense_ms_per_list": round(dense_ms, 3), "recall_at_50": round(recall, 4),
         "index_build_s": round(index_build_s, 2), "nprobe_sweep": sweep,
@@ -326,12 +345,15 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def main(settings, args) -> int:
     sizes = parse_sizes(args.sizes)
+    if getattr(args, "passes", 3) < 1:
+        raise ValueError(f"--passes {args.passes}: at least one timed pass")
     kinds = {"yes": [True], "no": [False], "both": [False, True]}[args.embeddings]
     rows = []
     for n_users, n_items in sizes:
         for emb in kinds:
             row = measure(settings, n_users, n_items, emb, args.events_per_user, args.lists,
-                          args.recall_lists, args.seed, args.no_progress, args.index_min_items)  # fmt: skip
+                          args.recall_lists, args.seed, args.no_progress, args.index_min_items,
+                          getattr(args, "passes", 3))  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.json:  # rewritten after each configuration: a long run keeps what it measured

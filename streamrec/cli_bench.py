@@ -79,7 +79,10 @@ def add_scale(bsub) -> None:
                     help="384-d item embeddings (default both, one configuration each)")
     sc.add_argument("--events-per-user", type=float, default=3.0, metavar="F",
                     help="events per user (default 3; at least one per item)")
-    sc.add_argument("--lists", type=int, default=2000, metavar="N", help="lists timed (default 2000)")
+    sc.add_argument("--lists", type=int, default=2000, metavar="N", help="lists timed per pass (default 2000)")
+    sc.add_argument("--passes", type=int, default=3, metavar="N",
+                    help="timed passes, each over its own sample after the roofline over it; the "
+                    "figures are their medians (default 3)")
     sc.add_argument("--recall-lists", type=int, default=200, metavar="N",
                     help="of those, ranked again exhaustively for recall_at_50 (default 200)")
     sc.add_argument("--seed", type=int, default=0)

@@ -24,8 +24,18 @@ def test_a_small_configuration_measures_every_key(embeddings):
     assert 0 < row["checkpoint_bytes_per_interval"] < row["full_state_bytes"]
     assert row["changed_users"] == 30 and row["restore_s"] > 0 and row["intake_events_per_s"] > 0
     assert row["peak_rss_mb"] >= row["rss_mb_per_worker"] > 0
+    # the figures are the medians of three passes, each timed after its roofline
+    assert row["passes"] == 3 and len(row["ms_per_list_passes"]) == len(row["roofline_ms_per_list_passes"]) == 3
+    assert sorted(row["ms_per_list_passes"])[1] == row["ms_per_list"]
     if embeddings:  # the index was built (200 <= 400 embedded items) and swept
         assert row["nprobe_sweep"] and row["users_near_ms"] > 0 and 0 < row["users_near_recall"] <= 1
+
+
+def test_no_timed_pass_is_refused_with_its_reason():
+    from types import SimpleNamespace
+
+    with pytest.raises(ValueError, match="--passes 0: at least one timed pass"):
+        scale.main(Settings(), SimpleNamespace(sizes="1kx1k", embeddings="no", passes=0))
 
 
 def test_sizes_parse_and_bad_ones_are_named():

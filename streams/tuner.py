@@ -3,8 +3,9 @@
 Why this way: the blend weights that suit one catalogue hurt another (on MovieLens the content
 signals add 7% HR@10; on the synthetic set the same weights halve it), and nobody hand-tunes seven
 weights per deployment. Every weighting's list can be computed without serving it, from the same
-candidates and normalised signal values (one matrix product), so each candidate weighting is scored
-on the same events as the served one: at each refresh the tuner computes, for the user, the served
+candidates and normalised signal values (one matrix product; the served list itself leaves out
+what only collaborative signals at weight 0 nominated, :func:`served_pool`), so each candidate
+weighting is scored on the same events as the served one: at each refresh the tuner computes, for the user, the served
 list and the top ``depth`` of every *challenger*; at each of the user's next events it notes where
 the item ranks in each. The comparison is paired and exact for the stream as it was (a challenger's
 list was not shown, so in a live deployment a user cannot click what only it would have shown: the

@@ -345,15 +345,15 @@ def parse_sizes(text: str) -> list[tuple[int, int]]:
 
 def main(settings, args) -> int:
     sizes = parse_sizes(args.sizes)
-    if getattr(args, "passes", 3) < 1:
-        raise ValueError(f"--passes {args.passes}: at least one timed pass")
+    passes = getattr(args, "passes", 3)
+    if passes < 1:
+        raise ValueError(f"--passes {passes}: at least one timed pass")
     kinds = {"yes": [True], "no": [False], "both": [False, True]}[args.embeddings]
     rows = []
     for n_users, n_items in sizes:
         for emb in kinds:
             row = measure(settings, n_users, n_items, emb, args.events_per_user, args.lists,
-                          args.recall_lists, args.seed, args.no_progress, args.index_min_items,
-                          getattr(args, "passes", 3))  # fmt: skip
+                          args.recall_lists, args.seed, args.no_progress, args.index_min_items, passes)  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
             if args.json:  # rewritten after each configuration: a long run keeps what it measured

@@ -36,9 +36,9 @@ from typing import TYPE_CHECKING, Callable, Hashable
 import numpy as np
 
 from streamrec.streams.gcpause import collection_paused
-from streamrec.streams.nominate import (DenseLookup, Nominated, below, block_supersets, hit_rows, lift_scalar,
-                                        nominate, rank_nominated, top_superset, union_sorted)  # fmt: skip
-from streamrec.streams.ranking import features, top_n
+from streamrec.streams.nominate import (DenseLookup, Nominated, below, block_supersets, feature_columns, hit_rows,
+                                        lift_scalar, nominate, rank_nominated, top_superset, union_sorted)  # fmt: skip
+from streamrec.streams.ranking import top_n
 
 if TYPE_CHECKING:  # pragma: no cover
     from streamrec.streams.recommender import Recommender
@@ -194,10 +194,7 @@ class RankPass:
                     rows, scores = rank_nominated(sigs, cfg.weights, k + GONE_SLACK)
                 else:
                     cand = union_sorted([g.rows for g in sigs if len(g.rows)])
-                    X = np.zeros((len(cand), len(sigs)))
-                    for c, g in enumerate(sigs):
-                        X[:, c] = features(g, g.values(cand))
-                    rows, scores = self.ranker(user, sigs, cand, X, k + GONE_SLACK)
+                    rows, scores = self.ranker(user, sigs, cand, feature_columns(sigs, cand), k + GONE_SLACK)
                 live = rec.available_rows(rows)  # deleted since the pass began: never listed
                 if live.all():
                     rows, scores = rows[:k], scores[:k]

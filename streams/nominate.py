@@ -271,6 +271,23 @@ class Nominated:
     source: bool = False
 
 
+def feature_columns(signals: list[Nominated], rows: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """``len(rows) x len(signals)``: each signal's values at ``rows`` normalised over them (the
+    :class:`Nominated` form of :func:`~streamrec.streams.ranking.feature_matrix`); with
+    ``weights``, the columns of signals weighed 0 are left at 0 unread.
+
+    >>> co = Nominated("cooccur", np.array([1]), lambda c: np.array([0.0, 2.0, 4.0])[c])
+    >>> mf = Nominated("mf", np.array([2]), lambda c: np.array([-1.0, 1.0, 3.0])[c], "minmax")
+    >>> feature_columns([co, mf], np.array([1, 2])).tolist(), feature_columns([co, mf], np.array([1, 2]), np.array([0.0, 1.0])).tolist()
+    ([[0.5, 0.0], [1.0, 1.0]], [[0.0, 0.0], [0.0, 1.0]])
+    """
+    X = np.zeros((len(rows), len(signals)))
+    for c, s in enumerate(signals):
+        if weights is None or weights[c]:
+            X[:, c] = features(s, s.values(rows))
+    return X
+
+
 def rank_nominated(signals: list[Nominated], weights: BlendWeights, k: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`~streamrec.streams.ranking.rank` over the union of the nominees: ``(rows, scores)``.
 

@@ -56,8 +56,8 @@ from streamrec.settings import SIGNALS
 from streamrec.streams.evidence import PairedEvidence
 from streamrec.streams.blendlearner import BlendLearner, LearnedBlendConfig
 from streamrec.streams.challengers import Arm, challengers, tunable
-from streamrec.streams.nominate import Nominated, as_nominated, union_sorted
-from streamrec.streams.ranking import CONTENT_WEIGHTS, BlendWeights, best_k, features
+from streamrec.streams.nominate import Nominated, as_nominated, feature_columns, union_sorted
+from streamrec.streams.ranking import CONTENT_WEIGHTS, BlendWeights, best_k
 
 log = logging.getLogger("streamrec.tuner")
 START_OFF = ("embedding", "recent", "tags", "transitions")
@@ -207,10 +207,7 @@ class Tuner:
         cand = union_sorted([s.rows for s in signals if len(s.rows)])
         if not len(cand) or k <= 0:
             return []
-        X = np.zeros((len(cand), len(signals)))
-        for c, s in enumerate(signals):
-            X[:, c] = features(s, s.values(cand))
-        rows, scores = self.rank(model, user, signals, cand, X, k)
+        rows, scores = self.rank(model, user, signals, cand, feature_columns(signals, cand), k)
         items = model.index.items
         return [(items[r], float(s)) for r, s in zip(rows.tolist(), scores.tolist())]
 
@@ -232,12 +229,7 @@ class Tuner:
             scores = S[served, 0]
         else:  # the served weighting's own candidates, normalised over them; a signal at weight
             # 0 adds an exact 0 to each score, so its column is left at 0 unread
-            Xp = np.zeros((len(pool), len(signals)))
-            rows = cand[pool]
-            for c, s in enumerate(signals):
-                if W[c, 0]:
-                    Xp[:, c] = features(s, s.values(rows))
-            sp = Xp @ W[:, 0]
+            sp = feature_columns(signals, cand[pool], W[:, 0]) @ W[:, 0]
             best = best_k(sp, k)
             served, scores = pool[best], sp[best]
         depth = self.config.depth

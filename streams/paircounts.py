@@ -323,6 +323,43 @@ class PairCounts:
         urows, lens = np.unique(a, return_counts=True)
         return urows, lens, k & LOW, v
 
+    def entry_blocks(self, block: int = 4096):
+        """:meth:`entries` a block of ``block`` rows at a time: ``(a rows, b rows, counts)`` of
+        each entry, the same entries in the same order, never all of them at once.
+
+        Why: a checkpoint streams the entries to the file; :meth:`entries` of millions of them
+        held seven times their bytes in copies and sort scratch (546 MB at 100k users with 30
+        events each, against 78 MB written). A part's keys are sorted, so a block of rows is a
+        slice of each part, found by bisection.
+
+        >>> pc = PairCounts(); pc.add([3], 9, 1.0); pc.add([3], 2, 1.0); pc.add([1], 5, 2.0)
+        >>> [[x.tolist() for x in blk] for blk in pc.entry_blocks(block=2)]
+        [[[1], [5], [2.0]], [[3, 3], [9, 2], [1.0, 1.0]]]
+        """
+        self.fold()
+        n = len(self._len)
+        for r0 in range(0, n, block):
+            bounds = np.array([r0, min(n, r0 + block)], np.int64) << SHIFT
+            ks, vs, ss = [], [], []
+            for part in (self._main, self._side):
+                lo, hi = np.searchsorted(part.k, bounds).tolist()
+                live = part.live[lo:hi]
+                ks.append(part.k[lo:hi][live])
+                vs.append(part.v[lo:hi][live])
+                ss.append(part.s[lo:hi][live])
+            k, v, s = np.concatenate(ks), np.concatenate(vs), np.concatenate(ss)
+            if len(k):
+                a = k >> SHIFT
+                order = np.lexsort((s, a))
+                yield a[order], k[order] & LOW, v[order]
+
+    def live_rows(self) -> tuple[np.ndarray, np.ndarray]:
+        """The rows with live entries, ascending, and how many each has (:meth:`entries`' first
+        two arrays, from the per-row counts)."""
+        self.fold()
+        rows = np.flatnonzero(self._len > 0)
+        return rows, self._len[rows].copy()
+
     def load(self, rows, lens, bs, vals, out, inn, touched=()) -> None:
         """Replace everything by ``entries()``-shaped arrays and the totals."""
         rows, lens = np.asarray(rows, np.int64), np.asarray(lens, np.int64)

@@ -24,7 +24,7 @@ from typing import Hashable
 
 import numpy as np
 
-from streamrec.streams.snapshot import chunked, pack_ids, pack_rows, unpack_ids, unpack_rows
+from streamrec.streams.snapshot import Chunks, chunked, pack_ids, pack_rows, unpack_ids, unpack_rows
 
 
 def in_time_order(rows: list[int], times: list[float]) -> tuple[list[int], list[float]]:
@@ -115,8 +115,12 @@ class TransitionState:
                     "log_a": chunked(np.int32, [a for a, _, _ in log], lens),
                     "log_b": chunked(np.int32, [[b] if o else b for (_, b, _), o in zip(log, one.tolist())], blens),
                     "log_ts": np.fromiter((t for _, _, t in log), np.float64, len(log))}  # fmt: skip
-        rows, lens, keys, vals = self._pairs.entries()
-        return {**self._clock_state(), "rows": rows, "lens": lens, "keys": keys.astype(np.int32), "vals": vals}
+        pairs = self._pairs
+        rows, lens = pairs.live_rows()
+        total = int(lens.sum())
+        return {**self._clock_state(), "rows": rows, "lens": lens,  # the entries streamed, a block of rows at a time
+                "keys": Chunks(np.int32, total, lambda: (b for _, b, _ in pairs.entry_blocks())),
+                "vals": Chunks(np.float64, total, lambda: (v for _, _, v in pairs.entry_blocks()))}  # fmt: skip
 
     def checkpointed(self) -> None:
         self._log = []

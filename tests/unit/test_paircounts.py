@@ -41,6 +41,15 @@ def same(pc: PairCounts, ref: DictCounts, n: int) -> None:
         got[r] = list(zip(bs[start : start + k].tolist(), vals[start : start + k].tolist()))
         start += k
     assert got == {a: list(d.items()) for a, d in ref.succ.items() if d}  # order and bits
+    # what a checkpoint streams: the same rows, lengths and entries, a block of rows at a time
+    live_rows, live_lens = pc.live_rows()
+    assert live_rows.tolist() == rows.tolist() and live_lens.tolist() == lens.tolist()
+    blocks = list(pc.entry_blocks(block=7))
+    assert all(len(a) and a.min() // 7 == a.max() // 7 for a, _, _ in blocks)
+    a_all = np.concatenate([a for a, _, _ in blocks]) if blocks else np.zeros(0, np.int64)
+    assert a_all.tolist() == np.repeat(rows, lens).tolist()
+    assert [x for _, b, _ in blocks for x in b.tolist()] == bs.tolist()
+    assert [x for _, _, v in blocks for x in v.tolist()] == vals.tolist()
     assert pc.out[:n].tolist() == [ref.out.get(a, 0.0) for a in range(n)]
     assert pc.inn[:n].tolist() == [ref.inn.get(b, 0.0) for b in range(n)]
     for a in range(n):

@@ -299,29 +299,19 @@ class PairCounts:
 
     # -- state ------------------------------------------------------------------------------------
 
-    def entries(self, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The live entries as ``(rows, lens, b rows, counts)``: rows ascending (only those of
-        ``rows`` when given), each row's entries in insertion order.
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The live entries as ``(rows, lens, b rows, counts)``: rows ascending, each row's
+        entries in insertion order (:meth:`entry_blocks` joined).
 
         >>> pc = PairCounts(); pc.add([3], 9, 1.0); pc.add([3], 2, 1.0); pc.add([1], 5, 2.0)
         >>> [x.tolist() for x in pc.entries()]
         [[1, 3], [1, 2], [5, 9, 2], [2.0, 1.0, 1.0]]
         """
-        self.fold()
-        ks, vs, ss = [], [], []
-        for part in (self._main, self._side):
-            live = part.live
-            if rows is not None:
-                live = live & np.isin(part.k >> SHIFT, rows)
-            ks.append(part.k[live])
-            vs.append(part.v[live])
-            ss.append(part.s[live])
-        k, v, s = np.concatenate(ks), np.concatenate(vs), np.concatenate(ss)
-        a = k >> SHIFT
-        order = np.lexsort((s, a))
-        a, k, v = a[order], k[order], v[order]
-        urows, lens = np.unique(a, return_counts=True)
-        return urows, lens, k & LOW, v
+        rows, lens = self.live_rows()
+        blocks = list(self.entry_blocks())
+        if not blocks:
+            return rows, lens, np.zeros(0, np.int64), np.zeros(0)
+        return rows, lens, np.concatenate([b for _, b, _ in blocks]), np.concatenate([v for _, _, v in blocks])
 
     def entry_blocks(self, block: int = 4096):
         """:meth:`entries` a block of ``block`` rows at a time: ``(a rows, b rows, counts)`` of
@@ -358,7 +348,7 @@ class PairCounts:
         two arrays, from the per-row counts)."""
         self.fold()
         rows = np.flatnonzero(self._len > 0)
-        return rows, self._len[rows].copy()
+        return rows, self._len[rows]
 
     def load(self, rows, lens, bs, vals, out, inn, touched=()) -> None:
         """Replace everything by ``entries()``-shaped arrays and the totals."""

@@ -47,6 +47,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from streamrec.settings import Settings
+from streamrec.workers.burst import Quiet, drained
 from streamrec.workers.common import EnrichWorker, Message, Output, WorkerError, WorkerStats, partition_for
 from streamrec.workers.delivery import Outbox, Undelivered, origin
 
@@ -177,6 +178,7 @@ class EnrichAgent:
         self.stopping = False
         self.failure: BaseException | None = None
         self.last_batch = time.monotonic()
+        self.quiet = Quiet(hold_s=settings.embed_batch_wait_s + 1.0)  # see caught_up
         self.outbox = Outbox(worker, settings, self.sink, self._tid,
                              producer=(lambda: self.app.producer) if self.transactional else None,
                              group_id=self.app.conf.id, report=self._report,
@@ -290,19 +292,15 @@ class EnrichAgent:
         self.worker.heartbeat(time.monotonic(), self._depth(), force=True)
 
     async def caught_up(self) -> bool:
-        """Every assigned partition read to its end, nothing left to deliver, and no batch for a
-        while (so the take buffer is empty)."""
-        if self.busy or self.outbox.broken or time.monotonic() - self.last_batch < self.settings.embed_batch_wait_s + 1.0:
-            return False
-        tps = self.assigned()
-        if not tps:
-            return False
-        for tp in tps:
-            high = self.app.consumer.highwater(tp)
-            position = await self.app.consumer.position(tp)
-            if high is None or high < 0 or position is None or position < high:
-                return False
-        return True
+        """Everything fetched is processed and committed, and has been for a quiet spell (see
+        :mod:`.burst`: the fetch position alone runs ahead of the batches)."""
+        ends = []
+        for tp in self.assigned():
+            ends.append((await self.app.consumer.position(tp), self.app.consumer.highwater(tp)))
+        handed = sum(not m.acked for m in self.app.consumer.unacked)  # faust leaves some acked ones in
+        done = drained(self.busy, self.outbox.broken, handed, self.outbox.events, ends)
+        now = time.monotonic()
+        return self.quiet.observe(done, self.last_batch, now)
 
     async def tick(self, burst: bool, deadline: float | None, shutdown, stop=None) -> None:
         now = time.monotonic()

@@ -149,6 +149,11 @@ class Outbox:
         """Outputs produced (or to be produced again) and not committed yet."""
         return sum(len(part.outputs) for part in self.pending.values())
 
+    @property
+    def events(self) -> int:
+        """Events whose outputs wait for their commit (acked only once it is done)."""
+        return sum(len(part.events) for part in self.pending.values())
+
     async def put(self, events: list, msgs: list[Message], outputs: list[Output]) -> None:
         """Produce a batch into the transactions of its partitions; a failure is retried later."""
         async with self.lock:

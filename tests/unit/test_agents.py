@@ -151,6 +151,48 @@ def test_a_stopping_agent_takes_no_new_batch(settings):
     assert batches == [] and not events[0].message.acked and worker.stats.batches == 0
 
 
+def test_a_burst_is_caught_up_only_once_what_was_fetched_is_processed(settings):
+    """The fetch position reaches the end before the take hands a partial batch over: a request
+    still in the take buffer (handed to the stream, unacknowledged) holds the burst off, and
+    once none is left it ends only after a quiet spell with no batch in it."""
+    from types import SimpleNamespace
+
+    class Consumer:  # what the agent reads of faust's consumer: one partition, fetched to its end
+        def __init__(self, topic):
+            self.tp = SimpleNamespace(topic=topic, partition=0)
+            self.waiting = SimpleNamespace(acked=False)  # a request in the take buffer
+            self.unacked = [self.waiting]
+
+        def assignment(self):
+            return [self.tp]
+
+        async def position(self, tp):
+            return 5
+
+        def highwater(self, tp):
+            return 5
+
+    async def main():
+        agent = EnrichAgent(EchoWorker(settings), settings.replace(embed_batch_wait_s=0.0), sink=None)
+        agent.quiet.hold_s = 0.5
+        agent.app.consumer = consumer = Consumer(agent.topic.get_topic_name())
+        agent.last_batch = time.monotonic() - 10.0  # started (or idle) long before the fetch
+        seen = []
+        for _ in range(5):
+            seen.append(await agent.caught_up())
+            await asyncio.sleep(0.1)
+        consumer.waiting.acked = True  # its batch is done and committed
+        agent.last_batch = time.monotonic()
+        for _ in range(7):
+            seen.append(await agent.caught_up())
+            await asyncio.sleep(0.1)
+        return seen
+
+    seen = asyncio.run(main())
+    assert seen[:5] == [False] * 5  # the old check (position at the end, no batch for a while) said True
+    assert seen[5:7] == [False] * 2 and seen[-1] is True  # the spell: 0.5 s
+
+
 def test_faust_settings_follow_the_project_settings(settings):
     agent = EnrichAgent(EchoWorker(settings.replace(topic_prefix="t1.", worker_id="pod-7")), settings.replace(topic_prefix="t1."))
     conf = agent.app.conf
